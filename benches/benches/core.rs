@@ -1,0 +1,38 @@
+//! Core hot-path pieces: usage normalisation, exact cost, and request fingerprints, each run
+//! once per proxied call.
+
+use criterion::{Criterion, black_box, criterion_group, criterion_main};
+use llmopt_core::{PriceCatalog, Usage, fingerprint};
+use serde_json::json;
+
+fn core(c: &mut Criterion) {
+    let catalog = PriceCatalog::builtin();
+    let usage = Usage {
+        input_tokens: 2_006,
+        cache_read_tokens: 1_920,
+        output_tokens: 300,
+        reasoning_tokens: 64,
+        ..Usage::default()
+    };
+    c.bench_function("core/cost_dated_id", |b| {
+        b.iter(|| catalog.cost(black_box("gpt-4o-2024-08-06"), black_box(&usage)))
+    });
+    let body = json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-2024-08-06",
+        "usage": {"prompt_tokens": 2006, "completion_tokens": 300, "total_tokens": 2306,
+                  "prompt_tokens_details": {"cached_tokens": 1920},
+                  "completion_tokens_details": {"reasoning_tokens": 64}}
+    });
+    c.bench_function("core/usage_openai", |b| b.iter(|| Usage::from_openai_response(black_box(&body))));
+    let request = json!({
+        "model": "gpt-4o-mini", "temperature": 0,
+        "messages": [{"role": "system", "content": "You are terse."},
+                     {"role": "user", "content": "Summarise the quarterly report in three bullet points."}]
+    });
+    c.bench_function("core/cache_key", |b| {
+        b.iter(|| fingerprint::cache_key(Some("acme"), "openai", "gpt-4o-mini", black_box(&request)))
+    });
+}
+
+criterion_group!(benches, core);
+criterion_main!(benches);

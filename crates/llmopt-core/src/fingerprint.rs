@@ -1,0 +1,204 @@
+//! Stable request fingerprints: the response-cache key and the prompt-prefix hash.
+//!
+//! A fingerprint is XXH3-128 over a canonical JSON encoding (object keys sorted, no whitespace)
+//! written here rather than by `serde_json`, whose key order depends on a cargo feature that any
+//! crate in a build may switch on. XXH3 is a published, frozen algorithm, so fingerprints are the
+//! same across processes, machines and releases (test vectors in this module pin it).
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+use xxhash_rust::xxh3::xxh3_128;
+
+/// A 128-bit fingerprint, written as 32 lowercase hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fingerprint(pub u128);
+
+impl Fingerprint {
+    pub fn of_bytes(bytes: &[u8]) -> Fingerprint {
+        Fingerprint(xxh3_128(bytes))
+    }
+
+    pub fn of_json(value: &Value) -> Fingerprint {
+        let mut out = Vec::with_capacity(256);
+        write_canonical(value, &mut out);
+        Fingerprint::of_bytes(&out)
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl Serialize for Fingerprint {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Fingerprint, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        u128::from_str_radix(&text, 16)
+            .map(Fingerprint)
+            .map_err(|_| serde::de::Error::custom("fingerprint must be 32 hex digits"))
+    }
+}
+
+/// Request fields that do not change the answer, left out of the request fingerprint. Every
+/// other field (including ones this version does not know) is part of it: an unknown field may
+/// change the answer, so ignoring it would be unsafe for a cache.
+pub const FIELDS_NOT_IN_KEY: &[&str] =
+    &["stream", "stream_options", "user", "metadata", "store", "service_tier", "parallel_tool_calls_hint"];
+
+/// Fingerprint of everything in a request body that can change the answer.
+pub fn request_fingerprint(body: &Value) -> Fingerprint {
+    match body {
+        Value::Object(map) => {
+            let kept: serde_json::Map<String, Value> = map
+                .iter()
+                .filter(|(key, _)| !FIELDS_NOT_IN_KEY.contains(&key.as_str()))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            Fingerprint::of_json(&Value::Object(kept))
+        }
+        other => Fingerprint::of_json(other),
+    }
+}
+
+/// The response-cache key: the request fingerprint bound to tenant, provider and the model that
+/// will answer. One tenant never shares a key with another.
+pub fn cache_key(tenant: Option<&str>, provider: &str, model: &str, body: &Value) -> Fingerprint {
+    let request = request_fingerprint(body);
+    let mut bytes = Vec::with_capacity(64 + provider.len() + model.len());
+    // Length-prefixed parts so that ("ab","c") and ("a","bc") differ.
+    for part in [tenant.unwrap_or(""), provider, model] {
+        bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(part.as_bytes());
+    }
+    bytes.push(u8::from(tenant.is_some()));
+    bytes.extend_from_slice(&request.0.to_le_bytes());
+    Fingerprint::of_bytes(&bytes)
+}
+
+/// Fingerprint of the prompt prefix: the system prompt, the tools and every message but the last.
+/// Two requests with equal prefix fingerprints could share a provider prompt cache entry.
+/// `None` when there is no prefix (a single message and no system prompt or tools).
+pub fn prefix_fingerprint(body: &Value) -> Option<Fingerprint> {
+    let messages = body.get("messages").and_then(Value::as_array)?;
+    let mut prefix = serde_json::Map::new();
+    for key in ["system", "tools"] {
+        if let Some(value) = body.get(key) {
+            prefix.insert(key.to_owned(), value.clone());
+        }
+    }
+    let head = &messages[..messages.len().saturating_sub(1)];
+    if head.is_empty() && prefix.is_empty() {
+        return None;
+    }
+    prefix.insert("messages".to_owned(), Value::Array(head.to_vec()));
+    Some(Fingerprint::of_json(&Value::Object(prefix)))
+}
+
+/// Canonical JSON: sorted keys, no whitespace, numbers as serde_json prints them.
+pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (index, (key, value)) in entries.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_string(key, out);
+                out.push(b':');
+                write_canonical(value, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        Value::String(text) => write_string(text, out),
+        // Scalars have one serde_json spelling each.
+        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+    }
+}
+
+fn write_string(text: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(Value::String(text.to_owned()).to_string().as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn key_order_and_stream_flags_do_not_matter() {
+        let a = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true});
+        let b = json!({"messages": [{"content": "hi", "role": "user"}], "model": "m"});
+        assert_eq!(request_fingerprint(&a), request_fingerprint(&b));
+    }
+
+    #[test]
+    fn everything_that_changes_the_answer_changes_the_key() {
+        let base = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        let base_key = cache_key(Some("t1"), "openai", "m", &base);
+        let variants = [
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi!"}]}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": []}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "system": "be brief"}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 1}),
+        ];
+        for variant in &variants {
+            assert_ne!(cache_key(Some("t1"), "openai", "m", variant), base_key, "{variant}");
+        }
+        assert_ne!(cache_key(Some("t2"), "openai", "m", &base), base_key);
+        assert_ne!(cache_key(None, "openai", "m", &base), base_key);
+        assert_ne!(cache_key(Some("t1"), "azure", "m", &base), base_key);
+        assert_ne!(cache_key(Some("t1"), "openai", "m2", &base), base_key);
+    }
+
+    #[test]
+    fn fingerprints_are_pinned() {
+        // Test vectors: XXH3-128 of fixed inputs. If these change, every stored fingerprint and
+        // cache key changes meaning.
+        assert_eq!(Fingerprint::of_bytes(b"").to_string(), "99aa06d3014798d86001c324468d497f");
+        assert_eq!(
+            Fingerprint::of_json(&json!({"b": 1, "a": [true, null, "x"]})),
+            Fingerprint::of_bytes(br#"{"a":[true,null,"x"],"b":1}"#)
+        );
+    }
+
+    #[test]
+    fn prefix_excludes_the_last_message() {
+        let one = json!({"system": "s", "messages": [{"role": "user", "content": "a"}]});
+        let two = json!({"system": "s", "messages": [{"role": "user", "content": "b"}]});
+        assert_eq!(prefix_fingerprint(&one), prefix_fingerprint(&two));
+        assert!(prefix_fingerprint(&json!({"messages": [{"role": "user", "content": "a"}]})).is_none());
+    }
+
+    #[test]
+    fn fingerprint_round_trips_through_json() {
+        let fingerprint = Fingerprint(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        let text = serde_json::to_string(&fingerprint).unwrap();
+        assert_eq!(text, "\"0123456789abcdef0011223344556677\"");
+        assert_eq!(serde_json::from_str::<Fingerprint>(&text).unwrap(), fingerprint);
+    }
+}

@@ -1,0 +1,13 @@
+//! Integration tests of `llmopt-core`: usage fixtures, cost of every catalog model, the LiteLLM
+//! cross-check, record wire-form stability, and the in-memory stores' conformance.
+
+mod conformance;
+mod cost;
+mod usage;
+mod wire;
+
+use std::path::PathBuf;
+
+pub fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
