@@ -9,7 +9,8 @@ pub fn run(args: &[String]) -> Result<()> {
     sh.change_dir(project_root());
     cmd!(sh, "cargo fmt --all -- --check").run()?;
     cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings").run()?;
-    let nextest = cmd!(sh, "cargo nextest --version").quiet().ignore_stdout().ignore_stderr().run().is_ok();
+    let nextest =
+        cmd!(sh, "cargo nextest --version").quiet().ignore_stdout().ignore_stderr().run().is_ok();
     if nextest && !args.iter().any(|a| a == "--no-nextest") {
         cmd!(sh, "cargo nextest run --workspace --locked --no-fail-fast").run()?;
         cmd!(sh, "cargo test --workspace --locked --doc").run()?;

@@ -41,10 +41,7 @@ const TOOLING: &[&str] = &["xtask", "benches"];
 
 fn metadata() -> Metadata {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    MetadataCommand::new()
-        .current_dir(&root)
-        .exec()
-        .expect("cargo metadata runs")
+    MetadataCommand::new().current_dir(&root).exec().expect("cargo metadata runs")
 }
 
 fn floor_of(name: &str) -> Option<u8> {
@@ -78,7 +75,8 @@ pub fn layering_violations(metadata: &Metadata) -> Vec<String> {
             }
             if let Some((_, owner)) = OWNERS.iter().find(|(external, _)| *external == dep_name) {
                 if *owner != name {
-                    problems.push(format!("{name} depends on {dep_name}, which only {owner} may know"));
+                    problems
+                        .push(format!("{name} depends on {dep_name}, which only {owner} may know"));
                 }
             }
         }
@@ -107,17 +105,16 @@ fn pure_crate_violations(metadata: &Metadata) -> Vec<String> {
             continue;
         };
         let mut seen: HashSet<&PackageId> = HashSet::new();
-        let mut queue: VecDeque<(&PackageId, Vec<&str>)> = VecDeque::from([(&start.id, vec![*pure])]);
+        let mut queue: VecDeque<(&PackageId, Vec<&str>)> =
+            VecDeque::from([(&start.id, vec![*pure])]);
         while let Some((id, path)) = queue.pop_front() {
             if !seen.insert(id) {
                 continue;
             }
             let Some(node) = nodes.get(id) else { continue };
             for dep in &node.deps {
-                let runtime = dep
-                    .dep_kinds
-                    .iter()
-                    .any(|kind| kind.kind != DependencyKind::Development);
+                let runtime =
+                    dep.dep_kinds.iter().any(|kind| kind.kind != DependencyKind::Development);
                 if !runtime {
                     continue;
                 }
@@ -188,7 +185,9 @@ fn every_member_uses_the_workspace_lints() {
 fn the_checks_catch_a_runtime_in_the_core() {
     // Take the real graph and pretend llmopt-core depended on tokio: the check must say so.
     let mut metadata = metadata();
-    let Some(tokio_id) = metadata.packages.iter().find(|p| p.name.as_str() == "tokio").map(|p| p.id.clone()) else {
+    let Some(tokio_id) =
+        metadata.packages.iter().find(|p| p.name.as_str() == "tokio").map(|p| p.id.clone())
+    else {
         println!("skipped: tokio is not in the graph yet");
         return;
     };

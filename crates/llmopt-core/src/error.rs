@@ -1,6 +1,8 @@
 //! The crate-wide error type.
 
-use crate::{pricing::PricingError, record::RecordValidationError, store::StoreError, usage::UsageError};
+use crate::{
+    pricing::PricingError, record::RecordValidationError, store::StoreError, usage::UsageError,
+};
 
 /// Any error of `llmopt-core`, by kind.
 #[derive(Debug, thiserror::Error)]

@@ -51,8 +51,15 @@ impl<'de> Deserialize<'de> for Fingerprint {
 /// Request fields that do not change the answer, left out of the request fingerprint. Every
 /// other field (including ones this version does not know) is part of it: an unknown field may
 /// change the answer, so ignoring it would be unsafe for a cache.
-pub const FIELDS_NOT_IN_KEY: &[&str] =
-    &["stream", "stream_options", "user", "metadata", "store", "service_tier", "parallel_tool_calls_hint"];
+pub const FIELDS_NOT_IN_KEY: &[&str] = &[
+    "stream",
+    "stream_options",
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    "parallel_tool_calls_hint",
+];
 
 /// Fingerprint of everything in a request body that can change the answer.
 pub fn request_fingerprint(body: &Value) -> Fingerprint {
@@ -148,7 +155,8 @@ mod tests {
 
     #[test]
     fn key_order_and_stream_flags_do_not_matter() {
-        let a = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true});
+        let a =
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true});
         let b = json!({"messages": [{"content": "hi", "role": "user"}], "model": "m"});
         assert_eq!(request_fingerprint(&a), request_fingerprint(&b));
     }
@@ -191,7 +199,9 @@ mod tests {
         let one = json!({"system": "s", "messages": [{"role": "user", "content": "a"}]});
         let two = json!({"system": "s", "messages": [{"role": "user", "content": "b"}]});
         assert_eq!(prefix_fingerprint(&one), prefix_fingerprint(&two));
-        assert!(prefix_fingerprint(&json!({"messages": [{"role": "user", "content": "a"}]})).is_none());
+        assert!(
+            prefix_fingerprint(&json!({"messages": [{"role": "user", "content": "a"}]})).is_none()
+        );
     }
 
     #[test]

@@ -130,7 +130,11 @@ impl ExperimentStore for MemoryExperimentStore {
         let mut docs = lock(&self.docs);
         let found = docs.get(&doc.id).map_or(0, |stored| stored.revision);
         if found != doc.revision {
-            return Err(StoreError::Conflict { key: doc.id.clone(), expected: doc.revision, found });
+            return Err(StoreError::Conflict {
+                key: doc.id.clone(),
+                expected: doc.revision,
+                found,
+            });
         }
         let mut stored = doc.clone();
         stored.revision = found + 1;

@@ -99,7 +99,8 @@ mod tests {
     fn matches_two_pass_and_merges() {
         let values: Vec<f64> = (0..1000).map(|i| ((i * 37) % 101) as f64 * 0.5 + 1e6).collect();
         let mean = values.iter().sum::<f64>() / values.len() as f64;
-        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64;
+        let var =
+            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64;
         let whole: Moments = values.iter().copied().collect();
         assert!((whole.mean - mean).abs() < 1e-9);
         assert!((whole.variance() - var).abs() / var < 1e-9);

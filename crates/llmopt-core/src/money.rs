@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 /// A price of `$X` per million tokens is `X × 10⁶` picodollars per token, an exact integer for
 /// every price published with up to six decimals. `i128` holds about 1.7 × 10¹⁴ dollars, so
 /// sums never overflow in practice; arithmetic saturates rather than wrap if they ever would.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Money(pub i128);
 

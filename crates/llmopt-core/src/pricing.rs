@@ -275,11 +275,12 @@ impl PriceCatalog {
         for alias in &model.aliases {
             let key = alias.to_ascii_lowercase();
             if let Some(other) = self.aliases.get(&key)
-                && other != &id {
-                    return Err(PricingError::InvalidCatalog(format!(
-                        "alias `{alias}` names both `{other}` and `{id}`"
-                    )));
-                }
+                && other != &id
+            {
+                return Err(PricingError::InvalidCatalog(format!(
+                    "alias `{alias}` names both `{other}` and `{id}`"
+                )));
+            }
             self.aliases.insert(key, id.clone());
         }
         self.models.insert(id, model);
@@ -449,7 +450,10 @@ mod tests {
         }
         assert_eq!(catalog.resolve("gpt-4o-2024-08-06").map(|m| m.id.as_str()), Ok("gpt-4o"));
         assert_eq!(catalog.resolve("GPT-4o-mini").map(|m| m.id.as_str()), Ok("gpt-4o-mini"));
-        assert_eq!(catalog.resolve("claude-3-5-haiku-latest").map(|m| m.id.as_str()), Ok("claude-3-5-haiku"));
+        assert_eq!(
+            catalog.resolve("claude-3-5-haiku-latest").map(|m| m.id.as_str()),
+            Ok("claude-3-5-haiku")
+        );
     }
 
     #[test]
@@ -468,9 +472,13 @@ mod tests {
     #[test]
     fn bad_catalogs_are_refused_with_the_reason() {
         let negative = "[models.x]\nprovider='p'\ninput=-1.0\noutput=1.0\n";
-        assert!(PriceCatalog::from_toml_str(negative).unwrap_err().to_string().contains("non-negative"));
+        assert!(
+            PriceCatalog::from_toml_str(negative).unwrap_err().to_string().contains("non-negative")
+        );
         let unknown_key = "[models.x]\nprovider='p'\ninput=1.0\noutput=1.0\ncolour=1\n";
-        assert!(PriceCatalog::from_toml_str(unknown_key).unwrap_err().to_string().contains("colour"));
+        assert!(
+            PriceCatalog::from_toml_str(unknown_key).unwrap_err().to_string().contains("colour")
+        );
         let nan = "[models.x]\nprovider='p'\ninput=nan\noutput=1.0\n";
         assert!(PriceCatalog::from_toml_str(nan).is_err());
     }

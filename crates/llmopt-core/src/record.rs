@@ -293,12 +293,13 @@ impl RequestRecord {
             return Err(RecordValidationError::FutureTimestamp { ts_ms: self.ts_ms, ahead_ms });
         }
         if let Some(ttft_us) = self.ttft_us
-            && ttft_us > self.latency_us {
-                return Err(RecordValidationError::TtftAfterEnd {
-                    ttft_us,
-                    latency_us: self.latency_us,
-                });
-            }
+            && ttft_us > self.latency_us
+        {
+            return Err(RecordValidationError::TtftAfterEnd {
+                ttft_us,
+                latency_us: self.latency_us,
+            });
+        }
         if let Some(usage) = &self.usage {
             usage.validate()?;
         }
@@ -307,11 +308,12 @@ impl RequestRecord {
         }
         for feedback in &self.feedback {
             if let FeedbackValue::Number(value) = feedback.value
-                && !value.is_finite() {
-                    return Err(RecordValidationError::NonFiniteFeedback {
-                        metric: feedback.metric.clone(),
-                    });
-                }
+                && !value.is_finite()
+            {
+                return Err(RecordValidationError::NonFiniteFeedback {
+                    metric: feedback.metric.clone(),
+                });
+            }
         }
         Ok(())
     }

@@ -47,10 +47,7 @@ impl RecordFilter {
                 .tenant
                 .as_deref()
                 .is_none_or(|t| record.tenant.as_ref().is_some_and(|rt| rt.as_str() == t))
-            && self
-                .tag
-                .as_ref()
-                .is_none_or(|(k, v)| record.tags.get(k).is_some_and(|rv| rv == v))
+            && self.tag.as_ref().is_none_or(|(k, v)| record.tags.get(k).is_some_and(|rv| rv == v))
             && self.experiment_id.as_deref().is_none_or(|e| {
                 record.experiment.as_ref().is_some_and(|arm| arm.experiment_id == e)
             })

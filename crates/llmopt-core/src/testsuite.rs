@@ -29,7 +29,10 @@ pub fn full_record(index: u64, ts_ms: i64, model: &str, tenant: &str) -> Request
     record.tenant = Some(TenantId::new(tenant));
     record.requested_model = "gpt-4o".into();
     record.endpoint = Endpoint::ChatCompletions;
-    record.tags.insert("feature".to_owned(), if index.is_multiple_of(2) { "chat" } else { "search" }.to_owned());
+    record.tags.insert(
+        "feature".to_owned(),
+        if index.is_multiple_of(2) { "chat" } else { "search" }.to_owned(),
+    );
     record.status = if index % 10 == 9 { Status::Error(ErrorKind::Upstream) } else { Status::Ok };
     record.latency_us = 1_000 * (index % 100 + 1);
     record.ttft_us = Some(500 * (index % 100 + 1));
@@ -123,7 +126,8 @@ fn round_trip_and_ranges(store: &dyn RecordStore) {
         ),
     ];
     for (filter, expected) in filters {
-        let query = RecordQuery { filter: filter.clone(), ..RecordQuery::range(T0, T0 + 1_000_000) };
+        let query =
+            RecordQuery { filter: filter.clone(), ..RecordQuery::range(T0, T0 + 1_000_000) };
         let found = store.scan(&query).unwrap();
         assert_eq!(found.len(), expected, "filter {filter:?}");
         assert!(found.iter().all(|r| filter.matches(r)));
@@ -134,7 +138,8 @@ fn round_trip_and_ranges(store: &dyn RecordStore) {
 }
 
 fn unknown_usage_stays_unknown(store: &dyn RecordStore) {
-    let mut record = RequestRecord::new("cut-stream", T0 + 5_000_000, "anthropic", "claude-haiku-4-5");
+    let mut record =
+        RequestRecord::new("cut-stream", T0 + 5_000_000, "anthropic", "claude-haiku-4-5");
     record.status = Status::Error(ErrorKind::ClientDisconnected);
     record.stream = true;
     store.append(std::slice::from_ref(&record)).unwrap();
@@ -145,7 +150,8 @@ fn unknown_usage_stays_unknown(store: &dyn RecordStore) {
 }
 
 fn feedback_joins(store: &dyn RecordStore) {
-    let feedback = Feedback { metric: "correct".into(), value: FeedbackValue::Bool(true), ts_ms: T0 };
+    let feedback =
+        Feedback { metric: "correct".into(), value: FeedbackValue::Bool(true), ts_ms: T0 };
     assert!(store.add_feedback(&RequestId::new("req-000003"), feedback.clone()).unwrap());
     let rating = Feedback { metric: "rating".into(), value: FeedbackValue::Number(4.5), ts_ms: T0 };
     assert!(store.add_feedback(&RequestId::new("req-000003"), rating.clone()).unwrap());
@@ -171,7 +177,9 @@ fn aggregates(store: &dyn RecordStore) {
     for row in &rows {
         let members: Vec<&RequestRecord> = scanned
             .iter()
-            .filter(|r| query.window_of(r.ts_ms) == row.window_start_ms && r.served_model.0 == row.group)
+            .filter(|r| {
+                query.window_of(r.ts_ms) == row.window_start_ms && r.served_model.0 == row.group
+            })
             .collect();
         assert_eq!(row.count, members.len() as u64);
         let cost: Money = members.iter().filter_map(|r| r.cost).sum();
@@ -194,7 +202,11 @@ fn aggregates(store: &dyn RecordStore) {
         assert!((row.latency_mean_ms - mean).abs() <= 0.01 * mean);
     }
     let total = store
-        .aggregate(&AggregateQuery { group_by: GroupBy::Total, window_ms: 3_600_000, ..query.clone() })
+        .aggregate(&AggregateQuery {
+            group_by: GroupBy::Total,
+            window_ms: 3_600_000,
+            ..query.clone()
+        })
         .unwrap();
     assert_eq!(total.len(), 1);
     assert_eq!(total[0].count, 200);
@@ -260,7 +272,12 @@ pub fn experiment_store_suite(store: &dyn ExperimentStore) {
 pub fn policy_store_suite(store: &dyn PolicyStore) {
     assert!(store.load().unwrap().is_none());
     assert!(store.history(10).unwrap().is_empty());
-    let v1 = PolicyDoc { version: 1, updated_ms: T0, reason: "initial".into(), body: json!({"routes": []}) };
+    let v1 = PolicyDoc {
+        version: 1,
+        updated_ms: T0,
+        reason: "initial".into(),
+        body: json!({"routes": []}),
+    };
     store.save(&v1).unwrap();
     let v2 = PolicyDoc {
         version: 2,

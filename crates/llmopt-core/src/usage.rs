@@ -292,10 +292,8 @@ impl StreamUsage {
         match event.get("type").and_then(Value::as_str) {
             Some("message_start") => {
                 let message = event.get("message");
-                self.model = message
-                    .and_then(|m| m.get("model"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
+                self.model =
+                    message.and_then(|m| m.get("model")).and_then(Value::as_str).map(str::to_owned);
                 self.anthropic_start = message.and_then(|m| m.get("usage")).cloned();
             }
             Some("message_delta") => {
@@ -324,9 +322,10 @@ impl StreamUsage {
                     target.entry("input_tokens").or_insert(Value::from(0));
                 }
                 if (self.anthropic_start.is_some() || delta_usage.get("input_tokens").is_some())
-                    && let Ok(parsed) = Usage::from_anthropic_usage(&merged) {
-                        self.usage = Some(parsed);
-                    }
+                    && let Ok(parsed) = Usage::from_anthropic_usage(&merged)
+                {
+                    self.usage = Some(parsed);
+                }
             }
             Some("message_stop") => self.finished = true,
             Some("error") => self.saw_error = true,

@@ -82,14 +82,22 @@ fn every_catalog_model_costs_what_its_published_prices_say() {
         let anthropic = is_anthropic(&catalog, model);
         let cost = catalog.cost(model, &small(anthropic)).unwrap();
         assert_eq!(cost.total, Money::from_usd_str(expected).unwrap(), "{model}");
-        let parts = cost.uncached_input + cost.cache_read + cost.cache_write_5m + cost.cache_write_1h + cost.output;
+        let parts = cost.uncached_input
+            + cost.cache_read
+            + cost.cache_write_5m
+            + cost.cache_write_1h
+            + cost.output;
         assert_eq!(parts, cost.total, "{model}: parts add up");
         let batch = catalog.batch_cost(model, &small(anthropic)).unwrap();
         assert_eq!(batch.total, Money::from_usd_str(expected_batch).unwrap(), "{model} batch");
         let large_cost = catalog.cost(model, &large(anthropic)).unwrap().total;
         match expected_large {
             Some(expected_large) => {
-                assert_eq!(large_cost, Money::from_usd_str(expected_large).unwrap(), "{model} long context")
+                assert_eq!(
+                    large_cost,
+                    Money::from_usd_str(expected_large).unwrap(),
+                    "{model} long context"
+                )
             }
             // Without a tier, cost is linear in tokens.
             None => assert_eq!(large_cost, Money(cost.total.0 * 10), "{model} linear"),
@@ -101,7 +109,12 @@ fn every_catalog_model_costs_what_its_published_prices_say() {
 fn cached_tokens_are_not_billed_twice() {
     // The classic mistake: billing OpenAI's prompt_tokens in full *and* cached_tokens again.
     let catalog = PriceCatalog::builtin();
-    let usage = Usage { input_tokens: 2006, cache_read_tokens: 1920, output_tokens: 300, ..Usage::default() };
+    let usage = Usage {
+        input_tokens: 2006,
+        cache_read_tokens: 1920,
+        output_tokens: 300,
+        ..Usage::default()
+    };
     let cost = catalog.cost("gpt-4o-2024-08-06", &usage).unwrap();
     // 86 × $2.50/M + 1920 × $1.25/M + 300 × $10/M = $0.000215 + $0.0024 + $0.003
     assert_eq!(cost.total, Money::from_usd_str("0.005615").unwrap());
@@ -146,7 +159,10 @@ fn litellm_import_reads_per_token_prices() {
     assert_eq!((report.imported, report.skipped), (1, 1));
     let usage = Usage { input_tokens: 1_000_000, output_tokens: 1_000_000, ..Usage::default() };
     assert_eq!(catalog.cost("my-model", &usage).unwrap().total, Money::from_usd_str("18").unwrap());
-    assert_eq!(catalog.batch_cost("my-model", &usage).unwrap().total, Money::from_usd_str("9").unwrap());
+    assert_eq!(
+        catalog.batch_cost("my-model", &usage).unwrap().total,
+        Money::from_usd_str("9").unwrap()
+    );
     assert!(PriceCatalog::from_litellm_json("[1, 2]").is_err());
 }
 
@@ -174,7 +190,8 @@ fn pricing_agrees_with_litellm() {
         };
         compared += 1;
         if theirs.base != model.base {
-            differences.push(format!("{}: ours {:?}, LiteLLM {:?}", model.id, model.base, theirs.base));
+            differences
+                .push(format!("{}: ours {:?}, LiteLLM {:?}", model.id, model.base, theirs.base));
         }
         if theirs.batch_discount_ppm != model.batch_discount_ppm {
             differences.push(format!(

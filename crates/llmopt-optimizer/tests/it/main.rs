@@ -1,0 +1,3 @@
+//! Integration tests of `llmopt-optimizer`.
+
+mod policy;
