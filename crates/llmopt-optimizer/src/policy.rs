@@ -10,8 +10,9 @@
 //! loads the last saved version.
 //!
 //! Rollouts are deterministic by unit: a unit (user, session or request id) falls in one of
-//! 10,000 buckets by XXH3-64 of `"flag\0{name}\0{unit}"` (see [`rollout_bucket`]), so the same
-//! user stays on the same side of a ramp as it widens from 5 % to 50 %.
+//! 10,000 buckets by the same hash family as experiment assignment (GrowthBook's hash v2 with
+//! the flag name as seed, [`llmopt_experiments::bucket`]), so the same user stays on the same side
+//! of a ramp as it widens from 5 % to 50 %, and replicas agree without talking to each other.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -184,15 +185,10 @@ pub enum PolicyError {
     Decode(String),
 }
 
-/// The bucket (0..10,000) a unit falls in for a flag. XXH3-64 (a frozen, published algorithm)
-/// of `"flag\0{flag}\0{unit}"`, modulo 10,000.
+/// The bucket (0..10,000) a unit falls in for a flag: the experiments' assignment hash with
+/// the flag name in place of the experiment id.
 pub fn rollout_bucket(flag: &str, unit_id: &str) -> u32 {
-    let mut key = Vec::with_capacity(6 + flag.len() + unit_id.len());
-    key.extend_from_slice(b"flag\0");
-    key.extend_from_slice(flag.as_bytes());
-    key.push(0);
-    key.extend_from_slice(unit_id.as_bytes());
-    (xxhash_rust::xxh3::xxh3_64(&key) % 10_000) as u32
+    llmopt_experiments::bucket(flag, unit_id)
 }
 
 /// `*` matches any run of characters; everything else matches itself.

@@ -1,3 +1,6 @@
 //! Integration tests of `llmopt-optimizer`.
 
+mod cycle;
 mod policy;
+mod strategies;
+mod support;

@@ -1,0 +1,8 @@
+//! Integration tests of `llmopt-experiments`: one binary, one module per area.
+
+mod assignment;
+mod decisions;
+mod lifecycle;
+mod reference;
+mod simulation;
+mod support;

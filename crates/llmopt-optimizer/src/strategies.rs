@@ -1,0 +1,504 @@
+//! The six strategies. Each groups the window's records by the scope it can act on, runs one
+//! analysis from `llmopt-analytics`, and turns what it finds into proposals with the numbers
+//! behind them. A scope with fewer than `min_requests` records gets no proposal: too little
+//! evidence to estimate a saving.
+
+use std::collections::BTreeMap;
+
+use llmopt_analytics::{
+    cache::{
+        PrefixCachePolicy, ResponseCacheConfig, duplicate_analysis, prefix_cache_savings,
+        prefix_reuse,
+    },
+    tails::{hedging_impact, latency_tail, output_cap_impact, smallest_safe_cap},
+};
+use llmopt_core::{CacheOutcome, Moments, Money, RequestRecord};
+use llmopt_experiments::{Degradation, Guardrail, Metric, PolicyChange};
+use serde_json::json;
+
+use crate::{
+    policy::{Action, Scope},
+    strategy::{AnalysisInput, Estimate, ExperimentPlan, Proposal, Risk, Strategy, StrategyKind},
+};
+
+/// Every strategy with its default behaviour, in a fixed order.
+pub fn all() -> Vec<std::sync::Arc<dyn Strategy>> {
+    vec![
+        std::sync::Arc::new(ResponseCacheStrategy),
+        std::sync::Arc::new(PromptCacheStrategy),
+        std::sync::Arc::new(ModelRoutingStrategy),
+        std::sync::Arc::new(MaxTokensCapStrategy),
+        std::sync::Arc::new(TimeoutHedgeStrategy),
+        std::sync::Arc::new(BatchPricingStrategy),
+    ]
+}
+
+/// Records grouped by a key, owned (the analytics functions take slices of records).
+fn group_by(
+    records: &[RequestRecord],
+    key: impl Fn(&RequestRecord) -> Option<String>,
+) -> BTreeMap<String, Vec<RequestRecord>> {
+    let mut groups: BTreeMap<String, Vec<RequestRecord>> = BTreeMap::new();
+    for record in records {
+        if let Some(group) = key(record) {
+            groups.entry(group).or_default().push(record.clone());
+        }
+    }
+    groups
+}
+
+/// Guardrails every answer-changing experiment carries: errors, and quality when the
+/// application sends quality feedback for this traffic.
+fn standard_guardrails(group: &[RequestRecord], input: &AnalysisInput<'_>) -> Vec<Guardrail> {
+    let mut guardrails =
+        vec![Guardrail { metric: Metric::ErrorRate, max_degradation: Degradation::Absolute(0.01) }];
+    let has_quality =
+        group.iter().any(|r| r.feedback.iter().any(|f| f.metric == input.settings.quality_metric));
+    if has_quality {
+        guardrails.push(Guardrail {
+            metric: Metric::Quality { name: input.settings.quality_metric.clone() },
+            max_degradation: Degradation::Relative(input.settings.max_quality_drop),
+        });
+    }
+    guardrails
+}
+
+fn per_day(money: Money, input: &AnalysisInput<'_>) -> f64 {
+    money.as_usd_f64() / input.span_days.max(1e-9)
+}
+
+fn model_scope(model: &str) -> Scope {
+    Scope { model: Some(model.to_owned()), ..Scope::default() }
+}
+
+/// Exact repeats of a request answered from a response cache instead of the provider.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResponseCacheStrategy;
+
+impl Strategy for ResponseCacheStrategy {
+    fn kind(&self) -> StrategyKind {
+        StrategyKind::ResponseCache
+    }
+
+    fn propose(&self, input: &AnalysisInput<'_>) -> Vec<Proposal> {
+        let settings = input.settings;
+        let config = ResponseCacheConfig {
+            ttl_ms: settings.cache_ttl_seconds as i64 * 1_000,
+            capacity: settings.cache_capacity,
+        };
+        let mut proposals = Vec::new();
+        for (model, group) in group_by(input.records, |r| Some(r.requested_model.0.clone())) {
+            // A scope whose cache is already consulted needs no proposal.
+            if group.len() < settings.min_requests
+                || group.iter().any(|r| r.cache != CacheOutcome::Bypass)
+            {
+                continue;
+            }
+            let Ok(analysis) = duplicate_analysis(&group, config) else { continue };
+            if analysis.hits == 0 || analysis.saved.is_zero() {
+                continue;
+            }
+            let saving = per_day(analysis.saved, input);
+            // Hits are binomial in the fingerprinted requests: scale the saving by the relative
+            // standard error of the hit count.
+            let n = analysis.fingerprinted.max(1) as f64;
+            let share = analysis.hits as f64 / n;
+            let relative_se = ((1.0 - share) / (n * share)).sqrt();
+            proposals.push(Proposal {
+                id: format!("response_cache:model={model}"),
+                strategy: self.kind(),
+                summary: format!(
+                    "Cache responses of {model} for {} s: {:.1} % of its requests repeat exactly",
+                    settings.cache_ttl_seconds,
+                    share * 100.0
+                ),
+                scope: model_scope(&model),
+                action: Some(Action::ResponseCache {
+                    enabled: true,
+                    ttl_seconds: Some(settings.cache_ttl_seconds),
+                    allow_sampling: false,
+                }),
+                saving: Estimate::normal(saving, saving * relative_se),
+                risk: Risk::Low,
+                experiment: Some(ExperimentPlan {
+                    treatment: PolicyChange {
+                        response_cache: Some(true),
+                        ..PolicyChange::default()
+                    },
+                    primary: Metric::CostUsd,
+                    guardrails: standard_guardrails(&group, input),
+                }),
+                evidence: json!(analysis),
+            });
+        }
+        proposals
+    }
+}
+
+/// Shared prompt prefixes a provider prompt cache would serve at its cache-read price.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PromptCacheStrategy;
+
+impl Strategy for PromptCacheStrategy {
+    fn kind(&self) -> StrategyKind {
+        StrategyKind::PromptCache
+    }
+
+    fn propose(&self, input: &AnalysisInput<'_>) -> Vec<Proposal> {
+        let mut proposals = Vec::new();
+        let groups = group_by(input.records, |r| {
+            (!r.fingerprints.prefix_blocks.is_empty()).then(|| r.served_model.0.clone())
+        });
+        for (model, group) in groups {
+            if group.len() < input.settings.min_requests {
+                continue;
+            }
+            let Ok(price) = input.catalog.resolve(&model) else { continue };
+            let Ok(reuse) = prefix_reuse(&group, PrefixCachePolicy::provider_default(512)) else {
+                continue;
+            };
+            let Ok(savings) = prefix_cache_savings(&reuse, input.catalog, &[model.as_str()]) else {
+                continue;
+            };
+            let Some(saving) = savings.first() else { continue };
+            // What the provider cache already gives today (cache reads in the records).
+            let observed_read: u64 =
+                group.iter().filter_map(|r| r.usage).map(|u| u.cache_read_tokens).sum();
+            let observed_share = observed_read as f64 / reuse.input_tokens.max(1) as f64;
+            if saving.saving.is_zero() || observed_share >= reuse.cached_token_share * 0.9 {
+                continue;
+            }
+            let remaining = saving.saving.as_usd_f64()
+                * (1.0 - observed_share / reuse.cached_token_share.max(1e-12));
+            let usd_per_day = remaining / input.span_days.max(1e-9);
+            let advice = match price.provider.as_str() {
+                "anthropic" => format!(
+                    "Mark the shared prefix with `cache_control` breakpoints: one after the tools and \
+                     system prompt, one after the stable head of the conversation. {:.0} % of input \
+                     tokens repeat within five minutes; reads cost 10 % of input, 5-minute writes 125 %.",
+                    reuse.cached_token_share * 100.0
+                ),
+                "openai" => format!(
+                    "Caching is automatic for prompts of 1,024 tokens or more: keep the shared prefix \
+                     byte-identical at the start (static system prompt and tools first, variable content \
+                     last, no timestamps or ids in the head). {:.0} % of input tokens could be read from \
+                     cache; today {:.0} % are.",
+                    reuse.cached_token_share * 100.0,
+                    observed_share * 100.0
+                ),
+                _ => format!(
+                    "Use the provider's context caching for the shared prefix: {:.0} % of input tokens repeat.",
+                    reuse.cached_token_share * 100.0
+                ),
+            };
+            proposals.push(Proposal {
+                id: format!("prompt_cache:model={model}"),
+                strategy: self.kind(),
+                summary: advice,
+                scope: Scope { model: Some(model.clone()), ..Scope::default() },
+                action: None,
+                // The simulation is deterministic on the window; its uncertainty is how well the
+                // window stands for the future: ±20 % is stated, not computed.
+                saving: Estimate { usd_per_day, low: usd_per_day * 0.8, high: usd_per_day * 1.2 },
+                risk: Risk::Low,
+                experiment: None,
+                evidence: json!({"reuse": {
+                    "requests": reuse.requests, "blocks": reuse.blocks,
+                    "blocks_reused": reuse.blocks_reused, "cached_token_share": reuse.cached_token_share,
+                    "input_tokens": reuse.input_tokens, "cached_tokens": reuse.cached_tokens,
+                    "written_tokens": reuse.written_tokens},
+                    "observed_cached_share": observed_share,
+                    "saving": saving}),
+            });
+        }
+        proposals
+    }
+}
+
+/// A cheaper model for a workload, only ever through an experiment with a quality guardrail.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ModelRoutingStrategy;
+
+impl Strategy for ModelRoutingStrategy {
+    fn kind(&self) -> StrategyKind {
+        StrategyKind::ModelRouting
+    }
+
+    fn propose(&self, input: &AnalysisInput<'_>) -> Vec<Proposal> {
+        let settings = input.settings;
+        let catalog = input.catalog;
+        let canonical = |model: &str| catalog.resolve(model).map(|m| m.id.clone()).ok();
+        let workload_of = |record: &RequestRecord| match &settings.workload_tag {
+            Some(tag) => record.tags.get(tag).map(|value| format!("{tag}={value}")),
+            None => Some(String::new()),
+        };
+        let groups = group_by(input.records, |r| {
+            // Only traffic the client sent to the expensive model, served by it (not already routed).
+            (r.requested_model == r.served_model && r.status.is_ok())
+                .then(|| workload_of(r).map(|w| format!("{}\u{1f}{w}", r.requested_model)))
+                .flatten()
+        });
+        let mut proposals = Vec::new();
+        for (key, group) in groups {
+            let Some((model, workload)) = key.split_once('\u{1f}') else { continue };
+            if group.len() < settings.min_requests {
+                continue;
+            }
+            let Some(strong) = canonical(model) else { continue };
+            let Some(weak) = settings
+                .routing_pairs
+                .iter()
+                .find(|(from, _)| canonical(from).as_deref() == Some(strong.as_str()))
+                .map(|(_, to)| to.clone())
+            else {
+                continue;
+            };
+            let Ok(weak_price) = catalog.resolve(&weak) else { continue };
+            let mut per_request = Moments::new();
+            for record in &group {
+                let (Some(usage), Some(cost)) = (record.usage, record.cost) else { continue };
+                let cheaper = weak_price.cost(&usage, false).total;
+                per_request.push((cost - cheaper).as_usd_f64());
+            }
+            if per_request.count < settings.min_requests as u64 || per_request.mean <= 0.0 {
+                continue;
+            }
+            let days = input.span_days.max(1e-9);
+            let usd_per_day = per_request.sum() / days;
+            let standard_error = per_request.std_dev() * (per_request.count as f64).sqrt() / days;
+            let quality: Moments = group
+                .iter()
+                .filter_map(|r| {
+                    r.feedback.iter().rev().find(|f| f.metric == settings.quality_metric)
+                })
+                .map(|f| f.value.as_f64())
+                .collect();
+            let (tag_scope, label) = match workload.split_once('=') {
+                Some((tag, value)) => {
+                    (Some((tag.to_owned(), value.to_owned())), format!(" for {workload}"))
+                }
+                None => (None, String::new()),
+            };
+            let mut guardrails = standard_guardrails(&group, input);
+            if !guardrails.iter().any(|g| matches!(g.metric, Metric::Quality { .. })) {
+                // Routing changes answers: without quality feedback it is not safe to test.
+                continue;
+            }
+            // The per-experiment guardrail only stops collapses; the cycle holds the routed
+            // traffic as a whole to `max_quality_drop` with the experiments' upper bounds.
+            for guardrail in &mut guardrails {
+                if matches!(guardrail.metric, Metric::Quality { .. }) {
+                    guardrail.max_degradation =
+                        Degradation::Relative(settings.routing_exploration_margin);
+                }
+            }
+            proposals.push(Proposal {
+                id: format!("model_routing:model={model}{}", if workload.is_empty() { String::new() } else { format!(":{workload}") }),
+                strategy: self.kind(),
+                summary: format!("Route {model}{label} to {weak} if quality holds"),
+                scope: Scope { model: Some(model.to_owned()), tag: tag_scope, ..Scope::default() },
+                action: Some(Action::RouteModel { model: weak.clone(), provider: None }),
+                saving: Estimate::normal(usd_per_day, standard_error),
+                risk: Risk::High,
+                experiment: Some(ExperimentPlan {
+                    treatment: PolicyChange { model: Some(weak.clone()), ..PolicyChange::default() },
+                    primary: Metric::CostUsd,
+                    guardrails,
+                }),
+                evidence: json!({
+                    "requests": group.len(),
+                    "strong": strong, "weak": weak,
+                    "mean_saving_per_request_usd": per_request.mean,
+                    "quality_feedback": {"metric": settings.quality_metric, "count": quality.count, "mean": quality.mean},
+                }),
+            });
+        }
+        proposals
+    }
+}
+
+/// A `max_tokens` cap from the output-length distribution, truncating at most a bounded share.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MaxTokensCapStrategy;
+
+impl Strategy for MaxTokensCapStrategy {
+    fn kind(&self) -> StrategyKind {
+        StrategyKind::MaxTokensCap
+    }
+
+    fn propose(&self, input: &AnalysisInput<'_>) -> Vec<Proposal> {
+        let settings = input.settings;
+        let mut proposals = Vec::new();
+        for (model, group) in group_by(input.records, |r| Some(r.served_model.0.clone())) {
+            let outputs: Vec<u64> = group
+                .iter()
+                .filter(|r| r.status.is_ok())
+                .filter_map(|r| r.usage.map(|u| u.output_tokens))
+                .collect();
+            if outputs.len() < settings.min_requests {
+                continue;
+            }
+            let Ok(cap) = smallest_safe_cap(&outputs, settings.max_truncated_share) else {
+                continue;
+            };
+            let cap = cap.max(16);
+            // Only a cap below what clients already ask for changes anything.
+            let mut asked: Vec<u32> = group.iter().filter_map(|r| r.max_tokens).collect();
+            asked.sort_unstable();
+            let typical_asked = asked.get(asked.len() / 2).copied();
+            if typical_asked.is_some_and(|asked| u64::from(asked) <= cap) {
+                continue;
+            }
+            let Ok(impact) = output_cap_impact(&outputs, &[cap]) else { continue };
+            let Some(impact) = impact.first() else { continue };
+            let Ok(price) = input.catalog.resolve(&model) else { continue };
+            let saved = price.base.output * impact.tokens_saved;
+            if saved.is_zero() {
+                continue;
+            }
+            let usd_per_day = per_day(saved, input);
+            let Ok(cap_u32) = u32::try_from(cap) else { continue };
+            proposals.push(Proposal {
+                id: format!("max_tokens_cap:model={model}"),
+                strategy: self.kind(),
+                summary: format!(
+                    "Cap max_tokens of {model} at {cap}: truncates {:.2} % of answers, removes {:.1} % of output tokens",
+                    impact.truncated_share * 100.0,
+                    impact.tokens_saved_share * 100.0
+                ),
+                scope: model_scope(&model),
+                action: Some(Action::MaxTokensCap { max_tokens: cap_u32 }),
+                // The tail that is cut is the noisiest part: half to double the point estimate.
+                saving: Estimate { usd_per_day, low: usd_per_day * 0.5, high: usd_per_day * 2.0 },
+                risk: Risk::Medium,
+                experiment: Some(ExperimentPlan {
+                    treatment: PolicyChange { max_tokens_cap: Some(cap_u32), ..PolicyChange::default() },
+                    primary: Metric::CostUsd,
+                    guardrails: standard_guardrails(&group, input),
+                }),
+                evidence: json!({"cap": cap, "impact": impact, "responses": outputs.len(), "typical_requested_max_tokens": typical_asked}),
+            });
+        }
+        proposals
+    }
+}
+
+/// A timeout against hung calls and a hedge against the latency tail.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TimeoutHedgeStrategy;
+
+impl Strategy for TimeoutHedgeStrategy {
+    fn kind(&self) -> StrategyKind {
+        StrategyKind::TimeoutHedge
+    }
+
+    fn propose(&self, input: &AnalysisInput<'_>) -> Vec<Proposal> {
+        let settings = input.settings;
+        let mut proposals = Vec::new();
+        for (model, group) in group_by(input.records, |r| Some(r.served_model.0.clone())) {
+            let latencies: Vec<f64> = group
+                .iter()
+                .filter(|r| r.status.is_ok() && r.cache != CacheOutcome::Hit)
+                .map(RequestRecord::latency_ms)
+                .collect();
+            if latencies.len() < settings.min_requests {
+                continue;
+            }
+            let Ok(tail) = latency_tail(&latencies, &[]) else { continue };
+            let delay = tail.p95;
+            let Ok(hedge) = hedging_impact(&latencies, delay) else { continue };
+            if hedge.extra_load > settings.max_hedge_load || hedge.p99 > tail.p99 * 0.8 {
+                continue;
+            }
+            // Hedging costs money: the second attempts are paid for.
+            let cost: Money = group.iter().filter_map(|r| r.cost).sum();
+            let extra = -per_day(cost, input) * hedge.extra_load;
+            let after_ms = delay.ceil() as u64;
+            let timeout_ms = (tail.p999 * 2.0).ceil() as u64;
+            proposals.push(Proposal {
+                id: format!("timeout_hedge:model={model}"),
+                strategy: self.kind(),
+                summary: format!(
+                    "Hedge {model} after {after_ms} ms: p99 {:.0} → {:.0} ms for {:.1} % extra calls",
+                    tail.p99,
+                    hedge.p99,
+                    hedge.extra_load * 100.0
+                ),
+                scope: model_scope(&model),
+                action: Some(Action::Hedge { after_ms }),
+                saving: Estimate { usd_per_day: extra, low: extra * 1.5, high: extra * 0.5 },
+                risk: Risk::Low,
+                experiment: Some(ExperimentPlan {
+                    treatment: PolicyChange { hedge_after_ms: Some(after_ms), timeout_ms: Some(timeout_ms), ..PolicyChange::default() },
+                    primary: Metric::LatencyMs,
+                    guardrails: vec![
+                        Guardrail { metric: Metric::ErrorRate, max_degradation: Degradation::Absolute(0.005) },
+                        Guardrail {
+                            metric: Metric::CostUsd,
+                            max_degradation: Degradation::Relative(hedge.extra_load + 0.02),
+                        },
+                    ],
+                }),
+                evidence: json!({"tail": tail, "hedge": hedge, "timeout_ms": timeout_ms}),
+            });
+        }
+        proposals
+    }
+}
+
+/// Non-interactive traffic moved to the provider's batch API at its discount.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchPricingStrategy;
+
+impl Strategy for BatchPricingStrategy {
+    fn kind(&self) -> StrategyKind {
+        StrategyKind::BatchPricing
+    }
+
+    fn propose(&self, input: &AnalysisInput<'_>) -> Vec<Proposal> {
+        let (tag, value) = &input.settings.batch_tag;
+        let groups = group_by(input.records, |r| {
+            (r.tags.get(tag) == Some(value)).then(|| r.served_model.0.clone())
+        });
+        let mut proposals = Vec::new();
+        for (model, group) in groups {
+            if group.len() < input.settings.min_requests {
+                continue;
+            }
+            let Ok(price) = input.catalog.resolve(&model) else { continue };
+            if price.batch_discount_ppm == 0 {
+                continue;
+            }
+            let mut saved = Money::ZERO;
+            for record in &group {
+                if let Some(usage) = record.usage {
+                    saved += price.cost(&usage, false).total - price.cost(&usage, true).total;
+                }
+            }
+            if saved.is_zero() {
+                continue;
+            }
+            let usd_per_day = per_day(saved, input);
+            proposals.push(Proposal {
+                id: format!("batch_pricing:model={model}"),
+                strategy: self.kind(),
+                summary: format!(
+                    "Send {tag}={value} traffic of {model} through the batch API ({} % off, answers within 24 h)",
+                    price.batch_discount_ppm / 10_000
+                ),
+                scope: Scope {
+                    model: Some(model.clone()),
+                    tag: Some((tag.clone(), value.clone())),
+                    ..Scope::default()
+                },
+                action: None,
+                // Exact on the window; the future volume of such traffic is the uncertainty.
+                saving: Estimate { usd_per_day, low: usd_per_day * 0.8, high: usd_per_day * 1.2 },
+                risk: Risk::Low,
+                experiment: None,
+                evidence: json!({"requests": group.len(), "saving_usd": saved.as_usd_f64(), "discount_ppm": price.batch_discount_ppm}),
+            });
+        }
+        proposals
+    }
+}
