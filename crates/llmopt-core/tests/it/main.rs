@@ -1,6 +1,8 @@
 //! Integration tests of `llmopt-core`: usage fixtures, cost of every catalog model, the LiteLLM
 //! cross-check, record wire-form stability, and the in-memory stores' conformance.
 
+#![allow(clippy::unwrap_used, reason = "tests stop at the first failure")]
+
 mod conformance;
 mod cost;
 mod usage;

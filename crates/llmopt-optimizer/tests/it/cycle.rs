@@ -79,7 +79,7 @@ impl World {
         for _ in 0..count {
             let i = self.next_id;
             self.next_id += 1;
-            let task = if i % 2 == 0 { "easy" } else { "hard" };
+            let task = if i.is_multiple_of(2) { "easy" } else { "hard" };
             let mut tags = Tags::new();
             tags.insert("task".into(), task.into());
             let id = format!("req-{i}");

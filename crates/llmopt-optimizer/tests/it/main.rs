@@ -1,5 +1,7 @@
 //! Integration tests of `llmopt-optimizer`.
 
+#![allow(clippy::unwrap_used, reason = "tests stop at the first failure")]
+
 mod cycle;
 mod policy;
 mod strategies;
