@@ -163,6 +163,9 @@ pub trait Provider: Send + Sync + fmt::Debug {
     fn speaks(&self, protocol: Protocol) -> bool;
     /// Sends a request and waits for the whole answer.
     fn chat(&self, request: ChatRequest) -> BoxFuture<'_, Result<ChatResponse, ProviderError>>;
-    /// Sends a streaming request; resolves when the response head has arrived.
-    fn chat_stream(&self, request: ChatRequest) -> BoxFuture<'_, Result<ChatStream, ProviderError>>;
+    /// Sends a streaming request; resolves when the response head and the first body bytes
+    /// have arrived (the HTTP clients wait for the first chunk, so that a failure before any
+    /// byte reached the caller is still an error of the call, which a retry may repeat).
+    fn chat_stream(&self, request: ChatRequest)
+    -> BoxFuture<'_, Result<ChatStream, ProviderError>>;
 }

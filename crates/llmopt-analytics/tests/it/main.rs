@@ -1,0 +1,16 @@
+//! Integration tests of llmopt-analytics: reference fixtures (numpy, scipy, scikit-learn,
+//! statsmodels, written by `scripts/reference/make_fixtures.py`), hand-checked cases, and the
+//! public traces.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "fixture helpers outside #[test] functions should panic on a malformed fixture"
+)]
+
+mod anomaly_series;
+mod cache_cost;
+mod cluster_reference;
+mod forecast_reference;
+mod stats_reference;
+mod support;
+mod traces_real;

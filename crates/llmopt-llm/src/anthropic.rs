@@ -1,0 +1,141 @@
+//! `Anthropic`: `POST {base}/v1/messages` with `x-api-key` and `anthropic-version`.
+//!
+//! Anthropic streams always carry usage (`message_start` has the input side, `message_delta`
+//! the cumulative output), so nothing is added to the request and nothing is stripped; every
+//! event type (`message_start`, `content_block_*`, `message_delta`, `message_stop`, `ping`,
+//! `error`, and types added later) is forwarded as received.
+
+use std::fmt;
+
+use futures::future::BoxFuture;
+use llmopt_core::usage::Protocol;
+
+use crate::{
+    error::Result,
+    http::{self, Timeouts},
+    openai::prepare_whole,
+    provider::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderError},
+    secret::SecretString,
+};
+
+/// The API version sent when the caller does not send its own `anthropic-version`.
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// Settings of one Anthropic upstream.
+#[derive(Debug, Clone)]
+pub struct AnthropicConfig {
+    pub id: String,
+    /// Without the version segment: `https://api.anthropic.com`.
+    pub base_url: String,
+    pub api_key: SecretString,
+    pub version: String,
+    pub timeouts: Timeouts,
+    /// Headers sent on every call (`anthropic-beta`, …).
+    pub default_headers: Vec<(String, String)>,
+}
+
+impl AnthropicConfig {
+    pub fn new(
+        id: impl Into<String>,
+        base_url: impl Into<String>,
+        api_key: impl Into<SecretString>,
+    ) -> AnthropicConfig {
+        AnthropicConfig {
+            id: id.into(),
+            base_url: base_url.into(),
+            api_key: api_key.into(),
+            version: DEFAULT_ANTHROPIC_VERSION.to_owned(),
+            timeouts: Timeouts::default(),
+            default_headers: Vec::new(),
+        }
+    }
+
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> AnthropicConfig {
+        self.timeouts = timeouts;
+        self
+    }
+}
+
+/// A client for one Anthropic upstream; holds one pooled HTTP client for its life.
+pub struct Anthropic {
+    config: AnthropicConfig,
+    url: String,
+    client: reqwest::Client,
+}
+
+impl fmt::Debug for Anthropic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Anthropic").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Anthropic {
+    pub fn new(config: AnthropicConfig) -> Result<Anthropic> {
+        let client = http::build_client(&config.timeouts)?;
+        let url = http::join_url(&config.base_url, "v1/messages");
+        Ok(Anthropic { config, url, client })
+    }
+
+    pub fn config(&self) -> &AnthropicConfig {
+        &self.config
+    }
+
+    fn builder(&self, request: &ChatRequest) -> Result<reqwest::RequestBuilder, ProviderError> {
+        if request.protocol != Protocol::Anthropic {
+            return Err(ProviderError::InvalidRequest(format!(
+                "provider `{}` speaks the Anthropic protocol only",
+                self.config.id
+            )));
+        }
+        let caller_sets_version =
+            request.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("anthropic-version"));
+        let mut builder = self
+            .client
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("x-api-key", self.config.api_key.expose())
+            .body(request.to_vec());
+        if !caller_sets_version {
+            builder = builder.header("anthropic-version", self.config.version.as_str());
+        }
+        for (name, value) in self.config.default_headers.iter().chain(&request.headers) {
+            if !http::is_forbidden_request_header(name) {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+        }
+        Ok(builder)
+    }
+}
+
+impl Provider for Anthropic {
+    fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    fn speaks(&self, protocol: Protocol) -> bool {
+        protocol == Protocol::Anthropic
+    }
+
+    fn chat(&self, mut request: ChatRequest) -> BoxFuture<'_, Result<ChatResponse, ProviderError>> {
+        Box::pin(async move {
+            prepare_whole(&mut request);
+            let builder = self.builder(&request)?;
+            http::call_whole(Protocol::Anthropic, builder, &self.config.timeouts).await
+        })
+    }
+
+    fn chat_stream(
+        &self,
+        mut request: ChatRequest,
+    ) -> BoxFuture<'_, Result<ChatStream, ProviderError>> {
+        Box::pin(async move {
+            if !request.is_stream() {
+                request
+                    .set("stream", &true)
+                    .map_err(|error| ProviderError::InvalidRequest(error.to_string()))?;
+            }
+            let builder = self.builder(&request)?;
+            http::call_stream(Protocol::Anthropic, builder, &self.config.timeouts, false).await
+        })
+    }
+}

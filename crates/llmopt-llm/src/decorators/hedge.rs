@@ -1,0 +1,75 @@
+//! Hedged requests for whole (non-streaming) answers: when the first attempt has not answered
+//! after `delay`, a second identical request is sent; the first *successful* answer wins and the
+//! other request is dropped, which cancels it (its connection is closed). A failure of one does
+//! not end the race while the other may still succeed.
+//!
+//! Streams pass through unhedged: two streams racing would bill twice for every token and the
+//! caller could not be given a consistent stream anyway. The delay is usually set to a high
+//! latency quantile of the route (p95), so hedging costs about 5 % more calls.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use futures::future::{BoxFuture, Either, select};
+use llmopt_core::usage::Protocol;
+
+use crate::provider::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HedgeConfig {
+    /// How long the first request runs alone.
+    pub delay: Duration,
+}
+
+pub struct Hedge {
+    inner: Arc<dyn Provider>,
+    config: HedgeConfig,
+}
+
+impl fmt::Debug for Hedge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hedge").field("inner", &self.inner).field("config", &self.config).finish()
+    }
+}
+
+impl Hedge {
+    pub fn new(inner: Arc<dyn Provider>, config: HedgeConfig) -> Hedge {
+        Hedge { inner, config }
+    }
+}
+
+impl Provider for Hedge {
+    fn id(&self) -> &str {
+        self.inner.id()
+    }
+
+    fn speaks(&self, protocol: Protocol) -> bool {
+        self.inner.speaks(protocol)
+    }
+
+    fn chat(&self, request: ChatRequest) -> BoxFuture<'_, Result<ChatResponse, ProviderError>> {
+        Box::pin(async move {
+            let primary = self.inner.chat(request.clone());
+            let timer = Box::pin(tokio::time::sleep(self.config.delay));
+            let primary = match select(primary, timer).await {
+                Either::Left((result, _timer)) => return result,
+                Either::Right(((), primary)) => primary,
+            };
+            tracing::debug!(provider = self.inner.id(), delay = ?self.config.delay, "hedging");
+            let backup = self.inner.chat(request);
+            match select(primary, backup).await {
+                Either::Left((Ok(response), _backup)) => Ok(response),
+                Either::Right((Ok(response), _primary)) => Ok(response),
+                // One failed: the other one is still the best chance.
+                Either::Left((Err(_), backup)) => backup.await,
+                Either::Right((Err(_), primary)) => primary.await,
+            }
+        })
+    }
+
+    fn chat_stream(
+        &self,
+        request: ChatRequest,
+    ) -> BoxFuture<'_, Result<ChatStream, ProviderError>> {
+        self.inner.chat_stream(request)
+    }
+}

@@ -1,0 +1,305 @@
+//! What the two HTTP clients share: one pooled reqwest `Client` per provider, the three
+//! timeouts, mapping of error statuses to [`ProviderError`] kinds, `Retry-After` parsing, the
+//! headers worth passing back, and turning a whole body into a [`ChatResponse`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{StreamExt, stream::BoxStream};
+use llmopt_core::{Usage, usage::Protocol};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::{
+    error::{Error, Result},
+    provider::{ChatResponse, ProviderError},
+};
+
+/// Connect, first-byte and total timeouts of one call.
+///
+/// - `connect`: TCP + TLS handshake of a new pooled connection.
+/// - `first_byte`: from sending the request to the response head for a whole response, and to
+///   the first body chunk for a stream (SSE servers often send the head at once and the first
+///   event only after prefill, so the head alone says nothing about a stalled model).
+/// - `total`: from sending the request to the end of the body, streams included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    /// Generous defaults: long generations of big models take minutes.
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(60),
+            total: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Builds the one client a provider keeps for its whole life, so that connections are pooled
+/// and reused. `TCP_NODELAY` is on: without it Nagle's algorithm meets delayed ACK and adds
+/// ~40 ms per request on loopback (DESIGN.md, performance notes).
+pub(crate) fn build_client(timeouts: &Timeouts) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .connect_timeout(timeouts.connect)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .build()
+        .map_err(|error| Error::HttpClient(error_chain(&error)))
+}
+
+/// Joins base URL and path with exactly one slash between them.
+pub(crate) fn join_url(base: &str, path: &str) -> String {
+    format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
+}
+
+/// A reqwest error with its sources: reqwest's own message often hides the useful part
+/// ("connection refused") in the source chain.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Maps a failure to send (or to read) into a provider error kind.
+pub(crate) fn map_reqwest_error(error: &reqwest::Error) -> ProviderError {
+    if error.is_timeout() {
+        ProviderError::Timeout(if error.is_connect() { "connect" } else { "request" })
+    } else if error.is_connect() {
+        ProviderError::Transport(format!("connect: {}", error_chain(error)))
+    } else {
+        ProviderError::Transport(error_chain(error))
+    }
+}
+
+/// Headers that describe one hop, not the answer: never passed back to the caller.
+const HOP_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-connection",
+    "set-cookie",
+    "date",
+    "server",
+    "alt-svc",
+];
+
+/// The response headers worth giving to the caller (content type, request ids, rate-limit
+/// information, anything unknown), minus hop-by-hop ones.
+pub(crate) fn passable_headers(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| !HOP_HEADERS.contains(&name.as_str()))
+        .filter_map(|(name, value)| {
+            value.to_str().ok().map(|value| (name.as_str().to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+/// Request headers a caller may not set: the provider sets auth and framing itself.
+pub(crate) fn is_forbidden_request_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    matches!(
+        lower.as_str(),
+        "authorization" | "x-api-key" | "host" | "content-length" | "content-type" | "connection"
+    ) || lower.starts_with("proxy-")
+}
+
+/// `Retry-After` in seconds (integer or decimal), or OpenAI's `retry-after-ms`. The HTTP-date
+/// form is not parsed: neither provider sends it, and a wrong guess is worse than none.
+pub fn parse_retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let read = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    if let Some(ms) = read("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+    {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    read("retry-after")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// The error for a non-success status. 429 is `RateLimited`; every other status is `Upstream`
+/// with the provider's error body, so the gateway can pass it through.
+pub(crate) fn status_error(status: u16, headers: &http::HeaderMap, body: Bytes) -> ProviderError {
+    let retry_after = parse_retry_after(headers);
+    if status == 429 {
+        ProviderError::RateLimited { retry_after, body: Some(body) }
+    } else {
+        ProviderError::Upstream { status, body, retry_after }
+    }
+}
+
+pub(crate) type ByteStream = BoxStream<'static, Result<Bytes, ProviderError>>;
+
+/// A reqwest body as a stream of byte chunks with errors already mapped.
+pub(crate) fn body_stream(response: reqwest::Response) -> ByteStream {
+    response.bytes_stream().map(|chunk| chunk.map_err(|error| map_reqwest_error(&error))).boxed()
+}
+
+/// Reads a whole body, giving up at `deadline`.
+pub(crate) async fn read_body(
+    mut body: ByteStream,
+    deadline: Instant,
+) -> Result<Bytes, ProviderError> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, body.next()).await {
+            Err(_) => return Err(ProviderError::Timeout("total")),
+            Ok(Some(Err(error))) => return Err(error),
+            Ok(Some(Ok(chunk))) => chunks.push(chunk),
+            Ok(None) => break,
+        }
+    }
+    // Most bodies arrive in one chunk: keep it without copying.
+    if chunks.len() == 1 {
+        return Ok(chunks.swap_remove(0));
+    }
+    Ok(Bytes::from(chunks.concat()))
+}
+
+/// Turns a whole successful body into a [`ChatResponse`]: the body is kept byte for byte,
+/// usage goes through the core normaliser of the protocol.
+pub(crate) fn whole_response(
+    protocol: Protocol,
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+    first_byte: Duration,
+    elapsed: Duration,
+) -> Result<ChatResponse, ProviderError> {
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|error| ProviderError::InvalidResponse(format!("body is not JSON: {error}")))?;
+    if !value.is_object() {
+        return Err(ProviderError::InvalidResponse("body is not a JSON object".to_owned()));
+    }
+    let (usage, stop_reason) = match protocol {
+        Protocol::OpenAi => (
+            Usage::from_openai_response(&value).ok(),
+            value
+                .get("choices")
+                .and_then(|choices| choices.get(0))
+                .and_then(|choice| choice.get("finish_reason"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        ),
+        Protocol::Anthropic => (
+            Usage::from_anthropic_response(&value).ok(),
+            value.get("stop_reason").and_then(Value::as_str).map(str::to_owned),
+        ),
+    };
+    let model = value.get("model").and_then(Value::as_str).map(str::to_owned);
+    Ok(ChatResponse { status, headers, body, usage, model, stop_reason, first_byte, elapsed })
+}
+
+/// Sends a request whose head must arrive before `first_byte_deadline`, returning the response
+/// if its status is a success and the typed error otherwise.
+pub(crate) async fn send(
+    builder: reqwest::RequestBuilder,
+    first_byte_deadline: Instant,
+    total_deadline: Instant,
+) -> Result<reqwest::Response, ProviderError> {
+    let response = match tokio::time::timeout_at(first_byte_deadline, builder.send()).await {
+        Err(_) => return Err(ProviderError::Timeout("first byte")),
+        Ok(Err(error)) => return Err(map_reqwest_error(&error)),
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let headers = response.headers().clone();
+    // The error body is what the gateway passes through; a body that cannot be read in time
+    // still leaves the status, which matters more.
+    let body = read_body(body_stream(response), total_deadline).await.unwrap_or_default();
+    Err(status_error(status.as_u16(), &headers, body))
+}
+
+/// One whole-response call: send, wait for the head, read the body, normalise usage.
+pub(crate) async fn call_whole(
+    protocol: Protocol,
+    builder: reqwest::RequestBuilder,
+    timeouts: &Timeouts,
+) -> Result<ChatResponse, ProviderError> {
+    let started = Instant::now();
+    let total_deadline = started + timeouts.total;
+    let first_byte_deadline = (started + timeouts.first_byte).min(total_deadline);
+    let response = send(builder, first_byte_deadline, total_deadline).await?;
+    let first_byte = started.elapsed();
+    let status = response.status().as_u16();
+    let headers = passable_headers(response.headers());
+    let body = read_body(body_stream(response), total_deadline).await?;
+    whole_response(protocol, status, headers, body, first_byte, started.elapsed())
+}
+
+/// One streaming call: send, wait for the head and the first body chunk, then hand the rest to
+/// the stream pipeline.
+pub(crate) async fn call_stream(
+    protocol: Protocol,
+    builder: reqwest::RequestBuilder,
+    timeouts: &Timeouts,
+    strip_usage_chunk: bool,
+) -> Result<crate::provider::ChatStream, ProviderError> {
+    let started = Instant::now();
+    let total_deadline = started + timeouts.total;
+    let first_byte_deadline = (started + timeouts.first_byte).min(total_deadline);
+    let response = send(builder, first_byte_deadline, total_deadline).await?;
+    let status = response.status().as_u16();
+    let headers = passable_headers(response.headers());
+    let setup = crate::stream::StreamSetup {
+        protocol,
+        strip_usage_chunk,
+        started,
+        first_byte_deadline,
+        total_deadline,
+    };
+    let items = crate::stream::start(setup, body_stream(response)).await?;
+    Ok(crate::provider::ChatStream { status, headers, items })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(parse_retry_after(&headers), None);
+        headers.insert("retry-after", http::HeaderValue::from_static("7"));
+        assert_eq!(parse_retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert("retry-after", http::HeaderValue::from_static("0.5"));
+        assert_eq!(parse_retry_after(&headers), Some(Duration::from_millis(500)));
+        headers.insert("retry-after-ms", http::HeaderValue::from_static("250"));
+        assert_eq!(parse_retry_after(&headers), Some(Duration::from_millis(250)));
+        let mut dated = http::HeaderMap::new();
+        dated
+            .insert("retry-after", http::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert_eq!(parse_retry_after(&dated), None);
+    }
+
+    #[test]
+    fn url_join() {
+        assert_eq!(join_url("http://h/v1/", "/chat/completions"), "http://h/v1/chat/completions");
+        assert_eq!(join_url("http://h", "v1/messages"), "http://h/v1/messages");
+    }
+}

@@ -1,0 +1,159 @@
+//! `OpenAiCompatible`: `POST {base}/chat/completions` with a bearer key. Works against OpenAI
+//! and servers that copy its API (vLLM, Ollama, Together, …).
+//!
+//! Streams always ask for usage (`stream_options.include_usage`), because a stream without it
+//! has unknown cost. When the caller did not ask, the extra usage-only chunk is stripped before
+//! it reaches the caller, so the caller sees exactly the stream it asked for.
+
+use std::fmt;
+
+use futures::future::BoxFuture;
+use llmopt_core::usage::Protocol;
+use serde_json::Value;
+
+use crate::{
+    error::Result,
+    http::{self, Timeouts},
+    provider::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderError},
+    secret::SecretString,
+};
+
+/// Settings of one OpenAI-compatible upstream.
+#[derive(Debug, Clone)]
+pub struct OpenAiConfig {
+    /// Provider name used in records (`openai`, `vllm`, …).
+    pub id: String,
+    /// Up to and including the version segment: `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// `None` for servers without auth (a local vLLM or Ollama).
+    pub api_key: Option<SecretString>,
+    pub timeouts: Timeouts,
+    /// Headers sent on every call (`OpenAI-Organization`, `OpenAI-Project`, …).
+    pub default_headers: Vec<(String, String)>,
+}
+
+impl OpenAiConfig {
+    pub fn new(id: impl Into<String>, base_url: impl Into<String>) -> OpenAiConfig {
+        OpenAiConfig {
+            id: id.into(),
+            base_url: base_url.into(),
+            api_key: None,
+            timeouts: Timeouts::default(),
+            default_headers: Vec::new(),
+        }
+    }
+
+    pub fn with_api_key(mut self, key: impl Into<SecretString>) -> OpenAiConfig {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> OpenAiConfig {
+        self.timeouts = timeouts;
+        self
+    }
+}
+
+/// A client for one OpenAI-compatible upstream; holds one pooled HTTP client for its life.
+pub struct OpenAiCompatible {
+    config: OpenAiConfig,
+    url: String,
+    client: reqwest::Client,
+}
+
+impl fmt::Debug for OpenAiCompatible {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiCompatible").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl OpenAiCompatible {
+    pub fn new(config: OpenAiConfig) -> Result<OpenAiCompatible> {
+        let client = http::build_client(&config.timeouts)?;
+        let url = http::join_url(&config.base_url, "chat/completions");
+        Ok(OpenAiCompatible { config, url, client })
+    }
+
+    pub fn config(&self) -> &OpenAiConfig {
+        &self.config
+    }
+
+    fn builder(&self, request: &ChatRequest) -> Result<reqwest::RequestBuilder, ProviderError> {
+        if request.protocol != Protocol::OpenAi {
+            return Err(ProviderError::InvalidRequest(format!(
+                "provider `{}` speaks the OpenAI protocol only",
+                self.config.id
+            )));
+        }
+        let mut builder = self
+            .client
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(request.to_vec());
+        if let Some(key) = &self.config.api_key {
+            builder = builder.bearer_auth(key.expose());
+        }
+        for (name, value) in self.config.default_headers.iter().chain(&request.headers) {
+            if !http::is_forbidden_request_header(name) {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+        }
+        Ok(builder)
+    }
+}
+
+/// Makes a request a streaming one that reports usage. Returns whether the usage chunk must be
+/// stripped (the caller did not ask for it).
+pub(crate) fn prepare_openai_stream(request: &mut ChatRequest) -> Result<bool, ProviderError> {
+    let invalid = |error: serde_json::Error| ProviderError::InvalidRequest(error.to_string());
+    if !request.is_stream() {
+        request.set("stream", &true).map_err(invalid)?;
+    }
+    let mut options = match request.get::<Value>("stream_options") {
+        Some(Value::Object(options)) => options,
+        _ => serde_json::Map::new(),
+    };
+    if options.get("include_usage").and_then(Value::as_bool) == Some(true) {
+        return Ok(false);
+    }
+    options.insert("include_usage".to_owned(), Value::Bool(true));
+    request.set("stream_options", &options).map_err(invalid)?;
+    Ok(true)
+}
+
+/// A whole-response call must not ask for a stream.
+pub(crate) fn prepare_whole(request: &mut ChatRequest) {
+    if request.is_stream() {
+        request.remove("stream");
+        request.remove("stream_options");
+    }
+}
+
+impl Provider for OpenAiCompatible {
+    fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    fn speaks(&self, protocol: Protocol) -> bool {
+        protocol == Protocol::OpenAi
+    }
+
+    fn chat(&self, mut request: ChatRequest) -> BoxFuture<'_, Result<ChatResponse, ProviderError>> {
+        Box::pin(async move {
+            prepare_whole(&mut request);
+            let builder = self.builder(&request)?;
+            http::call_whole(Protocol::OpenAi, builder, &self.config.timeouts).await
+        })
+    }
+
+    fn chat_stream(
+        &self,
+        mut request: ChatRequest,
+    ) -> BoxFuture<'_, Result<ChatStream, ProviderError>> {
+        Box::pin(async move {
+            let strip = prepare_openai_stream(&mut request)?;
+            let builder = self.builder(&request)?;
+            http::call_stream(Protocol::OpenAi, builder, &self.config.timeouts, strip).await
+        })
+    }
+}
