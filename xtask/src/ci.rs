@@ -17,6 +17,14 @@ pub fn run(args: &[String]) -> Result<()> {
     } else {
         cmd!(sh, "cargo test --workspace --locked --no-fail-fast").run()?;
     }
+    // The analytics example is what an analyst runs first: it must keep working on real traces.
+    for trace in [
+        "crates/llmopt-analytics/tests/data/traces/azure_conv_head1000.csv",
+        "crates/llmopt-analytics/tests/data/traces/mooncake_conversation_head600.jsonl",
+    ] {
+        cmd!(sh, "cargo run --quiet --locked -p llmopt-analytics --example trace_report -- {trace}")
+            .run()?;
+    }
     Ok(())
 }
 
