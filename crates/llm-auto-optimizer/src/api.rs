@@ -1,0 +1,228 @@
+//! The non-proxy routes: feedback, batch ingest, live statistics, metrics, health, admin.
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use llmopt_core::{Endpoint, Feedback, FeedbackValue, RequestId, RequestRecord};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    auth::AuthError,
+    error::ApiError,
+    state::{AppState, ReloadEvent},
+};
+
+fn auth_error(error: AuthError) -> ApiError {
+    match error {
+        AuthError::Missing | AuthError::Invalid => ApiError::unauthorized(error.to_string()),
+        AuthError::AdminRequired | AuthError::AdminDisabled => {
+            ApiError::forbidden(error.to_string())
+        }
+    }
+}
+
+/// Reads a body under the configured limit (413 otherwise).
+async fn read_body(state: &AppState, body: axum::body::Body) -> Result<Bytes, ApiError> {
+    let limit = state.runtime().config.limits.max_body_bytes;
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large(format!("request body exceeds {limit} bytes")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackBody {
+    request_id: String,
+    metric: String,
+    value: FeedbackValue,
+}
+
+/// `POST /v1/feedback`: `{"request_id", "metric", "value": true | 0.8}`.
+pub async fn feedback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<Value>, ApiError> {
+    state.runtime().auth.authenticate(&headers).map_err(auth_error)?;
+    let body = read_body(&state, body).await?;
+    let parsed: FeedbackBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid_request(format!("invalid feedback: {e}")))?;
+    if parsed.metric.trim().is_empty() {
+        return Err(ApiError::invalid_request("`metric` must not be empty"));
+    }
+    if let FeedbackValue::Number(number) = parsed.value
+        && !number.is_finite()
+    {
+        return Err(ApiError::invalid_request("`value` must be finite"));
+    }
+    let feedback =
+        Feedback { metric: parsed.metric, value: parsed.value, ts_ms: state.clock().now_ms() };
+    let id = RequestId::new(parsed.request_id);
+    // The collector may ask the store (disk): keep it off the async workers.
+    let collector = state.collector().clone();
+    let lookup_id = id.clone();
+    let found = tokio::task::spawn_blocking(move || collector.add_feedback(&lookup_id, feedback))
+        .await
+        .map_err(|e| ApiError::internal(format!("feedback task failed: {e}")))?
+        .map_err(|e| ApiError::internal(format!("feedback not stored: {e}")))?;
+    if !found {
+        return Err(ApiError::not_found(format!("no request with id `{id}`")));
+    }
+    Ok(Json(json!({"ok": true, "request_id": id})))
+}
+
+/// `POST /v1/records`: a JSON array, or NDJSON (one record per line). Each item is checked
+/// alone; the answer lists accepted count and every rejected item with its index and reason.
+pub async fn ingest_records(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<Value>, ApiError> {
+    let authenticated = state.runtime().auth.authenticate(&headers).map_err(auth_error)?;
+    let tenant = match authenticated {
+        crate::auth::Authenticated::Tenant(tenant) => Some(tenant),
+        crate::auth::Authenticated::Open(_) => None,
+    };
+    let body = read_body(&state, body).await?;
+    let items = split_items(&body)?;
+    let runtime = state.runtime();
+    let now_ms = state.clock().now_ms();
+    let mut accepted = 0u64;
+    let mut rejected = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let outcome = item
+            .and_then(|value| external_record(value, now_ms, tenant.as_deref(), &runtime.catalog))
+            .and_then(|record| {
+                record.validate(now_ms).map_err(|e| e.to_string())?;
+                state.metrics().observe(&record);
+                state.collector().record(record).map_err(|e| e.to_string())
+            });
+        match outcome {
+            Ok(()) => accepted += 1,
+            Err(reason) => rejected.push(json!({"index": index, "error": reason})),
+        }
+    }
+    Ok(Json(json!({"accepted": accepted, "rejected": rejected})))
+}
+
+/// Items of an array or NDJSON body; an unparsable NDJSON line is an item error, not a batch
+/// error.
+fn split_items(body: &[u8]) -> Result<Vec<Result<Value, String>>, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::invalid_request("request body is not UTF-8"))?;
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        let items: Vec<Value> = serde_json::from_str(trimmed)
+            .map_err(|e| ApiError::invalid_request(format!("invalid JSON array: {e}")))?;
+        return Ok(items.into_iter().map(Ok).collect());
+    }
+    Ok(text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}")))
+        .collect())
+}
+
+/// An ingested item as a record: `model` stands for both models, `id` and `ts_ms` default to a
+/// new id and now, the endpoint to `external`, the cost to the catalog's exact cost of `usage`
+/// (left unknown when the model has no price). An authenticated caller's tenant wins over the
+/// item's.
+fn external_record(
+    mut value: Value,
+    now_ms: i64,
+    tenant: Option<&str>,
+    catalog: &llmopt_core::PriceCatalog,
+) -> Result<RequestRecord, String> {
+    let object = value.as_object_mut().ok_or("item is not a JSON object")?;
+    if let Some(model) = object.remove("model") {
+        object.entry("requested_model").or_insert_with(|| model.clone());
+        object.entry("served_model").or_insert(model);
+    }
+    if !object.contains_key("requested_model")
+        && let Some(served) = object.get("served_model").cloned()
+    {
+        object.insert("requested_model".to_owned(), served);
+    }
+    object.entry("id").or_insert_with(|| Value::from(uuid::Uuid::now_v7().to_string()));
+    object.entry("ts_ms").or_insert_with(|| Value::from(now_ms));
+    object.entry("endpoint").or_insert_with(|| Value::from("external"));
+    object.entry("status").or_insert_with(|| json!({"kind": "ok"}));
+    object.entry("latency_us").or_insert_with(|| Value::from(0));
+    if let Some(tenant) = tenant {
+        object.insert("tenant".to_owned(), Value::from(tenant));
+    }
+    let mut record: RequestRecord = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    if record.endpoint != Endpoint::External {
+        record.endpoint = Endpoint::External;
+    }
+    if record.cost.is_none()
+        && let Some(usage) = &record.usage
+    {
+        record.cost = catalog.cost(record.served_model.as_str(), usage).ok().map(|b| b.total);
+    }
+    Ok(record)
+}
+
+/// `GET /api/stats`: the collector's live statistics.
+pub async fn stats(State(state): State<AppState>) -> Response {
+    Json(state.collector().live_stats()).into_response()
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics().render(&state.collector().metrics());
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+pub async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready once the store is open and the configuration valid (set by `serve`); not ready while
+/// shutting down.
+pub async fn ready(State(state): State<AppState>) -> Response {
+    if state.is_ready() {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready"}))).into_response()
+    }
+}
+
+/// `GET /api/config`: the effective configuration, secrets masked.
+pub async fn show_config(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text =
+        state.runtime().config.render_masked().map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut response = text.into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/toml; charset=utf-8"));
+    Ok(response)
+}
+
+/// `POST /api/config/reload` (admin): loads the configuration files again.
+pub async fn reload_config(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.runtime().auth.authorize_admin(&headers).map_err(auth_error)?;
+    let reloader = state.clone();
+    let event = tokio::task::spawn_blocking(move || reloader.reload())
+        .await
+        .map_err(|e| ApiError::internal(format!("reload task failed: {e}")))?;
+    match event {
+        ReloadEvent::Applied => Ok(Json(json!({"reloaded": true}))),
+        ReloadEvent::Rejected(reason) => Err(ApiError::invalid_request(format!(
+            "configuration rejected, previous one kept: {reason}"
+        ))),
+    }
+}

@@ -1,0 +1,282 @@
+//! The command line. Each subcommand parses, calls one function that does the work, prints.
+//! Errors end as one line on stderr and exit code 2 (usage) or 1 (failure).
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use llm_auto_optimizer::config::ConfigSource;
+use llmopt_core::{PriceCatalog, Usage, pricing::ModelPrice};
+
+#[derive(Debug, Parser)]
+#[command(name = "llm-auto-optimizer", version, about = "Measure, analyse and optimise LLM calls")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Lists the price catalog (USD per million tokens).
+    Pricing {
+        /// Only this model (ids, aliases and dated ids resolve).
+        #[arg(long)]
+        model: Option<String>,
+        /// A LiteLLM price map to compare the catalog against.
+        #[arg(long, value_name = "FILE")]
+        compare_litellm: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exact cost of one call from its token counts.
+    Cost {
+        #[arg(long)]
+        model: String,
+        /// All input tokens, cached and cache-written included.
+        #[arg(long)]
+        input: u64,
+        #[arg(long, default_value_t = 0)]
+        output: u64,
+        /// Input tokens read from the provider cache.
+        #[arg(long, default_value_t = 0)]
+        cached: u64,
+        #[arg(long, default_value_t = 0)]
+        cache_write_5m: u64,
+        #[arg(long, default_value_t = 0)]
+        cache_write_1h: u64,
+        /// Price under the provider's batch API.
+        #[arg(long)]
+        batch: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Runs the gateway (OpenAI- and Anthropic-compatible proxy, API, /metrics).
+    Serve {
+        /// Base configuration file (default: ./config/default.toml, else the built-in default).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validates the layered configuration and prints it with secrets masked.
+    Check {
+        /// Base configuration file (default: ./config/default.toml, else the built-in default).
+        file: Option<PathBuf>,
+    },
+    /// Prints the SHA-256 digest of a gateway API key, for `auth.keys`.
+    HashKey { key: String },
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return match error.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(2),
+            };
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let catalog = PriceCatalog::builtin();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Config { command: ConfigCommand::Check { file } } => {
+            let source = ConfigSource::discover(file.as_deref());
+            let config = source.load()?;
+            println!("# configuration is valid");
+            match &source.base_file {
+                Some(path) => println!("# base file: {}", path.display()),
+                None => println!("# base file: built-in default"),
+            }
+            if let Some(path) = &source.env_file {
+                println!("# environment file: {}", path.display());
+            }
+            print!("{}", config.render_masked()?);
+            Ok(())
+        }
+        Command::Config { command: ConfigCommand::HashKey { key } } => {
+            println!("{}", llm_auto_optimizer::auth::hash_key(&key));
+            Ok(())
+        }
+        Command::Pricing { model, compare_litellm, json } => {
+            pricing(&catalog, model.as_deref(), compare_litellm, json)
+        }
+        Command::Cost {
+            model,
+            input,
+            output,
+            cached,
+            cache_write_5m,
+            cache_write_1h,
+            batch,
+            json,
+        } => {
+            let usage = Usage {
+                input_tokens: input,
+                cache_read_tokens: cached,
+                cache_write_5m_tokens: cache_write_5m,
+                cache_write_1h_tokens: cache_write_1h,
+                output_tokens: output,
+                reasoning_tokens: 0,
+            };
+            usage.validate().context("token counts")?;
+            let price = catalog.resolve(&model)?;
+            let cost = price.cost(&usage, batch);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "model": price.id, "batch": batch, "usage": usage,
+                        "cost_picodollars": cost.total.picos().to_string(),
+                        "cost_usd": cost.total.as_usd_f64(),
+                        "breakdown_picodollars": {
+                            "uncached_input": cost.uncached_input.picos().to_string(),
+                            "cache_read": cost.cache_read.picos().to_string(),
+                            "cache_write_5m": cost.cache_write_5m.picos().to_string(),
+                            "cache_write_1h": cost.cache_write_1h.picos().to_string(),
+                            "output": cost.output.picos().to_string(),
+                        }
+                    })
+                );
+            } else {
+                println!("{} ({}){}", price.id, price.provider, if batch { ", batch" } else { "" });
+                println!(
+                    "  uncached input {:>9} tokens  {}",
+                    usage.uncached_input_tokens(),
+                    cost.uncached_input
+                );
+                println!(
+                    "  cache read     {:>9} tokens  {}",
+                    usage.cache_read_tokens, cost.cache_read
+                );
+                println!(
+                    "  cache write 5m {:>9} tokens  {}",
+                    usage.cache_write_5m_tokens, cost.cache_write_5m
+                );
+                println!(
+                    "  cache write 1h {:>9} tokens  {}",
+                    usage.cache_write_1h_tokens, cost.cache_write_1h
+                );
+                println!("  output         {:>9} tokens  {}", usage.output_tokens, cost.output);
+                println!(
+                    "  total                           {}  ({} picodollars)",
+                    cost.total,
+                    cost.total.picos()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn serve(config_file: Option<PathBuf>) -> Result<()> {
+    let source = ConfigSource::discover(config_file.as_deref());
+    let config = source.load()?;
+    let _log_guard = llm_auto_optimizer::logging::init(&config.logging)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("llmopt-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(llm_auto_optimizer::server::serve(source, config))?;
+    Ok(())
+}
+
+fn per_million(price: llmopt_core::Money) -> String {
+    // picodollars per token × 10⁶ tokens = picodollars per million = micro-dollars × 10⁶.
+    let micros = price.picos();
+    format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000)
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .to_owned()
+}
+
+fn pricing(
+    catalog: &PriceCatalog,
+    model: Option<&str>,
+    compare_litellm: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
+    let models: Vec<&ModelPrice> = match model {
+        Some(id) => vec![catalog.resolve(id)?],
+        None => catalog.models().collect(),
+    };
+    if let Some(path) = compare_litellm {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read LiteLLM map `{}`", path.display()))?;
+        let (litellm, report) = PriceCatalog::from_litellm_json(&text)
+            .with_context(|| format!("`{}`", path.display()))?;
+        println!("LiteLLM map: {} models imported, {} skipped", report.imported, report.skipped);
+        let mut differences = 0;
+        for ours in &models {
+            let theirs = std::iter::once(ours.id.as_str())
+                .chain(ours.aliases.iter().map(String::as_str))
+                .find_map(|id| litellm.resolve(id).ok().filter(|m| m.id == id));
+            match theirs {
+                None => println!("  {:<28} not in the LiteLLM map", ours.id),
+                Some(theirs) if theirs.base == ours.base => {}
+                Some(theirs) => {
+                    differences += 1;
+                    println!(
+                        "  {:<28} differs: ours {:?} / LiteLLM {:?}",
+                        ours.id, ours.base, theirs.base
+                    );
+                }
+            }
+        }
+        println!("{differences} price differences");
+        return Ok(());
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&models)?);
+        return Ok(());
+    }
+    if models.is_empty() {
+        bail!("the price catalog is empty");
+    }
+    println!(
+        "{:<22} {:<10} {:>8} {:>8} {:>10} {:>9} {:>9} {:>6}",
+        "model (USD / 1M tok)",
+        "provider",
+        "input",
+        "output",
+        "cache rd",
+        "write 5m",
+        "write 1h",
+        "batch"
+    );
+    for price in models {
+        println!(
+            "{:<22} {:<10} {:>8} {:>8} {:>10} {:>9} {:>9} {:>5}%",
+            price.id,
+            price.provider,
+            per_million(price.base.input),
+            per_million(price.base.output),
+            per_million(price.base.cache_read),
+            per_million(price.base.cache_write_5m),
+            per_million(price.base.cache_write_1h),
+            price.batch_discount_ppm / 10_000,
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! Prometheus metrics (prometheus-client), updated once per finished call from its record.
+//!
+//! Everything is derived from the [`RequestRecord`] the call produced, so `/metrics` and the
+//! stored records cannot disagree. Collector counters (queue depth, drops) are read at scrape
+//! time. Cost is exported in USD as a float counter: Prometheus has no integers, and exact sums
+//! live in the store anyway.
+
+use std::sync::atomic::AtomicU64;
+
+use llmopt_collector::CollectorMetrics;
+use llmopt_core::{RequestRecord, Status};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub provider: String,
+    pub model: String,
+    pub endpoint: String,
+    pub status: String,
+    pub cache: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub provider: String,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub provider: String,
+    pub model: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub outcome: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs … ~105 s, doubling: covers gateway overhead and long generations alike.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 22))
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric the gateway exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<CallLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    tokens: Family<TokenLabels, Counter>,
+    cost_usd: Family<ModelLabels, Counter<f64, AtomicU64>>,
+    saved_usd: Family<ModelLabels, Counter<f64, AtomicU64>>,
+    cache: Family<CacheLabels, Counter>,
+    latency: HistogramFamily<ModelLabels>,
+    ttft: HistogramFamily<ModelLabels>,
+    overhead: Histogram,
+    collector_queue_depth: Gauge,
+    collector_dropped: Gauge,
+    collector_rejected: Gauge,
+    collector_written: Gauge,
+    collector_write_errors: Gauge,
+    in_flight: Gauge,
+    config_reloads: Family<CacheLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("llmopt");
+        let requests = Family::<CallLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let tokens = Family::<TokenLabels, Counter>::default();
+        let cost_usd = Family::<ModelLabels, Counter<f64, AtomicU64>>::default();
+        let saved_usd = Family::<ModelLabels, Counter<f64, AtomicU64>>::default();
+        let cache = Family::<CacheLabels, Counter>::default();
+        let latency: HistogramFamily<ModelLabels> = Family::new_with_constructor(latency_histogram);
+        let ttft: HistogramFamily<ModelLabels> = Family::new_with_constructor(latency_histogram);
+        let overhead = latency_histogram();
+        let config_reloads = Family::<CacheLabels, Counter>::default();
+        registry.register("requests", "Calls through the gateway", requests.clone());
+        registry.register("errors", "Failed calls by error kind", errors.clone());
+        registry.register(
+            "tokens",
+            "Tokens by kind (input, output, cache_read, cache_write)",
+            tokens.clone(),
+        );
+        registry.register("cost_usd", "Provider cost of calls, USD", cost_usd.clone());
+        registry.register("saved_usd", "Cost saved by response-cache hits, USD", saved_usd.clone());
+        registry.register("cache", "Response-cache outcomes", cache.clone());
+        registry.register("request_duration_seconds", "Total call latency", latency.clone());
+        registry.register("time_to_first_token_seconds", "Time to first token", ttft.clone());
+        registry.register(
+            "gateway_overhead_seconds",
+            "Total time minus upstream time, per call",
+            overhead.clone(),
+        );
+        let collector_queue_depth = Gauge::default();
+        let collector_dropped = Gauge::default();
+        let collector_rejected = Gauge::default();
+        let collector_written = Gauge::default();
+        let collector_write_errors = Gauge::default();
+        let in_flight = Gauge::default();
+        registry.register(
+            "collector_queue_depth",
+            "Records waiting for the writer",
+            collector_queue_depth.clone(),
+        );
+        registry.register(
+            "collector_dropped",
+            "Records dropped on a full queue (total)",
+            collector_dropped.clone(),
+        );
+        registry.register(
+            "collector_rejected",
+            "Records refused by validation (total)",
+            collector_rejected.clone(),
+        );
+        registry.register(
+            "collector_written",
+            "Records written to the store (total)",
+            collector_written.clone(),
+        );
+        registry.register(
+            "collector_write_errors",
+            "Failed store calls (total)",
+            collector_write_errors.clone(),
+        );
+        registry.register("in_flight_requests", "Proxied calls in flight", in_flight.clone());
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by outcome",
+            config_reloads.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            errors,
+            tokens,
+            cost_usd,
+            saved_usd,
+            cache,
+            latency,
+            ttft,
+            overhead,
+            collector_queue_depth,
+            collector_dropped,
+            collector_rejected,
+            collector_written,
+            collector_write_errors,
+            in_flight,
+            config_reloads,
+        }
+    }
+
+    /// Counts one finished call.
+    pub fn observe(&self, record: &RequestRecord) {
+        let provider = record.provider.as_str();
+        let model = record.served_model.as_str();
+        let status = match record.status {
+            Status::Ok => "ok",
+            Status::Error(kind) => kind.as_str(),
+        };
+        let endpoint = match record.endpoint {
+            llmopt_core::Endpoint::ChatCompletions => "chat_completions",
+            llmopt_core::Endpoint::Messages => "messages",
+            llmopt_core::Endpoint::External => "external",
+        };
+        self.requests
+            .get_or_create(&CallLabels {
+                provider: provider.to_owned(),
+                model: model.to_owned(),
+                endpoint: endpoint.to_owned(),
+                status: status.to_owned(),
+                cache: record.cache.as_str().to_owned(),
+            })
+            .inc();
+        if let Status::Error(kind) = record.status {
+            self.errors.get_or_create(&ErrorLabels { kind: kind.as_str().to_owned() }).inc();
+        }
+        self.cache.get_or_create(&CacheLabels { outcome: record.cache.as_str().to_owned() }).inc();
+        let model_labels = ModelLabels { provider: provider.to_owned(), model: model.to_owned() };
+        if let Some(usage) = &record.usage {
+            for (kind, count) in [
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+                ("cache_read", usage.cache_read_tokens),
+                ("cache_write", usage.cache_write_tokens()),
+            ] {
+                if count > 0 {
+                    self.tokens
+                        .get_or_create(&TokenLabels {
+                            provider: provider.to_owned(),
+                            model: model.to_owned(),
+                            kind: kind.to_owned(),
+                        })
+                        .inc_by(count);
+                }
+            }
+        }
+        if let Some(cost) = record.cost.filter(|c| !c.is_zero()) {
+            self.cost_usd.get_or_create(&model_labels).inc_by(cost.as_usd_f64());
+        }
+        if let Some(saved) = record.saved_cost.filter(|c| !c.is_zero()) {
+            self.saved_usd.get_or_create(&model_labels).inc_by(saved.as_usd_f64());
+        }
+        self.latency.get_or_create(&model_labels).observe(record.latency_us as f64 / 1e6);
+        if let Some(ttft) = record.ttft_us {
+            self.ttft.get_or_create(&model_labels).observe(ttft as f64 / 1e6);
+        }
+        if let Some(upstream) = record.upstream_us {
+            self.overhead.observe(record.latency_us.saturating_sub(upstream) as f64 / 1e6);
+        }
+    }
+
+    pub fn in_flight(&self) -> &Gauge {
+        &self.in_flight
+    }
+
+    pub fn count_reload(&self, applied: bool) {
+        let outcome = if applied { "applied" } else { "rejected" };
+        self.config_reloads.get_or_create(&CacheLabels { outcome: outcome.to_owned() }).inc();
+    }
+
+    /// The text exposition, with collector gauges read now.
+    pub fn render(&self, collector: &CollectorMetrics) -> String {
+        let as_gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.collector_queue_depth.set(as_gauge(collector.queue_depth));
+        self.collector_dropped.set(as_gauge(collector.dropped));
+        self.collector_rejected.set(as_gauge(collector.rejected));
+        self.collector_written.set(as_gauge(collector.written));
+        self.collector_write_errors.set(as_gauge(collector.write_errors));
+        let mut text = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}

@@ -1,0 +1,926 @@
+//! The two proxy routes, `POST /v1/chat/completions` and `POST /v1/messages`.
+//!
+//! The path of one call (DESIGN.md): limits and authentication, parse only the top level of the
+//! body ([`ChatRequest`]: raw JSON values, nothing re-encoded), ask the policy, consult the
+//! response cache, call the provider with the fallback chain, pass the answer through as bytes
+//! (a stream event by event), and turn the call into exactly one [`RequestRecord`] for the
+//! collector, whatever happened: refusal, upstream error, cache hit, complete stream, or a client
+//! that went away mid-stream (detected when the response body is dropped before its end).
+
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt, stream::BoxStream};
+use llmopt_core::{
+    CacheOutcome, Endpoint, ErrorKind, ExperimentArm, Fingerprint, Fingerprints, Money,
+    RequestRecord, Status, Tags, Usage, fingerprint, usage::Protocol,
+};
+use llmopt_llm::{ChatRequest, ProviderError, StreamItem, StreamOutcome};
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::{
+    cache::{AnswerShape, CacheKey, CachedAnswer},
+    error::{ApiError, kind_of_status},
+    routing::{RouteDecision, RouteInput},
+    state::{AppState, InFlightGuard, Runtime},
+};
+
+/// Request headers passed to the provider (never authentication, which the provider sets).
+const FORWARDED_REQUEST_HEADERS: &[&str] = &[
+    "anthropic-version",
+    "anthropic-beta",
+    "openai-organization",
+    "openai-project",
+    "openai-beta",
+];
+
+/// Response headers of the provider not copied (hop-by-hop, or recomputed here).
+const DROPPED_RESPONSE_HEADERS: &[&str] =
+    &["content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"];
+
+pub async fn chat_completions(State(state): State<AppState>, request: Request) -> Response {
+    proxy(state, Protocol::OpenAi, request).await
+}
+
+pub async fn messages(State(state): State<AppState>, request: Request) -> Response {
+    proxy(state, Protocol::Anthropic, request).await
+}
+
+async fn proxy(state: AppState, protocol: Protocol, request: Request) -> Response {
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let call = Call {
+        state: state.clone(),
+        runtime: state.runtime(),
+        request_id,
+        start: Instant::now(),
+        ts_ms: state.clock().now_ms(),
+        protocol,
+        tenant: None,
+        tags: Tags::new(),
+        requested_model: None,
+        fingerprints: Fingerprints::default(),
+        stream: false,
+        max_tokens: None,
+        experiment: None,
+        upstream_time: Duration::ZERO,
+        span: span.clone(),
+        _in_flight: None,
+    };
+    handle(call, request).instrument(span).await
+}
+
+/// Everything known about one call so far; turns into its record at the end.
+struct Call {
+    state: AppState,
+    runtime: Arc<Runtime>,
+    request_id: String,
+    start: Instant,
+    ts_ms: i64,
+    protocol: Protocol,
+    tenant: Option<String>,
+    tags: Tags,
+    requested_model: Option<String>,
+    fingerprints: Fingerprints,
+    stream: bool,
+    max_tokens: Option<u32>,
+    experiment: Option<ExperimentArm>,
+    /// Time spent waiting on providers, all attempts.
+    upstream_time: Duration,
+    span: tracing::Span,
+    _in_flight: Option<InFlightGuard>,
+}
+
+impl Call {
+    fn endpoint(&self) -> Endpoint {
+        match self.protocol {
+            Protocol::OpenAi => Endpoint::ChatCompletions,
+            Protocol::Anthropic => Endpoint::Messages,
+        }
+    }
+
+    fn record(&self, provider: &str, served_model: &str, status: Status) -> RequestRecord {
+        let requested = self.requested_model.clone().unwrap_or_else(|| "unknown".to_owned());
+        let served =
+            if served_model.is_empty() { requested.clone() } else { served_model.to_owned() };
+        let mut record = RequestRecord::new(self.request_id.clone(), self.ts_ms, provider, served);
+        record.requested_model = requested.into();
+        record.tenant = self.tenant.clone().map(Into::into);
+        record.endpoint = self.endpoint();
+        record.tags = self.tags.clone();
+        record.status = status;
+        record.latency_us = micros(self.start.elapsed());
+        record.stream = self.stream;
+        record.experiment = self.experiment.clone();
+        record.fingerprints = self.fingerprints.clone();
+        record.max_tokens = self.max_tokens;
+        record
+    }
+
+    /// Hands the record to the collector and the metrics, and logs the call.
+    fn finish(&self, record: RequestRecord) {
+        let _entered = self.span.enter();
+        self.state.metrics().observe(&record);
+        match record.status {
+            Status::Ok => tracing::info!(
+                provider = %record.provider, model = %record.served_model,
+                cache = record.cache.as_str(), latency_us = record.latency_us, "call ok"
+            ),
+            Status::Error(kind) => tracing::warn!(
+                provider = %record.provider, model = %record.served_model,
+                error = kind.as_str(), latency_us = record.latency_us, "call failed"
+            ),
+        }
+        if let Err(error) = self.state.collector().record(record) {
+            tracing::warn!(%error, "record not collected");
+        }
+    }
+
+    /// Refuses the call (gateway-side), records the refusal, answers in the caller's shape.
+    fn refuse(&self, error: ApiError) -> Response {
+        let mut record = self.record("gateway", "", Status::Error(error.kind));
+        record.cost = None;
+        self.finish(record);
+        self.respond_error(error)
+    }
+
+    fn respond_error(&self, error: ApiError) -> Response {
+        let mut response = error.into_response_for(self.protocol);
+        self.add_headers(response.headers_mut(), None, CacheOutcome::Bypass);
+        response
+    }
+
+    fn add_headers(
+        &self,
+        headers: &mut HeaderMap,
+        served_model: Option<&str>,
+        cache: CacheOutcome,
+    ) {
+        if let Ok(value) = HeaderValue::from_str(&self.request_id) {
+            headers.insert(HeaderName::from_static("x-request-id"), value);
+        }
+        if let Some(value) = served_model.and_then(|m| HeaderValue::from_str(m).ok()) {
+            headers.insert(HeaderName::from_static("x-llmopt-served-model"), value);
+        }
+        headers.insert(
+            HeaderName::from_static("x-llmopt-cache"),
+            HeaderValue::from_static(cache.as_str()),
+        );
+        if let Some(arm) = &self.experiment
+            && let Ok(value) = HeaderValue::from_str(&format!("{}:{}", arm.experiment_id, arm.arm))
+        {
+            headers.insert(HeaderName::from_static("x-llmopt-experiment-arm"), value);
+        }
+    }
+
+    /// Exact cost of `usage` at `model`'s price; `None` when the model has no price.
+    fn cost(&self, models: &[&str], usage: &Usage) -> Option<Money> {
+        models
+            .iter()
+            .find_map(|model| self.runtime.catalog.cost(model, usage).ok())
+            .map(|breakdown| breakdown.total)
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Sum of header name and value lengths.
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum()
+}
+
+/// `x-llmopt-tags: k=v,k2=v2`.
+pub fn parse_tags(headers: &HeaderMap) -> Tags {
+    let mut tags = Tags::new();
+    for value in headers.get_all("x-llmopt-tags") {
+        let Ok(text) = value.to_str() else { continue };
+        for pair in text.split(',') {
+            if let Some((key, value)) = pair.split_once('=') {
+                let (key, value) = (key.trim(), value.trim());
+                if !key.is_empty() {
+                    tags.insert(key.to_owned(), value.to_owned());
+                }
+            }
+        }
+    }
+    tags
+}
+
+async fn handle(mut call: Call, request: Request) -> Response {
+    let limits = call.runtime.config.limits.clone();
+    let (parts, body) = request.into_parts();
+    call.tags = parse_tags(&parts.headers);
+    if header_bytes(&parts.headers) > limits.max_header_bytes {
+        let mut error = ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorKind::Gateway,
+            format!("request headers exceed {} bytes", limits.max_header_bytes),
+        );
+        error.retry_after_s = None;
+        return call.refuse(error);
+    }
+    match call.runtime.auth.authenticate(&parts.headers) {
+        Ok(authenticated) => call.tenant = authenticated.tenant().map(str::to_owned),
+        Err(error) => return call.refuse(ApiError::unauthorized(error.to_string())),
+    }
+    match call.state.try_enter(limits.max_concurrent_requests) {
+        Some(guard) => call._in_flight = Some(guard),
+        None => {
+            return call.refuse(ApiError::too_many(format!(
+                "more than {} requests in flight",
+                limits.max_concurrent_requests
+            )));
+        }
+    }
+    let declared_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared_length.is_some_and(|length| length > limits.max_body_bytes) {
+        return call.refuse(ApiError::too_large(format!(
+            "request body exceeds {} bytes",
+            limits.max_body_bytes
+        )));
+    }
+    let body = match axum::body::to_bytes(body, limits.max_body_bytes).await {
+        Ok(body) => body,
+        Err(_) => {
+            return call.refuse(ApiError::too_large(format!(
+                "request body exceeds {} bytes (or could not be read)",
+                limits.max_body_bytes
+            )));
+        }
+    };
+    let mut chat = match ChatRequest::from_slice(call.protocol, &body) {
+        Ok(chat) => chat,
+        Err(error) => {
+            return call.refuse(ApiError::invalid_request(format!(
+                "request body is not a JSON object: {error}"
+            )));
+        }
+    };
+    let Some(model) = chat.model() else {
+        return call.refuse(ApiError::invalid_request("`model` is required"));
+    };
+    call.requested_model = Some(model.clone());
+    call.stream = chat.is_stream();
+    // One full parse for fingerprints (of what the client asked, whatever model serves it).
+    let body_value = answer_fields(&chat);
+    call.fingerprints = Fingerprints {
+        request: Some(Fingerprint::of_json(&body_value)),
+        prefix: fingerprint::prefix_fingerprint(&body_value),
+        prefix_blocks: Vec::new(),
+    };
+    let decision = {
+        let input = RouteInput {
+            protocol: call.protocol,
+            model: &model,
+            tenant: call.tenant.as_deref(),
+            tags: &call.tags,
+            request_id: &call.request_id,
+        };
+        call.state.decide(&call.runtime, &input)
+    };
+    let Some(decision) = decision else {
+        let mut error = ApiError::not_found(format!(
+            "no route serves model `{model}`; add one under [routes] in the configuration"
+        ));
+        error.kind = ErrorKind::NotFound;
+        return call.refuse(error);
+    };
+    call.experiment = decision.experiment.clone();
+    let max_tokens_field = match call.protocol {
+        Protocol::OpenAi if chat.fields.contains_key("max_completion_tokens") => {
+            "max_completion_tokens"
+        }
+        _ => "max_tokens",
+    };
+    let mut max_tokens: Option<u32> = chat.get(max_tokens_field);
+    if let Some(cap) = decision.max_tokens_cap
+        && max_tokens.is_none_or(|requested| requested > cap)
+    {
+        if let Err(error) = chat.set(max_tokens_field, &cap) {
+            return call.refuse(ApiError::internal(format!("cannot cap max_tokens: {error}")));
+        }
+        max_tokens = Some(cap);
+    }
+    call.max_tokens = max_tokens;
+    chat.headers = FORWARDED_REQUEST_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = parts.headers.get(*name)?.to_str().ok()?;
+            Some(((*name).to_owned(), value.to_owned()))
+        })
+        .collect();
+
+    let cache_key =
+        cache_key_for(&call, &decision, &chat, &body_value, max_tokens_field, max_tokens);
+    if let Some(key) = &cache_key
+        && let Some(answer) = call.runtime.cache.get(key)
+    {
+        return answer_from_cache(call, &decision, &answer);
+    }
+    let cache_outcome = if cache_key.is_some() { CacheOutcome::Miss } else { CacheOutcome::Bypass };
+    forward(call, decision, chat, &model, cache_key, cache_outcome).await
+}
+
+/// The request's answer-changing fields as one JSON object, each raw field parsed once: the
+/// object `fingerprint::request_fingerprint` would build from the whole body, without parsing
+/// the body a second time or copying it.
+fn answer_fields(chat: &ChatRequest) -> Value {
+    let mut fields = serde_json::Map::new();
+    for (key, raw) in &chat.fields {
+        if fingerprint::FIELDS_NOT_IN_KEY.contains(&key.as_str()) {
+            continue;
+        }
+        if let Ok(value) = serde_json::from_str::<Value>(raw.get()) {
+            fields.insert(key.clone(), value);
+        }
+    }
+    Value::Object(fields)
+}
+
+/// The cache key, or `None` when the cache does not apply to this request.
+fn cache_key_for(
+    call: &Call,
+    decision: &RouteDecision,
+    chat: &ChatRequest,
+    body_value: &Value,
+    max_tokens_field: &str,
+    max_tokens: Option<u32>,
+) -> Option<CacheKey> {
+    if !decision.cache {
+        return None;
+    }
+    let settings = &call.runtime.config.cache;
+    let temperature: Option<f64> = chat.get("temperature");
+    // No temperature means the provider default (1.0): not deterministic either.
+    let deterministic = temperature.is_some_and(|t| t <= 0.0);
+    if !deterministic && !settings.allow_nonzero_temperature {
+        return None;
+    }
+    let primary = decision.candidates.first()?;
+    // The key is over the request as the provider will see it: served model and capped limit.
+    let mut upstream_value = body_value.clone();
+    if let Some(object) = upstream_value.as_object_mut() {
+        object.insert("model".to_owned(), Value::from(primary.model.clone()));
+        if let Some(limit) = max_tokens {
+            object.insert(max_tokens_field.to_owned(), Value::from(limit));
+        }
+    }
+    let fingerprint = fingerprint::cache_key(
+        call.tenant.as_deref(),
+        &primary.provider,
+        &primary.model,
+        &upstream_value,
+    );
+    let include_usage = chat
+        .get::<Value>("stream_options")
+        .and_then(|options| options.get("include_usage").and_then(Value::as_bool))
+        .unwrap_or(false);
+    let shape = match (call.stream, call.protocol, include_usage) {
+        (false, _, _) => AnswerShape::Json,
+        (true, Protocol::OpenAi, true) => AnswerShape::SseWithUsage,
+        (true, _, _) => AnswerShape::Sse,
+    };
+    Some(CacheKey { fingerprint, shape })
+}
+
+fn answer_from_cache(call: Call, decision: &RouteDecision, answer: &CachedAnswer) -> Response {
+    let provider = decision.candidates.first().map_or("cache", |c| c.provider.as_str());
+    let mut record = call.record(provider, &answer.served_model, Status::Ok);
+    record.cache = CacheOutcome::Hit;
+    record.cost = Some(Money::default());
+    record.saved_cost = answer.cost;
+    record.stop_reason = answer.stop_reason.clone();
+    record.ttft_us = Some(record.latency_us);
+    let mut response = Response::new(Body::from(answer.body.clone()));
+    *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    if let Ok(value) = HeaderValue::from_str(&answer.content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    call.add_headers(response.headers_mut(), Some(&answer.served_model), CacheOutcome::Hit);
+    call.finish(record);
+    response
+}
+
+/// Whether the next candidate should be tried after this error.
+fn falls_back(error: &ProviderError) -> bool {
+    match error {
+        ProviderError::RateLimited { .. }
+        | ProviderError::Timeout(_)
+        | ProviderError::Transport(_)
+        | ProviderError::InvalidResponse(_) => true,
+        ProviderError::Upstream { status, .. } => *status >= 500 || *status == 429,
+        ProviderError::InvalidRequest(_) => false,
+    }
+}
+
+fn error_kind(error: &ProviderError) -> ErrorKind {
+    match error {
+        ProviderError::RateLimited { .. } => ErrorKind::RateLimited,
+        ProviderError::Timeout(_) => ErrorKind::Timeout,
+        ProviderError::Upstream { status, .. } => kind_of_status(*status),
+        ProviderError::Transport(_) => ErrorKind::Transport,
+        ProviderError::InvalidResponse(_) => ErrorKind::InvalidResponse,
+        ProviderError::InvalidRequest(_) => ErrorKind::InvalidRequest,
+    }
+}
+
+/// The client's answer for a provider error: upstream error bodies pass through with their
+/// status; errors of our own making are rendered in the caller's shape.
+fn provider_error_response(
+    call: &Call,
+    error: ProviderError,
+    served_model: &str,
+    cache_outcome: CacheOutcome,
+) -> Response {
+    let retry_after = |duration: Option<Duration>| duration.map(|d| d.as_secs().max(1));
+    let mut response = match error {
+        ProviderError::Upstream { status, body, retry_after: after } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut response = Response::new(Body::from(body));
+            *response.status_mut() = status;
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            if let Some(seconds) = retry_after(after) {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            response
+        }
+        ProviderError::RateLimited { retry_after: after, body } => {
+            let mut response = match body {
+                Some(body) => {
+                    let mut response = Response::new(Body::from(body));
+                    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    response
+                }
+                None => ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorKind::RateLimited,
+                    "the provider is rate limiting this gateway",
+                )
+                .into_response_for(call.protocol),
+            };
+            if let Some(seconds) = retry_after(after) {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            response
+        }
+        ProviderError::Timeout(what) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Timeout,
+            format!("the provider timed out ({what})"),
+        )
+        .into_response_for(call.protocol),
+        ProviderError::Transport(message) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            ErrorKind::Transport,
+            format!("cannot reach the provider: {message}"),
+        )
+        .into_response_for(call.protocol),
+        ProviderError::InvalidResponse(message) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            ErrorKind::InvalidResponse,
+            format!("the provider's answer could not be understood: {message}"),
+        )
+        .into_response_for(call.protocol),
+        ProviderError::InvalidRequest(message) => {
+            ApiError::invalid_request(message).into_response_for(call.protocol)
+        }
+    };
+    call.add_headers(response.headers_mut(), Some(served_model), cache_outcome);
+    response
+}
+
+fn copy_response_headers(target: &mut HeaderMap, headers: &[(String, String)]) {
+    for (name, value) in headers {
+        if DROPPED_RESPONSE_HEADERS.iter().any(|dropped| name.eq_ignore_ascii_case(dropped)) {
+            continue;
+        }
+        // `x-request-id` is the gateway's own; the provider's stays available under its name.
+        let name = if name.eq_ignore_ascii_case("x-request-id") {
+            "x-llmopt-upstream-request-id"
+        } else {
+            name.as_str()
+        };
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value))
+        {
+            target.insert(name, value);
+        }
+    }
+}
+
+async fn forward(
+    mut call: Call,
+    decision: RouteDecision,
+    chat: ChatRequest,
+    requested_model: &str,
+    cache_key: Option<CacheKey>,
+    cache_outcome: CacheOutcome,
+) -> Response {
+    let candidate_count = decision.candidates.len();
+    let mut pending = Some(chat);
+    let mut last_failure: Option<(String, String, ProviderError)> = None;
+    for (index, candidate) in decision.candidates.iter().enumerate() {
+        let is_last = index + 1 == candidate_count;
+        let Some(provider) = call.runtime.providers.get(&candidate.provider).cloned() else {
+            last_failure = Some((
+                candidate.provider.clone(),
+                candidate.model.clone(),
+                ProviderError::InvalidRequest(format!(
+                    "provider `{}` is not configured",
+                    candidate.provider
+                )),
+            ));
+            continue;
+        };
+        if !provider.speaks(call.protocol) {
+            last_failure = Some((
+                candidate.provider.clone(),
+                candidate.model.clone(),
+                ProviderError::InvalidRequest(format!(
+                    "provider `{}` does not speak the {} protocol of this endpoint",
+                    candidate.provider,
+                    match call.protocol {
+                        Protocol::OpenAi => "OpenAI",
+                        Protocol::Anthropic => "Anthropic",
+                    }
+                )),
+            ));
+            continue;
+        }
+        // The last attempt takes the request; earlier ones need a copy for the next.
+        let Some(mut upstream) = (if is_last { pending.take() } else { pending.clone() }) else {
+            break;
+        };
+        if candidate.model != requested_model
+            && let Err(error) = upstream.set("model", &candidate.model)
+        {
+            return call.refuse(ApiError::internal(format!("cannot set model: {error}")));
+        }
+        // Only the primary candidate's answer may fill the cache: a fallback model's answer
+        // must not be served later as the primary's.
+        let cache_key = if index == 0 { cache_key } else { None };
+        let upstream_start = Instant::now();
+        if call.stream {
+            let attempt = with_timeout(decision.timeout, provider.chat_stream(upstream)).await;
+            match attempt {
+                Ok(stream) => {
+                    return stream_response(
+                        call,
+                        candidate.provider.clone(),
+                        candidate.model.clone(),
+                        upstream_start,
+                        stream,
+                        cache_key,
+                        cache_outcome,
+                    );
+                }
+                Err(error) => {
+                    call.upstream_time += upstream_start.elapsed();
+                    if !is_last && falls_back(&error) {
+                        tracing::warn!(provider = %candidate.provider, %error, "falling back");
+                        last_failure =
+                            Some((candidate.provider.clone(), candidate.model.clone(), error));
+                        continue;
+                    }
+                    return fail(call, &candidate.provider, &candidate.model, error, cache_outcome);
+                }
+            }
+        }
+        let attempt = with_timeout(decision.timeout, provider.chat(upstream)).await;
+        call.upstream_time += upstream_start.elapsed();
+        match attempt {
+            Ok(answer) => {
+                let served_model = answer.model.clone().unwrap_or_else(|| candidate.model.clone());
+                let mut record = call.record(&candidate.provider, &served_model, Status::Ok);
+                record.cache = cache_outcome;
+                record.usage = answer.usage;
+                record.cost = answer
+                    .usage
+                    .as_ref()
+                    .and_then(|usage| call.cost(&[&served_model, &candidate.model], usage));
+                record.stop_reason = answer.stop_reason.clone();
+                let before_upstream = upstream_start.duration_since(call.start);
+                record.ttft_us =
+                    Some(micros(before_upstream + answer.first_byte).min(record.latency_us));
+                record.upstream_us = Some(micros(call.upstream_time).min(record.latency_us));
+                let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+                if let Some(key) = cache_key.filter(|_| status.is_success()) {
+                    let content_type = answer
+                        .headers
+                        .iter()
+                        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+                        .map_or_else(|| "application/json".to_owned(), |(_, v)| v.clone());
+                    call.runtime.cache.insert(
+                        key,
+                        CachedAnswer {
+                            status: answer.status,
+                            content_type,
+                            body: answer.body.clone(),
+                            served_model: served_model.clone(),
+                            usage: answer.usage,
+                            stop_reason: answer.stop_reason.clone(),
+                            cost: record.cost,
+                        },
+                    );
+                }
+                let mut response = Response::new(Body::from(answer.body));
+                *response.status_mut() = status;
+                copy_response_headers(response.headers_mut(), &answer.headers);
+                if !response.headers().contains_key(header::CONTENT_TYPE) {
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                }
+                call.add_headers(response.headers_mut(), Some(&served_model), cache_outcome);
+                call.finish(record);
+                return response;
+            }
+            Err(error) => {
+                if !is_last && falls_back(&error) {
+                    tracing::warn!(provider = %candidate.provider, %error, "falling back");
+                    last_failure =
+                        Some((candidate.provider.clone(), candidate.model.clone(), error));
+                    continue;
+                }
+                return fail(call, &candidate.provider, &candidate.model, error, cache_outcome);
+            }
+        }
+    }
+    match last_failure {
+        Some((provider, model, error)) => fail(call, &provider, &model, error, cache_outcome),
+        None => call.refuse(ApiError::not_found("the route has no provider to try")),
+    }
+}
+
+async fn with_timeout<T>(
+    timeout: Option<Duration>,
+    future: impl Future<Output = Result<T, ProviderError>>,
+) -> Result<T, ProviderError> {
+    match timeout {
+        None => future.await,
+        Some(limit) => match tokio::time::timeout(limit, future).await {
+            Ok(result) => result,
+            Err(_) => Err(ProviderError::Timeout("route timeout")),
+        },
+    }
+}
+
+fn fail(
+    call: Call,
+    provider: &str,
+    model: &str,
+    error: ProviderError,
+    cache_outcome: CacheOutcome,
+) -> Response {
+    let mut record = call.record(provider, model, Status::Error(error_kind(&error)));
+    record.upstream_us = Some(micros(call.upstream_time).min(record.latency_us));
+    record.cache = cache_outcome;
+    let response = provider_error_response(&call, error, model, cache_outcome);
+    call.finish(record);
+    response
+}
+
+fn stream_response(
+    call: Call,
+    provider: String,
+    model: String,
+    upstream_start: Instant,
+    stream: llmopt_llm::ChatStream,
+    cache_key: Option<CacheKey>,
+    cache_outcome: CacheOutcome,
+) -> Response {
+    let mut response_headers = HeaderMap::new();
+    copy_response_headers(&mut response_headers, &stream.headers);
+    response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    call.add_headers(&mut response_headers, Some(&model), cache_outcome);
+    let status = StatusCode::from_u16(stream.status).unwrap_or(StatusCode::OK);
+    let capture = cache_key.map(|key| (key, BytesMut::new()));
+    let body = RecordingStream {
+        items: stream.items,
+        call: Some(call),
+        provider,
+        model,
+        upstream_start,
+        error: None,
+        capture,
+        cache_outcome,
+        done: false,
+    };
+    let mut response = Response::new(Body::from_stream(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = response_headers;
+    response
+}
+
+/// The response body of a stream: forwards the provider's bytes and records the call when the
+/// stream ends, or, if the client goes away first, when hyper drops the body.
+struct RecordingStream {
+    items: BoxStream<'static, Result<StreamItem, ProviderError>>,
+    /// `Some` until the record is made.
+    call: Option<Call>,
+    provider: String,
+    model: String,
+    upstream_start: Instant,
+    /// The first error the stream reported.
+    error: Option<ProviderError>,
+    /// Bytes kept for the cache while they fit in an entry.
+    capture: Option<(CacheKey, BytesMut)>,
+    cache_outcome: CacheOutcome,
+    done: bool,
+}
+
+impl RecordingStream {
+    fn complete(&mut self, outcome: Option<StreamOutcome>) {
+        let Some(mut call) = self.call.take() else { return };
+        let outcome_complete = outcome.as_ref().is_some_and(|o| o.complete);
+        let status = match (&self.error, outcome_complete) {
+            (Some(error), _) => Status::Error(error_kind(error)),
+            (None, true) => Status::Ok,
+            (None, false) => Status::Error(ErrorKind::InvalidResponse),
+        };
+        let served_model =
+            outcome.as_ref().and_then(|o| o.model.clone()).unwrap_or_else(|| self.model.clone());
+        let upstream_elapsed =
+            outcome.as_ref().map_or_else(|| self.upstream_start.elapsed(), |o| o.elapsed);
+        call.upstream_time += upstream_elapsed;
+        let mut record = call.record(&self.provider, &served_model, status);
+        record.cache = self.cache_outcome;
+        if let Some(outcome) = &outcome {
+            record.usage = outcome.usage;
+            record.cost = outcome
+                .usage
+                .as_ref()
+                .and_then(|usage| call.cost(&[&served_model, &self.model], usage));
+            record.stop_reason = outcome.stop_reason.clone();
+            let before_upstream = self.upstream_start.duration_since(call.start);
+            record.ttft_us = outcome
+                .time_to_first_token
+                .map(|ttft| micros(before_upstream + ttft).min(record.latency_us));
+        }
+        record.upstream_us = Some(micros(call.upstream_time).min(record.latency_us));
+        if let (Some((key, bytes)), Status::Ok) = (self.capture.take(), status) {
+            call.runtime.cache.insert(
+                key,
+                CachedAnswer {
+                    status: 200,
+                    content_type: "text/event-stream".to_owned(),
+                    body: bytes.freeze(),
+                    served_model: served_model.clone(),
+                    usage: record.usage,
+                    stop_reason: record.stop_reason.clone(),
+                    cost: record.cost,
+                },
+            );
+        }
+        call.finish(record);
+    }
+
+    fn disconnected(&mut self) {
+        let Some(mut call) = self.call.take() else { return };
+        call.upstream_time += self.upstream_start.elapsed();
+        let mut record =
+            call.record(&self.provider, &self.model, Status::Error(ErrorKind::ClientDisconnected));
+        record.cache = self.cache_outcome;
+        record.upstream_us = Some(micros(call.upstream_time).min(record.latency_us));
+        call.finish(record);
+    }
+}
+
+impl Stream for RecordingStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match this.items.poll_next_unpin(context) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(StreamItem::Bytes(bytes)))) => {
+                if let Some((_, buffer)) = &mut this.capture {
+                    let limit = this.call.as_ref().map_or(0, |c| c.runtime.cache.max_entry_bytes);
+                    if buffer.len() + bytes.len() > limit {
+                        // Too big for the cache: stop copying.
+                        this.capture = None;
+                    } else {
+                        buffer.extend_from_slice(&bytes);
+                    }
+                }
+                Poll::Ready(Some(Ok(bytes)))
+            }
+            Poll::Ready(Some(Ok(StreamItem::End(outcome)))) => {
+                this.done = true;
+                this.complete(Some(outcome));
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(error))) => {
+                // Tell the client in its protocol's stream shape, then wait for the End item.
+                let protocol = this.call.as_ref().map_or(Protocol::OpenAi, |c| c.protocol);
+                let event = stream_error_event(protocol, &error);
+                this.capture = None;
+                if this.error.is_none() {
+                    this.error = Some(error);
+                }
+                Poll::Ready(Some(Ok(event)))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                if this.error.is_none() {
+                    this.error = Some(ProviderError::InvalidResponse(
+                        "stream ended without its end marker".to_owned(),
+                    ));
+                }
+                this.complete(None);
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl Drop for RecordingStream {
+    fn drop(&mut self) {
+        if self.call.is_some() {
+            self.disconnected();
+        }
+    }
+}
+
+/// An error event as each protocol's SDK expects it inside a stream.
+fn stream_error_event(protocol: Protocol, error: &ProviderError) -> Bytes {
+    let message = error.to_string();
+    match protocol {
+        Protocol::OpenAi => {
+            let body = serde_json::json!({"error": {"message": message, "type": "server_error", "param": null, "code": error_kind(error).as_str()}});
+            Bytes::from(format!("data: {body}\n\n"))
+        }
+        Protocol::Anthropic => {
+            let body = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}});
+            Bytes::from(format!("event: error\ndata: {body}\n\n"))
+        }
+    }
+}
+
+/// Answers `GET` on a proxy route with the caller's error shape (SDKs only POST).
+pub async fn method_not_allowed() -> impl IntoResponse {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorKind::InvalidRequest, "use POST")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn answer_fields_fingerprint_equals_the_core_request_fingerprint() {
+        let body = json!({
+            "model": "gpt-4o", "stream": true, "stream_options": {"include_usage": true},
+            "user": "u1", "temperature": 0, "seed": 3,
+            "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"b": 1, "a": 2}}}]
+        });
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let chat = ChatRequest::from_slice(Protocol::OpenAi, &bytes).unwrap();
+        let fields = answer_fields(&chat);
+        assert_eq!(Fingerprint::of_json(&fields), fingerprint::request_fingerprint(&body));
+        assert_eq!(
+            fingerprint::prefix_fingerprint(&fields),
+            fingerprint::prefix_fingerprint(&body)
+        );
+    }
+
+    #[test]
+    fn tags_header_is_parsed() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-llmopt-tags", HeaderValue::from_static("a=1, b = two ,bad,=x"));
+        let tags = parse_tags(&headers);
+        assert_eq!(tags.len(), 2);
+        assert_eq!(tags["a"], "1");
+        assert_eq!(tags["b"], "two");
+    }
+}

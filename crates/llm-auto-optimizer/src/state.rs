@@ -1,0 +1,276 @@
+//! Shared state of the server, and the hot-swappable [`Runtime`] built from configuration.
+//!
+//! A request loads the current `Arc<Runtime>` once (an `ArcSwap` read: no lock) and uses that
+//! snapshot to the end, so a configuration reload never changes providers or routes under a
+//! request in flight: new requests see the new runtime, old ones finish with the old one.
+//! Process-wide parts (collector, metrics, clock, counters) live beside it in [`Shared`] and
+//! survive reloads.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use llmopt_collector::Collector;
+use llmopt_core::{Clock, PriceCatalog};
+use llmopt_llm::Provider;
+use tokio::sync::broadcast;
+
+use crate::{
+    auth::Authenticator,
+    cache::ResponseCache,
+    config::{Config, ConfigSource},
+    error::{Error, Result},
+    metrics::Metrics,
+    providers::build_providers,
+    routing::{RouteDecision, RouteInput, RoutePolicy, RouteTable},
+};
+
+/// Reads a secret (an environment variable in production, a map in tests).
+pub type SecretSource = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The secret source of production: the process environment.
+pub fn environment_secrets() -> SecretSource {
+    Arc::new(|name: &str| std::env::var(name).ok().filter(|value| !value.is_empty()))
+}
+
+/// Adjusts the configuration's decision for one request: the seam of the live policy
+/// (model substitution, `max_tokens` cap, cache on/off, timeout, experiment arm). The
+/// closed-loop optimizer installs one with [`AppState::set_policy_overlay`].
+pub trait PolicyOverlay: Send + Sync + std::fmt::Debug {
+    fn apply(&self, input: &RouteInput<'_>, decision: &mut RouteDecision);
+}
+
+#[derive(Debug)]
+struct OverlayHolder(Arc<dyn PolicyOverlay>);
+
+/// Everything built from one configuration.
+#[derive(Debug)]
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub providers: HashMap<String, Arc<dyn Provider>>,
+    pub routes: RouteTable,
+    pub auth: Authenticator,
+    pub cache: ResponseCache,
+    pub catalog: Arc<PriceCatalog>,
+}
+
+impl Runtime {
+    /// Builds providers, routes, auth, cache and prices. `previous`: the runtime being
+    /// replaced, whose cache is kept when its bounds did not change.
+    pub fn build(
+        config: Config,
+        secrets: &SecretSource,
+        previous: Option<&Runtime>,
+    ) -> Result<Runtime> {
+        let providers = build_providers(&config, secrets)?;
+        let routes = RouteTable::from_config(&config);
+        let admin_token = config.auth.admin_token_env.as_deref().and_then(|name| secrets(name));
+        let auth = Authenticator::new(&config.auth, admin_token.as_deref());
+        let ttl = Duration::from_secs(config.cache.ttl_s);
+        let cache = match previous {
+            Some(previous)
+                if previous.cache.same_bounds(
+                    ttl,
+                    config.cache.max_bytes,
+                    config.cache.max_entry_bytes,
+                ) =>
+            {
+                previous.cache.clone()
+            }
+            _ => ResponseCache::new(ttl, config.cache.max_bytes, config.cache.max_entry_bytes),
+        };
+        let mut catalog = PriceCatalog::builtin();
+        if let Some(file) = &config.pricing.file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| Error::Config(format!("pricing.file `{}`: {e}", file.display())))?;
+            let extra = PriceCatalog::from_toml_str(&text)
+                .map_err(|e| Error::Config(format!("pricing.file `{}`: {e}", file.display())))?;
+            catalog.merge(extra).map_err(|e| Error::Config(format!("pricing.file: {e}")))?;
+        }
+        Ok(Runtime {
+            config: Arc::new(config),
+            providers,
+            routes,
+            auth,
+            cache,
+            catalog: Arc::new(catalog),
+        })
+    }
+}
+
+/// What happened to a configuration change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadEvent {
+    Applied,
+    Rejected(String),
+}
+
+/// Process-wide state.
+#[derive(Debug)]
+pub struct Shared {
+    runtime: ArcSwap<Runtime>,
+    overlay: ArcSwapOption<OverlayHolder>,
+    pub collector: Collector,
+    pub metrics: Metrics,
+    pub clock: Arc<dyn Clock>,
+    pub secrets_source: SecretSourceDebug,
+    pub config_source: Option<ConfigSource>,
+    in_flight: AtomicUsize,
+    ready: AtomicBool,
+    reload_events: broadcast::Sender<ReloadEvent>,
+}
+
+/// A [`SecretSource`] that prints nothing.
+#[derive(Clone)]
+pub struct SecretSourceDebug(pub SecretSource);
+
+impl std::fmt::Debug for SecretSourceDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretSource")
+    }
+}
+
+/// The state handlers share: a cheap clone of one `Arc`.
+#[derive(Debug, Clone)]
+pub struct AppState(pub Arc<Shared>);
+
+impl AppState {
+    pub fn new(
+        runtime: Runtime,
+        collector: Collector,
+        clock: Arc<dyn Clock>,
+        secrets: SecretSource,
+        config_source: Option<ConfigSource>,
+    ) -> AppState {
+        let (reload_events, _) = broadcast::channel(16);
+        AppState(Arc::new(Shared {
+            runtime: ArcSwap::from_pointee(runtime),
+            overlay: ArcSwapOption::empty(),
+            collector,
+            metrics: Metrics::new(),
+            clock,
+            secrets_source: SecretSourceDebug(secrets),
+            config_source,
+            in_flight: AtomicUsize::new(0),
+            ready: AtomicBool::new(true),
+            reload_events,
+        }))
+    }
+
+    /// The current runtime snapshot.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.0.runtime.load_full()
+    }
+
+    pub fn collector(&self) -> &Collector {
+        &self.0.collector
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.0.clock
+    }
+
+    pub fn set_policy_overlay(&self, overlay: Option<Arc<dyn PolicyOverlay>>) {
+        self.0.overlay.store(overlay.map(|o| Arc::new(OverlayHolder(o))));
+    }
+
+    /// The decision for one request: configuration routes, then the live overlay if any.
+    pub fn decide(&self, runtime: &Runtime, input: &RouteInput<'_>) -> Option<RouteDecision> {
+        let mut decision = runtime.routes.decide(input)?;
+        if let Some(holder) = self.0.overlay.load().as_ref() {
+            holder.0.apply(input, &mut decision);
+        }
+        Some(decision)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.0.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.ready.load(Ordering::SeqCst)
+    }
+
+    /// Counts a request in flight if under `limit`; the guard releases it.
+    pub fn try_enter(&self, limit: usize) -> Option<InFlightGuard> {
+        let previous = self.0.in_flight.fetch_add(1, Ordering::AcqRel);
+        if previous >= limit {
+            self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        self.0.metrics.in_flight().inc();
+        Some(InFlightGuard(self.clone()))
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.0.in_flight.load(Ordering::Acquire)
+    }
+
+    pub fn subscribe_reloads(&self) -> broadcast::Receiver<ReloadEvent> {
+        self.0.reload_events.subscribe()
+    }
+
+    /// Replaces the runtime with one built from `config`. Sections that need a restart
+    /// (server, storage, collector, logging) are reported, not applied.
+    pub fn apply_config(&self, config: Config) -> Result<()> {
+        let current = self.runtime();
+        let runtime = Runtime::build(config, &self.0.secrets_source.0, Some(&current))?;
+        let old = &current.config;
+        let new = &runtime.config;
+        if old.server != new.server
+            || old.storage != new.storage
+            || old.collector != new.collector
+            || old.logging != new.logging
+        {
+            tracing::warn!(
+                "configuration change in server, storage, collector or logging needs a restart; \
+                 the rest is applied"
+            );
+        }
+        self.0.runtime.store(Arc::new(runtime));
+        Ok(())
+    }
+
+    /// Loads the configuration files again and applies them; an invalid configuration is logged
+    /// and ignored, and the old one stays.
+    pub fn reload(&self) -> ReloadEvent {
+        let outcome = match &self.0.config_source {
+            None => Err(Error::Config("no configuration source to reload from".to_owned())),
+            Some(source) => source.load().and_then(|config| self.apply_config(config)),
+        };
+        let event = match outcome {
+            Ok(()) => {
+                tracing::info!("configuration reloaded");
+                ReloadEvent::Applied
+            }
+            Err(error) => {
+                tracing::error!(%error, "configuration change rejected; keeping the previous one");
+                ReloadEvent::Rejected(error.to_string())
+            }
+        };
+        self.0.metrics.count_reload(event == ReloadEvent::Applied);
+        let _ = self.0.reload_events.send(event.clone());
+        event
+    }
+}
+
+/// Releases one in-flight slot on drop.
+#[derive(Debug)]
+pub struct InFlightGuard(AppState);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.0.metrics.in_flight().dec();
+    }
+}

@@ -1,0 +1,69 @@
+//! Configuration layering, environment overrides, and `config check` output.
+
+use std::process::Command;
+
+use figment::Jail;
+use llm_auto_optimizer::config::{ConfigSource, ProviderKind};
+
+#[test]
+fn environment_variables_override_the_default_file() {
+    Jail::expect_with(|jail| {
+        jail.set_env("OPTIMIZER_PROVIDERS__OPENAI__BASE_URL", "http://127.0.0.1:9999/v1");
+        jail.set_env("OPTIMIZER_SERVER__LISTEN", "127.0.0.1:18080");
+        jail.set_env("OPTIMIZER_CACHE__ENABLED", "true");
+        let config = ConfigSource { base_file: None, env_file: None }.load().expect("config");
+        assert_eq!(
+            config.providers["openai"].base_url.as_deref(),
+            Some("http://127.0.0.1:9999/v1")
+        );
+        assert_eq!(config.providers["openai"].kind, ProviderKind::Openai);
+        assert_eq!(config.server.listen.port(), 18080);
+        assert!(config.cache.enabled);
+        Ok(())
+    });
+}
+
+#[test]
+fn environment_file_layers_over_the_base_and_typos_name_their_key() {
+    Jail::expect_with(|jail| {
+        jail.create_file("base.toml", "[server]\nlisten = \"127.0.0.1:1000\"\n")?;
+        jail.create_file("staging.toml", "[server]\nlisten = \"127.0.0.1:2000\"\n")?;
+        jail.set_env("OPTIMIZER_ENV", "staging");
+        let source = ConfigSource::discover(Some(std::path::Path::new("base.toml")));
+        assert_eq!(source.env_file.as_deref(), Some(std::path::Path::new("staging.toml")));
+        assert_eq!(source.load().expect("config").server.listen.port(), 2000);
+        jail.set_env("OPTIMIZER_SERVER__LISTN", "127.0.0.1:3000");
+        let error = source.load().unwrap_err().to_string().to_lowercase();
+        assert!(error.contains("server.listn"), "{error}");
+        Ok(())
+    });
+}
+
+#[test]
+fn config_check_prints_the_effective_config_with_secrets_masked() {
+    let output = Command::new(env!("CARGO_BIN_EXE_llm-auto-optimizer"))
+        .args(["config", "check"])
+        .current_dir(std::env::temp_dir())
+        // Other tests of this binary change the process environment (figment's Jail).
+        .env_clear()
+        .env("OPENAI_API_KEY", "sk-live-do-not-print-42")
+        .env("OPTIMIZER_PROVIDERS__OPENAI__BASE_URL", "http://127.0.0.1:9999/v1")
+        .output()
+        .expect("run the binary");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("http://127.0.0.1:9999/v1"), "{stdout}");
+    assert!(stdout.contains("***** (from OPENAI_API_KEY)"), "{stdout}");
+    assert!(!stdout.contains("sk-live-do-not-print-42"), "{stdout}");
+
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), "[server]\nlisen = 1\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_llm-auto-optimizer"))
+        .args(["config", "check"])
+        .arg(bad.path())
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("lisen"));
+}
