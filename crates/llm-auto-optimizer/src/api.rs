@@ -17,7 +17,7 @@ use crate::{
     state::{AppState, ReloadEvent},
 };
 
-fn auth_error(error: AuthError) -> ApiError {
+pub(crate) fn auth_error(error: AuthError) -> ApiError {
     match error {
         AuthError::Missing | AuthError::Invalid => ApiError::unauthorized(error.to_string()),
         AuthError::AdminRequired | AuthError::AdminDisabled => {
@@ -27,7 +27,7 @@ fn auth_error(error: AuthError) -> ApiError {
 }
 
 /// Reads a body under the configured limit (413 otherwise).
-async fn read_body(state: &AppState, body: axum::body::Body) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(state: &AppState, body: axum::body::Body) -> Result<Bytes, ApiError> {
     let limit = state.runtime().config.limits.max_body_bytes;
     axum::body::to_bytes(body, limit)
         .await
@@ -66,6 +66,7 @@ pub async fn feedback(
     // The collector may ask the store (disk): keep it off the async workers.
     let collector = state.collector().clone();
     let lookup_id = id.clone();
+    let joined = feedback.clone();
     let found = tokio::task::spawn_blocking(move || collector.add_feedback(&lookup_id, feedback))
         .await
         .map_err(|e| ApiError::internal(format!("feedback task failed: {e}")))?
@@ -73,6 +74,7 @@ pub async fn feedback(
     if !found {
         return Err(ApiError::not_found(format!("no request with id `{id}`")));
     }
+    state.on_feedback(&id, &joined);
     Ok(Json(json!({"ok": true, "request_id": id})))
 }
 
@@ -175,7 +177,13 @@ pub async fn stats(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics().render(&state.collector().metrics());
+    let loop_metrics = state.closed_loop().map(|closed_loop| {
+        (closed_loop.optimizer().metrics(), closed_loop.optimizer().quality_budget_used())
+    });
+    let text = state.metrics().render(
+        &state.collector().metrics(),
+        loop_metrics.as_ref().map(|(m, budget)| (m, *budget)),
+    );
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

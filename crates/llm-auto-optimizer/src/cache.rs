@@ -87,6 +87,12 @@ impl ResponseCache {
         true
     }
 
+    /// Drops every entry (a cold cache, as after a restart).
+    pub fn clear(&self) {
+        self.entries.invalidate_all();
+        self.entries.run_pending_tasks();
+    }
+
     pub fn entry_count(&self) -> u64 {
         self.entries.run_pending_tasks();
         self.entries.entry_count()

@@ -56,6 +56,33 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// The whole product on loopback: simulated provider, gateway, a replay of real workload
+    /// data, optimization cycles, and a report of what was proposed, tested and adopted.
+    Demo {
+        /// Requests of the optimization phase.
+        #[arg(long, default_value_t = 60_000)]
+        requests: usize,
+        /// Requests of the baseline phase (replayed identically after adoption).
+        #[arg(long, default_value_t = 5_000)]
+        baseline: usize,
+        /// How much faster than real time the simulated models answer.
+        #[arg(long, default_value_t = 1_000.0)]
+        speed: f64,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Requests between optimization cycles.
+        #[arg(long, default_value_t = 2_500)]
+        cycle_every: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Keep the store here instead of a temporary directory (must not exist).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// The report as JSON on stdout (the text report goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -100,6 +127,16 @@ fn run(cli: Cli) -> Result<()> {
     let catalog = PriceCatalog::builtin();
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Demo {
+            requests,
+            baseline,
+            speed,
+            concurrency,
+            cycle_every,
+            seed,
+            data_dir,
+            json,
+        } => demo(requests, baseline, speed, concurrency, cycle_every, seed, data_dir, json),
         Command::Config { command: ConfigCommand::Check { file } } => {
             let source = ConfigSource::discover(file.as_deref());
             let config = source.load()?;
@@ -187,6 +224,47 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+#[allow(clippy::too_many_arguments, reason = "one parameter per command-line flag")]
+fn demo(
+    requests: usize,
+    baseline: usize,
+    speed: f64,
+    concurrency: usize,
+    cycle_every: usize,
+    seed: u64,
+    data_dir: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
+    let args = llm_auto_optimizer::demo::DemoArgs {
+        requests,
+        baseline,
+        speed,
+        concurrency,
+        seed,
+        cycle_every,
+        data_dir,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("llmopt-demo")
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = if json {
+        let mut text = std::io::stderr();
+        let report = runtime.block_on(llm_auto_optimizer::demo::run(&args, &mut text))?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        report
+    } else {
+        let mut text = std::io::stdout();
+        runtime.block_on(llm_auto_optimizer::demo::run(&args, &mut text))?
+    };
+    if report.baseline.requests == 0 {
+        bail!("the demo sent no request");
+    }
+    Ok(())
 }
 
 fn serve(config_file: Option<PathBuf>) -> Result<()> {

@@ -60,6 +60,10 @@ pub struct Config {
     /// Routes by name; see [`RouteConfig`] for how a model picks its route.
     #[serde(default)]
     pub routes: BTreeMap<String, RouteConfig>,
+    /// The closed loop: mode, schedule, limits and strategy settings
+    /// (`llmopt_optimizer::OptimizerConfig`).
+    #[serde(default)]
+    pub optimizer: llmopt_optimizer::OptimizerConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

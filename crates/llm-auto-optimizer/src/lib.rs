@@ -26,9 +26,12 @@
 pub mod api;
 pub mod auth;
 pub mod cache;
+pub mod closed_loop;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod logging;
+pub mod loop_api;
 pub mod metrics;
 pub mod providers;
 pub mod proxy;
@@ -55,6 +58,20 @@ pub fn router(state: AppState) -> Router {
         .route("/api/stats", get(api::stats))
         .route("/api/config", get(api::show_config))
         .route("/api/config/reload", post(api::reload_config))
+        .route("/api/proposals", get(loop_api::proposals))
+        .route("/api/experiments", get(loop_api::experiments))
+        .route("/api/experiments/{id}", get(loop_api::experiment))
+        .route("/api/experiments/{id}/stop", post(loop_api::stop_experiment))
+        .route("/api/experiments/{id}/conclude", post(loop_api::conclude_experiment))
+        .route("/api/experiments/{id}/approve", post(loop_api::approve_experiment))
+        .route("/api/policy", get(loop_api::policy).put(loop_api::replace_policy))
+        .route("/api/policy/flags/{name}", axum::routing::put(loop_api::set_flag))
+        .route("/api/optimize", post(loop_api::optimize))
+        .route("/api/audit", get(loop_api::audit))
+        .route("/api/adoptions", get(loop_api::adoptions))
+        .route("/api/usage", get(loop_api::usage))
+        .route("/api/forecast", get(loop_api::forecast))
+        .route("/api/clusters", get(loop_api::clusters))
         .route("/metrics", get(api::metrics))
         .route("/health", get(api::health))
         .route("/ready", get(api::ready))

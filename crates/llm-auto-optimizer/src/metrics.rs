@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicU64;
 
 use llmopt_collector::CollectorMetrics;
 use llmopt_core::{RequestRecord, Status};
+use llmopt_optimizer::LoopMetrics;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{
@@ -79,6 +80,115 @@ pub struct Metrics {
     collector_write_errors: Gauge,
     in_flight: Gauge,
     config_reloads: Family<CacheLabels, Counter>,
+    optimizer: OptimizerMetrics,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StrategyLabels {
+    pub strategy: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub strategy: String,
+    pub outcome: String,
+}
+
+/// The loop's metrics, synchronised from `LoopMetrics` snapshots at scrape time.
+#[derive(Debug)]
+struct OptimizerMetrics {
+    runs: Counter,
+    failed_runs: Counter,
+    duration: Histogram,
+    cost_reduction: Gauge<f64, AtomicU64>,
+    active_experiments: Gauge,
+    quality_budget_used: Gauge<f64, AtomicU64>,
+    proposals: Family<StrategyLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
+    /// What has been exported already, to turn snapshots into counter increments.
+    synced: std::sync::Mutex<LoopMetrics>,
+}
+
+impl OptimizerMetrics {
+    fn register(registry: &mut Registry) -> OptimizerMetrics {
+        let metrics = OptimizerMetrics {
+            runs: Counter::default(),
+            failed_runs: Counter::default(),
+            duration: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
+            cost_reduction: Gauge::default(),
+            active_experiments: Gauge::default(),
+            quality_budget_used: Gauge::default(),
+            proposals: Family::default(),
+            decisions: Family::default(),
+            synced: std::sync::Mutex::new(LoopMetrics::default()),
+        };
+        registry.register("optimizer_runs", "Optimization cycles run", metrics.runs.clone());
+        registry.register(
+            "optimizer_failed_runs",
+            "Optimization cycles that failed",
+            metrics.failed_runs.clone(),
+        );
+        registry.register(
+            "optimizer_duration_seconds",
+            "Duration of optimization cycles",
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "optimizer_cost_reduction",
+            "Measured saving of adopted changes, USD per day",
+            metrics.cost_reduction.clone(),
+        );
+        registry.register(
+            "optimizer_active_experiments",
+            "Experiments running",
+            metrics.active_experiments.clone(),
+        );
+        registry.register(
+            "optimizer_quality_budget_used",
+            "Share of the routing quality budget spent by adoptions",
+            metrics.quality_budget_used.clone(),
+        );
+        registry.register(
+            "optimizer_proposals",
+            "Proposals made, by strategy",
+            metrics.proposals.clone(),
+        );
+        registry.register(
+            "optimizer_decisions",
+            "Experiment decisions, by strategy and outcome",
+            metrics.decisions.clone(),
+        );
+        metrics
+    }
+
+    fn sync(&self, now: &LoopMetrics, quality_budget_used: f64) {
+        let mut synced = self.synced.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.runs.inc_by(now.runs.saturating_sub(synced.runs));
+        self.failed_runs.inc_by(now.failed_runs.saturating_sub(synced.failed_runs));
+        for duration in now.durations_seconds.iter().skip(synced.durations_seconds.len()) {
+            self.duration.observe(*duration);
+        }
+        self.cost_reduction.set(now.cost_reduction_usd_per_day);
+        self.active_experiments.set(i64::try_from(now.active_experiments).unwrap_or(i64::MAX));
+        self.quality_budget_used.set(quality_budget_used);
+        for (strategy, count) in &now.proposals {
+            let before = synced.proposals.get(strategy).copied().unwrap_or(0);
+            self.proposals
+                .get_or_create(&StrategyLabels { strategy: strategy.clone() })
+                .inc_by(count.saturating_sub(before));
+        }
+        for ((strategy, outcome), count) in &now.decisions {
+            let before =
+                synced.decisions.get(&(strategy.clone(), outcome.clone())).copied().unwrap_or(0);
+            self.decisions
+                .get_or_create(&DecisionLabels {
+                    strategy: strategy.clone(),
+                    outcome: outcome.clone(),
+                })
+                .inc_by(count.saturating_sub(before));
+        }
+        *synced = now.clone();
+    }
 }
 
 impl Default for Metrics {
@@ -89,7 +199,9 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("llmopt");
+        // No registry prefix: the gateway's names carry `llmopt_` themselves, and the loop's use the
+        // names existing dashboards know (`optimizer_runs_total`, …).
+        let mut registry = Registry::default();
         let requests = Family::<CallLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
         let tokens = Family::<TokenLabels, Counter>::default();
@@ -100,20 +212,28 @@ impl Metrics {
         let ttft: HistogramFamily<ModelLabels> = Family::new_with_constructor(latency_histogram);
         let overhead = latency_histogram();
         let config_reloads = Family::<CacheLabels, Counter>::default();
-        registry.register("requests", "Calls through the gateway", requests.clone());
-        registry.register("errors", "Failed calls by error kind", errors.clone());
+        registry.register("llmopt_requests", "Calls through the gateway", requests.clone());
+        registry.register("llmopt_errors", "Failed calls by error kind", errors.clone());
         registry.register(
-            "tokens",
+            "llmopt_tokens",
             "Tokens by kind (input, output, cache_read, cache_write)",
             tokens.clone(),
         );
-        registry.register("cost_usd", "Provider cost of calls, USD", cost_usd.clone());
-        registry.register("saved_usd", "Cost saved by response-cache hits, USD", saved_usd.clone());
-        registry.register("cache", "Response-cache outcomes", cache.clone());
-        registry.register("request_duration_seconds", "Total call latency", latency.clone());
-        registry.register("time_to_first_token_seconds", "Time to first token", ttft.clone());
+        registry.register("llmopt_cost_usd", "Provider cost of calls, USD", cost_usd.clone());
         registry.register(
-            "gateway_overhead_seconds",
+            "llmopt_saved_usd",
+            "Cost saved by response-cache hits, USD",
+            saved_usd.clone(),
+        );
+        registry.register("llmopt_cache", "Response-cache outcomes", cache.clone());
+        registry.register("llmopt_request_duration_seconds", "Total call latency", latency.clone());
+        registry.register(
+            "llmopt_time_to_first_token_seconds",
+            "Time to first token",
+            ttft.clone(),
+        );
+        registry.register(
+            "llmopt_gateway_overhead_seconds",
             "Total time minus upstream time, per call",
             overhead.clone(),
         );
@@ -124,37 +244,43 @@ impl Metrics {
         let collector_write_errors = Gauge::default();
         let in_flight = Gauge::default();
         registry.register(
-            "collector_queue_depth",
+            "llmopt_collector_queue_depth",
             "Records waiting for the writer",
             collector_queue_depth.clone(),
         );
         registry.register(
-            "collector_dropped",
+            "llmopt_collector_dropped",
             "Records dropped on a full queue (total)",
             collector_dropped.clone(),
         );
         registry.register(
-            "collector_rejected",
+            "llmopt_collector_rejected",
             "Records refused by validation (total)",
             collector_rejected.clone(),
         );
         registry.register(
-            "collector_written",
+            "llmopt_collector_written",
             "Records written to the store (total)",
             collector_written.clone(),
         );
         registry.register(
-            "collector_write_errors",
+            "llmopt_collector_write_errors",
             "Failed store calls (total)",
             collector_write_errors.clone(),
         );
-        registry.register("in_flight_requests", "Proxied calls in flight", in_flight.clone());
         registry.register(
-            "config_reloads",
+            "llmopt_in_flight_requests",
+            "Proxied calls in flight",
+            in_flight.clone(),
+        );
+        registry.register(
+            "llmopt_config_reloads",
             "Configuration reloads by outcome",
             config_reloads.clone(),
         );
+        let optimizer = OptimizerMetrics::register(&mut registry);
         Metrics {
+            optimizer,
             registry,
             requests,
             errors,
@@ -244,8 +370,15 @@ impl Metrics {
         self.config_reloads.get_or_create(&CacheLabels { outcome: outcome.to_owned() }).inc();
     }
 
-    /// The text exposition, with collector gauges read now.
-    pub fn render(&self, collector: &CollectorMetrics) -> String {
+    /// The text exposition, with collector gauges and the loop's counters read now.
+    pub fn render(
+        &self,
+        collector: &CollectorMetrics,
+        optimizer: Option<(&LoopMetrics, f64)>,
+    ) -> String {
+        if let Some((loop_metrics, budget)) = optimizer {
+            self.optimizer.sync(loop_metrics, budget);
+        }
         let as_gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
         self.collector_queue_depth.set(as_gauge(collector.queue_depth));
         self.collector_dropped.set(as_gauge(collector.dropped));

@@ -144,6 +144,7 @@ impl Call {
                 error = kind.as_str(), latency_us = record.latency_us, "call failed"
             ),
         }
+        self.state.on_record(&record);
         if let Err(error) = self.state.collector().record(record) {
             tracing::warn!(%error, "record not collected");
         }

@@ -69,6 +69,28 @@ pub async fn serve(source: ConfigSource, config: Config) -> Result<()> {
         secrets,
         Some(source.clone()),
     );
+    let runtime = state.runtime();
+    let closed_loop = Arc::new(
+        crate::closed_loop::ClosedLoop::open(
+            store.records(),
+            store.experiments(),
+            store.policy(),
+            runtime.catalog.clone(),
+            Arc::clone(&clock),
+            runtime.config.optimizer.clone(),
+        )
+        .map_err(|e| Error::Config(format!("optimizer: {e:#}")))?,
+    );
+    state.set_closed_loop(closed_loop.clone());
+    state.set_records(store.records());
+    let _schedule = match &runtime.config.optimizer.schedule {
+        Some(schedule) => Some(
+            crate::closed_loop::spawn_schedule(closed_loop.optimizer().clone(), schedule)
+                .map_err(|e| Error::Config(e.to_string()))?,
+        ),
+        None => None,
+    };
+    drop(runtime);
     let _watcher = watch_config(&source, state.clone())?;
     spawn_retention(store.clone(), Arc::clone(&clock));
     let listener = TcpListener::bind(listen).await?;
@@ -77,6 +99,9 @@ pub async fn serve(source: ConfigSource, config: Config) -> Result<()> {
     let result = run_server(listener, state.clone(), shutdown_signal(), grace).await;
     state.set_ready(false);
     let flushed = tokio::task::spawn_blocking(move || {
+        if let Err(error) = closed_loop.optimizer().engine().checkpoint() {
+            tracing::error!(%error, "experiment checkpoint at shutdown failed");
+        }
         let collector_result = collector.shutdown();
         let store_result = store.flush();
         (collector_result, store_result)

@@ -17,7 +17,7 @@ use std::{
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use llmopt_collector::Collector;
-use llmopt_core::{Clock, PriceCatalog};
+use llmopt_core::{Clock, Feedback, PriceCatalog, RequestId, RequestRecord};
 use llmopt_llm::Provider;
 use tokio::sync::broadcast;
 
@@ -43,11 +43,19 @@ pub fn environment_secrets() -> SecretSource {
 /// (model substitution, `max_tokens` cap, cache on/off, timeout, experiment arm). The
 /// closed-loop optimizer installs one with [`AppState::set_policy_overlay`].
 pub trait PolicyOverlay: Send + Sync + std::fmt::Debug {
-    fn apply(&self, input: &RouteInput<'_>, decision: &mut RouteDecision);
+    /// Adjusts the decision; `runtime` resolves providers for a substituted model.
+    fn apply(&self, runtime: &Runtime, input: &RouteInput<'_>, decision: &mut RouteDecision);
+    /// Sees every finished call's record before the collector takes it (experiment counts).
+    fn on_record(&self, _record: &RequestRecord) {}
+    /// Sees quality feedback that was joined to a stored call.
+    fn on_feedback(&self, _id: &RequestId, _feedback: &Feedback) {}
 }
 
 #[derive(Debug)]
 struct OverlayHolder(Arc<dyn PolicyOverlay>);
+
+#[derive(Debug)]
+struct RecordsHolder(Arc<dyn llmopt_core::RecordStore>);
 
 /// Everything built from one configuration.
 #[derive(Debug)]
@@ -116,6 +124,8 @@ pub enum ReloadEvent {
 pub struct Shared {
     runtime: ArcSwap<Runtime>,
     overlay: ArcSwapOption<OverlayHolder>,
+    closed_loop: ArcSwapOption<crate::closed_loop::ClosedLoop>,
+    records: ArcSwapOption<RecordsHolder>,
     pub collector: Collector,
     pub metrics: Metrics,
     pub clock: Arc<dyn Clock>,
@@ -152,6 +162,8 @@ impl AppState {
         AppState(Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             overlay: ArcSwapOption::empty(),
+            closed_loop: ArcSwapOption::empty(),
+            records: ArcSwapOption::empty(),
             collector,
             metrics: Metrics::new(),
             clock,
@@ -180,6 +192,25 @@ impl AppState {
         &self.0.clock
     }
 
+    /// Installs the optimizer: it becomes the policy overlay, and `/api` reaches it.
+    pub fn set_closed_loop(&self, closed_loop: Arc<crate::closed_loop::ClosedLoop>) {
+        self.0.closed_loop.store(Some(closed_loop.clone()));
+        self.set_policy_overlay(Some(closed_loop));
+    }
+
+    /// The record store reports read (usage, forecast, clusters).
+    pub fn set_records(&self, records: Arc<dyn llmopt_core::RecordStore>) {
+        self.0.records.store(Some(Arc::new(RecordsHolder(records))));
+    }
+
+    pub fn records(&self) -> Option<Arc<dyn llmopt_core::RecordStore>> {
+        self.0.records.load().as_ref().map(|holder| holder.0.clone())
+    }
+
+    pub fn closed_loop(&self) -> Option<Arc<crate::closed_loop::ClosedLoop>> {
+        self.0.closed_loop.load_full()
+    }
+
     pub fn set_policy_overlay(&self, overlay: Option<Arc<dyn PolicyOverlay>>) {
         self.0.overlay.store(overlay.map(|o| Arc::new(OverlayHolder(o))));
     }
@@ -188,9 +219,23 @@ impl AppState {
     pub fn decide(&self, runtime: &Runtime, input: &RouteInput<'_>) -> Option<RouteDecision> {
         let mut decision = runtime.routes.decide(input)?;
         if let Some(holder) = self.0.overlay.load().as_ref() {
-            holder.0.apply(input, &mut decision);
+            holder.0.apply(runtime, input, &mut decision);
         }
         Some(decision)
+    }
+
+    /// Hands a finished call's record to the overlay (before the collector takes it).
+    pub fn on_record(&self, record: &RequestRecord) {
+        if let Some(holder) = self.0.overlay.load().as_ref() {
+            holder.0.on_record(record);
+        }
+    }
+
+    /// Hands joined feedback to the overlay.
+    pub fn on_feedback(&self, id: &RequestId, feedback: &Feedback) {
+        if let Some(holder) = self.0.overlay.load().as_ref() {
+            holder.0.on_feedback(id, feedback);
+        }
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -236,6 +281,14 @@ impl AppState {
                 "configuration change in server, storage, collector or logging needs a restart; \
                  the rest is applied"
             );
+        }
+        if old.optimizer != new.optimizer
+            && let Some(closed_loop) = self.closed_loop()
+        {
+            closed_loop
+                .optimizer()
+                .set_config(new.optimizer.clone())
+                .map_err(|e| Error::Config(e.to_string()))?;
         }
         self.0.runtime.store(Arc::new(runtime));
         Ok(())

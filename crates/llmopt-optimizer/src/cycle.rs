@@ -9,13 +9,16 @@
 //! answers. Requiring every workload to keep 95 % of its own quality would only ever route the
 //! workloads where the cheap model is as good; what users want is 95 % of the quality of the
 //! whole model's traffic. So routing experiments run with a wide exploration guardrail (which
-//! stops workloads whose quality collapses), and adoption spends a global budget:
-//! routing workload `s` with traffic share `w_s` costs `w_s · U_s / Q`, where `U_s` is the upper
-//! bound of the experiment's anytime-valid interval for the quality drop and `Q` the model's mean
-//! quality. Winners of one cycle are taken in order of saving per unit of budget while the sum
-//! stays within `max_quality_drop`; the rest are not adopted, with the reason logged. Upper
-//! bounds make the budget conservative: the realised drop is below it with the experiments'
-//! confidence.
+//! stops workloads whose quality collapses), and adoption spends a global budget. Routing
+//! workload `s` (traffic share `w_s`) changes the model's relative quality by `w_s·d_s/Q`, where
+//! `d_s` is the experiment's estimated quality drop with anytime-valid half-width `h_s` and `Q`
+//! the model's mean quality. The experiments run on disjoint traffic, so their errors are
+//! independent and the bound on the total drop of the adopted set `A` is
+//! `Σ w_s·d_s/Q + sqrt(Σ (w_s·h_s/Q)²)`: the half-widths add in quadrature, not linearly (adding
+//! them linearly would bound each workload at once, far more conservatively than the question
+//! asked). A winner is adopted when that bound, with it included, stays within
+//! `max_quality_drop`; winners of one cycle are taken in order of saving per unit of budget, and
+//! the rest are not adopted, with the reason logged.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -57,6 +60,8 @@ pub enum Mode {
 #[serde(deny_unknown_fields, default)]
 pub struct OptimizerConfig {
     pub mode: Mode,
+    /// Deployment environment feature-flag conditions compare against.
+    pub environment: String,
     /// Cron expression for scheduled cycles (the binary schedules them); `None`: on demand only.
     pub schedule: Option<String>,
     /// How far back a cycle reads records.
@@ -70,6 +75,9 @@ pub struct OptimizerConfig {
     pub min_saving_usd_per_day: f64,
     pub experiment_max_duration_ms: i64,
     pub min_samples_per_arm: u64,
+    /// Total samples at which the experiments' confidence sequences are tightest (the
+    /// "sequential tuning parameter"): about the sample size an experiment is expected to reach.
+    pub experiment_tuning_samples: u64,
     pub alpha: f64,
     /// Strategies switched on (absent: on).
     pub strategies: BTreeMap<StrategyKind, bool>,
@@ -80,6 +88,7 @@ impl Default for OptimizerConfig {
     fn default() -> OptimizerConfig {
         OptimizerConfig {
             mode: Mode::Observe,
+            environment: "production".to_owned(),
             schedule: None,
             lookback_ms: 24 * 3_600_000,
             max_running_experiments: 4,
@@ -87,6 +96,7 @@ impl Default for OptimizerConfig {
             min_saving_usd_per_day: 0.0,
             experiment_max_duration_ms: 7 * 24 * 3_600_000,
             min_samples_per_arm: 200,
+            experiment_tuning_samples: 5_000,
             alpha: 0.05,
             strategies: BTreeMap::new(),
             settings: StrategySettings::default(),
@@ -149,12 +159,35 @@ pub struct Adoption {
     pub control_cost_per_request: f64,
     /// Treatment's mean cost per request (USD).
     pub treatment_cost_per_request: f64,
-    /// Share of the quality budget this adoption spent (routing only).
+    /// Share of the quality budget this adoption spent (routing only): the increase of the
+    /// adopted set's bound when it joined.
     pub quality_budget_used: f64,
+    /// Its quality drop relative to the model's quality (routing only).
+    #[serde(default)]
+    pub quality_drop: Option<QualityDrop>,
     /// Saving measured on the records served under it since adoption, against the control's
     /// cost per request (USD per day; updated every cycle).
     pub measured_saving_usd_per_day: Option<f64>,
     pub measured_requests: u64,
+}
+
+/// A routing change's effect on the model's relative quality: estimate and anytime-valid
+/// half-width, both already multiplied by the workload's traffic share.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct QualityDrop {
+    pub share: f64,
+    pub estimate: f64,
+    pub half_width: f64,
+}
+
+/// The bound on the total relative quality drop of a set of routing changes.
+pub fn quality_bound<'a>(drops: impl IntoIterator<Item = &'a QualityDrop>) -> f64 {
+    let (mut estimate, mut variance) = (0.0, 0.0);
+    for drop in drops {
+        estimate += drop.estimate;
+        variance += drop.half_width * drop.half_width;
+    }
+    (estimate + variance.sqrt()).max(0.0)
 }
 
 /// A winner held for approval (mode `experiment`).
@@ -162,6 +195,9 @@ pub struct Adoption {
 pub struct PendingApproval {
     pub experiment_id: String,
     pub arm: String,
+    /// Reserved in the quality budget while it waits (routing only).
+    #[serde(default)]
+    pub quality_drop: Option<QualityDrop>,
     pub decision: EngineDecision,
 }
 
@@ -205,7 +241,8 @@ struct CycleState {
     experiments: BTreeMap<String, Proposal>,
     adoptions: Vec<Adoption>,
     pending: BTreeMap<String, PendingApproval>,
-    quality_budget_used: f64,
+    /// Routing changes adopted or held for approval: what the quality budget is spent on.
+    ledger: Vec<QualityDrop>,
     metrics: LoopMetrics,
 }
 
@@ -326,7 +363,7 @@ impl Optimizer {
                 if let Ok(adoption) =
                     serde_json::from_value::<Adoption>(entry.detail["adoption"].clone())
                 {
-                    state.quality_budget_used += adoption.quality_budget_used;
+                    state.ledger.extend(adoption.quality_drop);
                     state.adoptions.push(adoption);
                 }
             }
@@ -428,8 +465,9 @@ impl Optimizer {
         lock(&self.state).metrics.clone()
     }
 
+    /// The bound on the relative quality drop of every routing change adopted (or held).
     pub fn quality_budget_used(&self) -> f64 {
-        lock(&self.state).quality_budget_used
+        quality_bound(&lock(&self.state).ledger)
     }
 
     fn audit_entry(
@@ -536,10 +574,10 @@ impl Optimizer {
                     if is_routing {
                         routing_winners.push((decision.clone(), arm.clone()));
                     } else if config.mode == Mode::Auto {
-                        self.adopt(decision, arm, 0.0, now_ms)?;
+                        self.adopt(decision, arm, None, 0.0, now_ms)?;
                         report.adopted.push(decision.experiment_id.clone());
                     } else {
-                        self.hold_for_approval(decision, arm, now_ms)?;
+                        self.hold_for_approval(decision, arm, None, now_ms)?;
                         report.awaiting_approval.push(decision.experiment_id.clone());
                     }
                 }
@@ -610,13 +648,15 @@ impl Optimizer {
                 .guardrails
                 .iter()
                 .find(|g| g.arm == arm && g.metric == format!("quality:{quality_metric}"));
-            let (upper_drop, control_quality) = match quality {
-                Some(check) => (
-                    check.degradation.map_or(f64::INFINITY, |d| d.upper.max(0.0)),
-                    check.control_mean,
-                ),
-                None => (f64::INFINITY, 0.0),
-            };
+            let (drop, half, control_quality) =
+                match quality.and_then(|c| c.degradation.map(|d| (d, c.control_mean))) {
+                    Some((degradation, control)) => (
+                        degradation.estimate,
+                        (degradation.upper - degradation.estimate).max(0.0),
+                        control,
+                    ),
+                    None => (f64::NAN, f64::NAN, 0.0),
+                };
             let model_quality: llmopt_core::Moments = of_model
                 .iter()
                 .filter_map(|r| r.feedback.iter().rev().find(|f| &f.metric == quality_metric))
@@ -624,37 +664,48 @@ impl Optimizer {
                 .collect();
             let reference_quality =
                 if model_quality.count > 0 { model_quality.mean } else { control_quality };
-            let cost = share * upper_drop / reference_quality.max(1e-9);
+            let effect = QualityDrop {
+                share,
+                estimate: share * drop / reference_quality.max(1e-9),
+                half_width: share * half / reference_quality.max(1e-9),
+            };
             let saving = decision
                 .primary
                 .iter()
                 .find(|c| c.arm == arm)
                 .map_or(0.0, |c| c.control_mean - c.treatment_mean);
-            candidates.push((decision, arm, cost, saving * share));
+            candidates.push((decision, arm, effect, saving * share));
         }
         // Best saving per unit of budget first; free ones (no measurable drop) first of all.
         candidates.sort_by(|a, b| {
-            let ratio = |c: &(EngineDecision, String, f64, f64)| {
-                if c.2 <= 0.0 { f64::INFINITY } else { c.3 / c.2 }
+            let ratio = |c: &(EngineDecision, String, QualityDrop, f64)| {
+                let cost = c.2.estimate + c.2.half_width;
+                if cost <= 0.0 { f64::INFINITY } else { c.3 / cost }
             };
             ratio(b).total_cmp(&ratio(a))
         });
-        for (decision, arm, cost, _) in candidates {
-            let used = self.quality_budget_used();
-            if cost.is_finite() && used + cost <= config.settings.max_quality_drop {
+        for (decision, arm, effect, _) in candidates {
+            let measured = effect.estimate.is_finite() && effect.half_width.is_finite();
+            let (before, after) = {
+                let state = lock(&self.state);
+                let before = quality_bound(&state.ledger);
+                let after = quality_bound(state.ledger.iter().chain(std::iter::once(&effect)));
+                (before, after)
+            };
+            if measured && after <= config.settings.max_quality_drop {
                 if config.mode == Mode::Auto {
-                    self.adopt(&decision, &arm, cost, now_ms)?;
+                    self.adopt(&decision, &arm, Some(effect), after - before, now_ms)?;
                     report.adopted.push(decision.experiment_id.clone());
                 } else {
-                    lock(&self.state).quality_budget_used += cost;
-                    self.hold_for_approval(&decision, &arm, now_ms)?;
+                    lock(&self.state).ledger.push(effect);
+                    self.hold_for_approval(&decision, &arm, Some(effect), now_ms)?;
                     report.awaiting_approval.push(decision.experiment_id.clone());
                 }
             } else {
-                let reason = if cost.is_finite() {
+                let reason = if measured {
                     format!(
-                        "quality budget: needs {:.4} of the {:.4} allowed, {:.4} already spent",
-                        cost, config.settings.max_quality_drop, used
+                        "quality budget: the adopted set's bound would reach {:.4} of the {:.4} allowed (now {:.4})",
+                        after, config.settings.max_quality_drop, before
                     )
                 } else {
                     "no quality measurement: routing is never adopted without one".to_owned()
@@ -675,11 +726,13 @@ impl Optimizer {
         &self,
         decision: &EngineDecision,
         arm: &str,
+        quality_drop: Option<QualityDrop>,
         now_ms: i64,
     ) -> Result<(), OptimizerError> {
         let pending = PendingApproval {
             experiment_id: decision.experiment_id.clone(),
             arm: arm.to_owned(),
+            quality_drop,
             decision: decision.clone(),
         };
         self.audit_entry(now_ms, "awaiting_approval", &decision.experiment_id, json!(decision))?;
@@ -694,13 +747,26 @@ impl Optimizer {
             .remove(experiment_id)
             .ok_or_else(|| OptimizerError::NotAwaitingApproval(experiment_id.to_owned()))?;
         let now_ms = self.clock.now_ms();
-        self.adopt(&pending.decision, &pending.arm, 0.0, now_ms)
+        // The reservation becomes the adoption's own entry.
+        let budget = match pending.quality_drop {
+            Some(reserved) => {
+                let mut state = lock(&self.state);
+                if let Some(index) = state.ledger.iter().position(|d| *d == reserved) {
+                    state.ledger.remove(index);
+                }
+                let before = quality_bound(&state.ledger);
+                quality_bound(state.ledger.iter().chain(std::iter::once(&reserved))) - before
+            }
+            None => 0.0,
+        };
+        self.adopt(&pending.decision, &pending.arm, pending.quality_drop, budget, now_ms)
     }
 
     fn adopt(
         &self,
         decision: &EngineDecision,
         arm: &str,
+        quality_drop: Option<QualityDrop>,
         budget: f64,
         now_ms: i64,
     ) -> Result<Adoption, OptimizerError> {
@@ -750,6 +816,7 @@ impl Optimizer {
             control_cost_per_request: costs.first().copied().unwrap_or(0.0),
             treatment_cost_per_request: costs.get(treatment_index).copied().unwrap_or(0.0),
             quality_budget_used: budget,
+            quality_drop,
             measured_saving_usd_per_day: None,
             measured_requests: 0,
         };
@@ -760,7 +827,7 @@ impl Optimizer {
             json!({"adoption": adoption, "decision": decision, "primary": comparison}),
         )?;
         let mut state = lock(&self.state);
-        state.quality_budget_used += budget;
+        state.ledger.extend(quality_drop);
         state.adoptions.push(adoption.clone());
         Ok(adoption)
     }
@@ -783,7 +850,13 @@ impl Optimizer {
                 .chain(state.adoptions.iter().map(|a| a.proposal_id.clone()))
                 .collect()
         };
-        let mut next_number = existing.len() + 1;
+        // Ids only grow: deleted drafts leave gaps, so count from the highest one.
+        let mut next_number = existing
+            .iter()
+            .filter_map(|e| e.spec.id.strip_prefix("exp-").and_then(|n| n.parse::<usize>().ok()))
+            .max()
+            .unwrap_or(0)
+            + 1;
         for proposal in proposals {
             if running >= config.max_running_experiments {
                 break;
@@ -809,6 +882,7 @@ impl Optimizer {
             spec.coverage = config.experiment_coverage;
             spec.min_samples_per_arm = config.min_samples_per_arm;
             spec.alpha = config.alpha;
+            spec.tuning_samples = config.experiment_tuning_samples.max(1);
             match self.engine.create(spec).and_then(|_| self.engine.start(&id)) {
                 Ok(_) => {
                     next_number += 1;

@@ -329,7 +329,11 @@ impl Strategy for MaxTokensCapStrategy {
     fn propose(&self, input: &AnalysisInput<'_>) -> Vec<Proposal> {
         let settings = input.settings;
         let mut proposals = Vec::new();
-        for (model, group) in group_by(input.records, |r| Some(r.served_model.0.clone())) {
+        // Scopes are what clients ask for; only traffic served as asked shows that model's lengths.
+        let groups = group_by(input.records, |r| {
+            (r.requested_model == r.served_model).then(|| r.requested_model.0.clone())
+        });
+        for (model, group) in groups {
             let outputs: Vec<u64> = group
                 .iter()
                 .filter(|r| r.status.is_ok())
@@ -395,7 +399,10 @@ impl Strategy for TimeoutHedgeStrategy {
     fn propose(&self, input: &AnalysisInput<'_>) -> Vec<Proposal> {
         let settings = input.settings;
         let mut proposals = Vec::new();
-        for (model, group) in group_by(input.records, |r| Some(r.served_model.0.clone())) {
+        let groups = group_by(input.records, |r| {
+            (r.requested_model == r.served_model).then(|| r.requested_model.0.clone())
+        });
+        for (model, group) in groups {
             let latencies: Vec<f64> = group
                 .iter()
                 .filter(|r| r.status.is_ok() && r.cache != CacheOutcome::Hit)
