@@ -79,6 +79,9 @@ enum Command {
         /// Keep the store here instead of a temporary directory (must not exist).
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// Use only the first N prompts of the workload.
+        #[arg(long, value_name = "N")]
+        prompts: Option<usize>,
         /// The report as JSON on stdout (the text report goes to stderr).
         #[arg(long)]
         json: bool,
@@ -135,8 +138,9 @@ fn run(cli: Cli) -> Result<()> {
             cycle_every,
             seed,
             data_dir,
+            prompts,
             json,
-        } => demo(requests, baseline, speed, concurrency, cycle_every, seed, data_dir, json),
+        } => demo(requests, baseline, speed, concurrency, cycle_every, seed, data_dir, prompts, json),
         Command::Config { command: ConfigCommand::Check { file } } => {
             let source = ConfigSource::discover(file.as_deref());
             let config = source.load()?;
@@ -235,9 +239,11 @@ fn demo(
     cycle_every: usize,
     seed: u64,
     data_dir: Option<PathBuf>,
+    prompts: Option<usize>,
     json: bool,
 ) -> Result<()> {
     let args = llm_auto_optimizer::demo::DemoArgs {
+        prompts,
         requests,
         baseline,
         speed,

@@ -73,6 +73,8 @@ pub struct DemoArgs {
     /// Requests between two optimization cycles.
     pub cycle_every: usize,
     pub data_dir: Option<PathBuf>,
+    /// Use only the first this many prompts of the workload (more repeats, fewer subjects).
+    pub prompts: Option<usize>,
     /// Progress lines on stderr.
     pub progress: bool,
 }
@@ -87,6 +89,7 @@ impl Default for DemoArgs {
             seed: 7,
             cycle_every: 2_500,
             data_dir: None,
+            prompts: None,
             progress: true,
         }
     }
@@ -131,6 +134,7 @@ pub struct ExperimentLine {
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoReport {
     pub workload: String,
+    pub subjects: usize,
     pub baseline: PhaseStats,
     pub after: PhaseStats,
     pub measured_saving_share: f64,
@@ -147,6 +151,8 @@ pub struct DemoReport {
     pub quality_budget_used: f64,
     pub optimization_requests: u64,
     pub cycles: u64,
+    /// Audit-log entries by kind.
+    pub audit: BTreeMap<String, u64>,
 }
 
 fn workload() -> Result<Vec<WorkItem>> {
@@ -401,7 +407,14 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> Result<DemoRe
     if args.requests == 0 || args.baseline == 0 || args.concurrency == 0 || args.cycle_every == 0 {
         bail!("--requests, --baseline, --concurrency and --cycle-every must be positive");
     }
-    let items = workload()?;
+    let mut items = workload()?;
+    if let Some(prompts) = args.prompts {
+        if prompts == 0 {
+            bail!("--prompts must be positive");
+        }
+        items.truncate(prompts);
+    }
+    let subjects = items.iter().map(|item| item.subject.as_str()).collect::<std::collections::BTreeSet<_>>().len();
     let gaps = arrival_gaps()?;
     let clock = Arc::new(ManualClock::new(START_MS));
 
@@ -652,6 +665,10 @@ provider = "openai"
             format!("{}: {}", entry.subject, entry.detail["reason"].as_str().unwrap_or("guardrail"))
         })
         .collect();
+    let mut audit_kinds: BTreeMap<String, u64> = BTreeMap::new();
+    for entry in &audit {
+        *audit_kinds.entry(entry.kind.clone()).or_default() += 1;
+    }
     let adopted = optimizer.adoptions();
     let routed_subjects: Vec<String> = adopted
         .iter()
@@ -663,11 +680,12 @@ provider = "openai"
         after_outcomes.iter().filter(|o| o.served.starts_with(WEAK)).count() as f64;
     let report = DemoReport {
         workload: format!(
-            "{} MMLU prompts of 57 subjects (RouteLLM labels: Mixtral-8x7B as {WEAK}, GPT-4-1106 as {STRONG}); \
+            "{} MMLU prompts of {subjects} subjects (RouteLLM labels: Mixtral-8x7B as {WEAK}, GPT-4-1106 as {STRONG}); \
              arrivals from the Azure conversation trace; models {}x faster than real time",
             items.len(),
             args.speed
         ),
+        subjects,
         measured_saving_share: if baseline.cost_usd > 0.0 {
             1.0 - after.cost_usd / baseline.cost_usd
         } else {
@@ -692,6 +710,7 @@ provider = "openai"
         quality_budget_used: optimizer.quality_budget_used(),
         optimization_requests: sent as u64,
         cycles,
+        audit: audit_kinds,
     };
     write_report(&report, out)?;
 
@@ -779,6 +798,8 @@ fn write_report(report: &DemoReport, out: &mut (dyn Write + Send)) -> Result<()>
         writeln!(out, "  {} {:<9} [{}] {}", line.id, line.status, counts.join(", "), line.name)?;
         writeln!(out, "      {}", line.verdict)?;
     }
+    let kinds: Vec<String> = report.audit.iter().map(|(kind, n)| format!("{kind} {n}")).collect();
+    writeln!(out, "\naudit log: {}", kinds.join(", "))?;
     writeln!(out, "\nadopted ({}):", report.adopted.len())?;
     for adoption in &report.adopted {
         writeln!(
@@ -804,10 +825,11 @@ fn write_report(report: &DemoReport, out: &mut (dyn Write + Send)) -> Result<()>
     writeln!(
         out,
         "\nmodel routing (RouteLLM's measure): {:.1} % of strong-model calls avoided at {:.1} % of the strong \
-         model's quality; {} of 57 subjects routed; quality budget used {:.4} of 0.05",
+         model's quality; {} of {} subjects routed; quality budget used {:.4} of 0.05",
         report.strong_calls_avoided * 100.0,
         report.quality_ratio * 100.0,
         report.routed_subjects.len(),
+        report.subjects,
         report.quality_budget_used
     )?;
     writeln!(
