@@ -5,12 +5,12 @@ use llm_auto_optimizer::demo::{DemoArgs, run};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_demo_adopts_a_measured_saving_and_guards_quality() {
     let args = DemoArgs {
-        requests: 6_000,
+        requests: 12_000,
         baseline: 800,
         speed: 20_000.0,
         concurrency: 16,
         seed: 11,
-        cycle_every: 1_000,
+        cycle_every: 1_500,
         data_dir: None,
         // 540 prompts of 9 subjects: enough repeats for the cache to prove itself in a short run.
         prompts: Some(540),
@@ -35,7 +35,7 @@ async fn a_short_demo_adopts_a_measured_saving_and_guards_quality() {
         .adopted
         .iter()
         .find(|adoption| adoption.change.response_cache == Some(true))
-        .expect("the response cache is adopted");
+        .unwrap_or_else(|| panic!("the response cache is adopted:\n{text}"));
     assert!(cache.treatment_cost_per_request < cache.control_cost_per_request);
     assert!(report.after.cache_hit_share > 0.1);
     assert!(report.measured_saving_share > 0.1, "measured saving {}", report.measured_saving_share);

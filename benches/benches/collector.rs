@@ -1,0 +1,172 @@
+//! Collector hot path and sustained ingest (issue 3).
+//!
+//! - `collector_record`: one `Collector::record` call, single producer thread, validation and
+//!   live statistics included (record cloning is setup, outside the timing). The writer drains
+//!   into a store that keeps nothing, so the figure is the hot path alone.
+//! - `collector/sustained_ingest_sled`: 100,000 records through the collector into a fresh sled
+//!   data directory, timed from the first `record` to the end of `flush()` (everything appended
+//!   and sled flushed); reported as records/s.
+//!
+//! The records are synthetic but shaped like the Azure LLM inference trace (conversation
+//! service): context and generated token counts drawn from its ranges, three models, five
+//! tenants, a feature tag, realistic latencies. No trace file is read so the bench runs anywhere.
+
+use std::{
+    hint::black_box,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use llmopt_collector::{Collector, CollectorConfig, OverflowPolicy};
+use llmopt_core::{
+    AggregateQuery, AggregateRow, Feedback, Money, RecordQuery, RecordStore, RequestId,
+    RequestRecord, StoreError, SystemClock, TenantId, Usage,
+};
+use llmopt_storage::{SledStore, StorageConfig};
+
+/// The product binary runs on mimalloc (see `llm-auto-optimizer/src/main.rs`); measure with
+/// the allocator production uses. Records are allocated by request handlers and freed by the
+/// collector's writer thread, a cross-thread pattern glibc malloc handles poorly.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A store that drops what it is given: isolates the hot path from disk.
+#[derive(Debug)]
+struct NullStore;
+
+impl RecordStore for NullStore {
+    fn append(&self, _: &[RequestRecord]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn scan(&self, _: &RecordQuery) -> Result<Vec<RequestRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn get(&self, _: &RequestId) -> Result<Option<RequestRecord>, StoreError> {
+        Ok(None)
+    }
+    fn add_feedback(&self, _: &RequestId, _: Feedback) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    fn aggregate(&self, _: &AggregateQuery) -> Result<Vec<AggregateRow>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn delete_before(&self, _: i64) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    fn count(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// A deterministic trace-shaped record.
+pub fn trace_like_record(index: u64, ts_ms: i64) -> RequestRecord {
+    // SplitMix64 of the index: cheap, deterministic, well spread.
+    let mut z = index.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let model = ["gpt-4o", "gpt-4o-mini", "claude-haiku-4-5"][(z % 3) as usize];
+    let mut record = RequestRecord::new(format!("req-{index:012}"), ts_ms, "openai", model);
+    record.tenant = Some(TenantId::new(
+        ["acme", "globex", "initech", "umbrella", "hooli"][(z >> 8) as usize % 5],
+    ));
+    record.tags.insert(
+        "feature".to_owned(),
+        ["chat", "search", "summarise"][(z >> 16) as usize % 3].to_owned(),
+    );
+    // Azure conversation trace: context 1..~8k tokens, generated 1..~700.
+    let input = 200 + (z >> 20) % 4_000;
+    let output = 10 + (z >> 32) % 600;
+    let cached = if (z >> 40) % 3 == 0 { input / 2 } else { 0 };
+    record.usage = Some(Usage {
+        input_tokens: input,
+        cache_read_tokens: cached,
+        output_tokens: output,
+        ..Usage::default()
+    });
+    record.cost = Some(Money::from_micros((input + 4 * output) as i64));
+    record.latency_us = 150_000 + output * 20_000 + (z >> 48) % 50_000;
+    record.ttft_us = Some(80_000 + (z >> 44) % 120_000);
+    record.stream = (z >> 50) % 2 == 0;
+    record
+}
+
+fn now_ms() -> i64 {
+    use llmopt_core::Clock;
+    SystemClock.now_ms()
+}
+
+fn collector_record(c: &mut Criterion) {
+    let config = CollectorConfig {
+        queue_capacity: 1 << 20,
+        overflow: OverflowPolicy::Drop,
+        ..CollectorConfig::default()
+    };
+    let collector = Collector::start(Arc::new(NullStore), Arc::new(SystemClock), config);
+    let ts = now_ms();
+    let templates: Vec<RequestRecord> = (0..4_096).map(|i| trace_like_record(i, ts)).collect();
+    let mut next = 0_usize;
+    c.bench_function("collector_record", |b| {
+        b.iter_batched(
+            || {
+                next = (next + 1) % templates.len();
+                templates[next].clone()
+            },
+            |record| black_box(collector.record(record)),
+            BatchSize::SmallInput,
+        )
+    });
+    let metrics = collector.metrics();
+    eprintln!(
+        "collector_record: accepted {} dropped {} (queue full) written {}",
+        metrics.accepted, metrics.dropped, metrics.written
+    );
+    collector.shutdown().ok();
+}
+
+fn sustained_ingest(c: &mut Criterion) {
+    const RECORDS: u64 = 100_000;
+    let mut group = c.benchmark_group("collector");
+    group.throughput(Throughput::Elements(RECORDS));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+    group.bench_function("sustained_ingest_sled", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                let dir = tempfile::tempdir().expect("temporary directory");
+                let store = SledStore::open(&dir.path().join("data"), StorageConfig::default())
+                    .expect("fresh sled store");
+                let collector = Collector::start(
+                    store.records(),
+                    Arc::new(SystemClock),
+                    CollectorConfig {
+                        overflow: OverflowPolicy::Block { max_wait: Duration::from_secs(10) },
+                        ..CollectorConfig::default()
+                    },
+                );
+                let ts = now_ms();
+                let records: Vec<RequestRecord> =
+                    (0..RECORDS).map(|i| trace_like_record(i, ts + (i / 100) as i64)).collect();
+                let started = Instant::now();
+                for record in records {
+                    collector.record(record).expect("accepted (blocking policy)");
+                }
+                collector.flush().expect("flushed");
+                total += started.elapsed();
+                let metrics = collector.metrics();
+                assert_eq!(metrics.written, RECORDS, "everything reached sled");
+                collector.shutdown().ok();
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, collector_record, sustained_ingest);
+criterion_main!(benches);
