@@ -81,7 +81,7 @@ pub fn trace_like_record(index: u64, ts_ms: i64) -> RequestRecord {
     // Azure conversation trace: context 1..~8k tokens, generated 1..~700.
     let input = 200 + (z >> 20) % 4_000;
     let output = 10 + (z >> 32) % 600;
-    let cached = if (z >> 40) % 3 == 0 { input / 2 } else { 0 };
+    let cached = if (z >> 40).is_multiple_of(3) { input / 2 } else { 0 };
     record.usage = Some(Usage {
         input_tokens: input,
         cache_read_tokens: cached,
@@ -91,7 +91,7 @@ pub fn trace_like_record(index: u64, ts_ms: i64) -> RequestRecord {
     record.cost = Some(Money::from_micros((input + 4 * output) as i64));
     record.latency_us = 150_000 + output * 20_000 + (z >> 48) % 50_000;
     record.ttft_us = Some(80_000 + (z >> 44) % 120_000);
-    record.stream = (z >> 50) % 2 == 0;
+    record.stream = (z >> 50).is_multiple_of(2);
     record
 }
 

@@ -23,14 +23,18 @@ fn core(c: &mut Criterion) {
                   "prompt_tokens_details": {"cached_tokens": 1920},
                   "completion_tokens_details": {"reasoning_tokens": 64}}
     });
-    c.bench_function("core/usage_openai", |b| b.iter(|| Usage::from_openai_response(black_box(&body))));
+    c.bench_function("core/usage_openai", |b| {
+        b.iter(|| Usage::from_openai_response(black_box(&body)))
+    });
     let request = json!({
         "model": "gpt-4o-mini", "temperature": 0,
         "messages": [{"role": "system", "content": "You are terse."},
                      {"role": "user", "content": "Summarise the quarterly report in three bullet points."}]
     });
     c.bench_function("core/cache_key", |b| {
-        b.iter(|| fingerprint::cache_key(Some("acme"), "openai", "gpt-4o-mini", black_box(&request)))
+        b.iter(|| {
+            fingerprint::cache_key(Some("acme"), "openai", "gpt-4o-mini", black_box(&request))
+        })
     });
 }
 

@@ -66,18 +66,17 @@ pub fn layering_violations(metadata: &Metadata) -> Vec<String> {
                 continue;
             }
             let dep_name = dependency.name.as_str();
-            if let Some(dep_floor) = floor_of(dep_name) {
-                if dep_floor >= floor {
-                    problems.push(format!(
-                        "{name} (floor {floor}) depends on {dep_name} (floor {dep_floor}): only lower floors are allowed"
-                    ));
-                }
+            if let Some(dep_floor) = floor_of(dep_name)
+                && dep_floor >= floor
+            {
+                problems.push(format!(
+                    "{name} (floor {floor}) depends on {dep_name} (floor {dep_floor}): only lower floors are allowed"
+                ));
             }
-            if let Some((_, owner)) = OWNERS.iter().find(|(external, _)| *external == dep_name) {
-                if *owner != name {
-                    problems
-                        .push(format!("{name} depends on {dep_name}, which only {owner} may know"));
-                }
+            if let Some((_, owner)) = OWNERS.iter().find(|(external, _)| *external == dep_name)
+                && *owner != name
+            {
+                problems.push(format!("{name} depends on {dep_name}, which only {owner} may know"));
             }
         }
     }

@@ -140,7 +140,9 @@ fn run(cli: Cli) -> Result<()> {
             data_dir,
             prompts,
             json,
-        } => demo(requests, baseline, speed, concurrency, cycle_every, seed, data_dir, prompts, json),
+        } => {
+            demo(requests, baseline, speed, concurrency, cycle_every, seed, data_dir, prompts, json)
+        }
         Command::Config { command: ConfigCommand::Check { file } } => {
             let source = ConfigSource::discover(file.as_deref());
             let config = source.load()?;

@@ -265,7 +265,7 @@ impl Driver {
         items: &[&WorkItem],
         progress: Option<&indicatif::ProgressBar>,
     ) -> Vec<Outcome> {
-        let outcomes = futures::stream::iter(items.iter().copied())
+        futures::stream::iter(items.iter().copied())
             .map(|item| {
                 let index = self.next_gap.fetch_add(1, Ordering::Relaxed) as usize;
                 self.clock.advance(self.gaps[index % self.gaps.len()]);
@@ -279,8 +279,7 @@ impl Driver {
             })
             .buffer_unordered(self.concurrency)
             .collect::<Vec<_>>()
-            .await;
-        outcomes
+            .await
     }
 
     async fn one(&self, item: &WorkItem) -> Outcome {
@@ -414,7 +413,11 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> Result<DemoRe
         }
         items.truncate(prompts);
     }
-    let subjects = items.iter().map(|item| item.subject.as_str()).collect::<std::collections::BTreeSet<_>>().len();
+    let subjects = items
+        .iter()
+        .map(|item| item.subject.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     let gaps = arrival_gaps()?;
     let clock = Arc::new(ManualClock::new(START_MS));
 
