@@ -22,8 +22,11 @@ pub fn run(args: &[String]) -> Result<()> {
         "crates/llmopt-analytics/tests/data/traces/azure_conv_head1000.csv",
         "crates/llmopt-analytics/tests/data/traces/mooncake_conversation_head600.jsonl",
     ] {
-        cmd!(sh, "cargo run --quiet --locked -p llmopt-analytics --example trace_report -- {trace}")
-            .run()?;
+        cmd!(
+            sh,
+            "cargo run --quiet --locked -p llmopt-analytics --example trace_report -- {trace}"
+        )
+        .run()?;
     }
     Ok(())
 }
@@ -32,7 +35,7 @@ pub fn run(args: &[String]) -> Result<()> {
 pub fn tidy() -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(project_root());
-    cmd!(sh, "cargo test --package xtask --test tidy").run()?;
+    cmd!(sh, "cargo test --package xtask --test it tidy").run()?;
     Ok(())
 }
 
