@@ -372,6 +372,7 @@ pub fn demo_optimizer_config() -> OptimizerConfig {
         experiment_tuning_samples: 1_000,
         alpha: 0.05,
         strategies: BTreeMap::new(),
+        flags: BTreeMap::new(),
         schedule: None,
         settings: StrategySettings {
             min_requests: 40,

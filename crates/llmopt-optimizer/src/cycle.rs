@@ -81,6 +81,10 @@ pub struct OptimizerConfig {
     pub alpha: f64,
     /// Strategies switched on (absent: on).
     pub strategies: BTreeMap<StrategyKind, bool>,
+    /// Feature flags set from configuration: they override the live policy's flags of the same
+    /// name (an adopted change's flag is named after its experiment), so an operator can ramp or
+    /// switch off a change in the configuration file as well as through the API.
+    pub flags: BTreeMap<String, FeatureFlag>,
     pub settings: StrategySettings,
 }
 
@@ -99,6 +103,7 @@ impl Default for OptimizerConfig {
             experiment_tuning_samples: 5_000,
             alpha: 0.05,
             strategies: BTreeMap::new(),
+            flags: BTreeMap::new(),
             settings: StrategySettings::default(),
         }
     }
@@ -339,6 +344,25 @@ pub fn rules_for(
         .collect()
 }
 
+/// Writes the configuration's flags into the live policy when they differ from it.
+fn apply_configured_flags(
+    policy: &LivePolicy,
+    config: &OptimizerConfig,
+    now_ms: i64,
+) -> Result<(), OptimizerError> {
+    let current = policy.current();
+    let differs =
+        config.flags.iter().any(|(name, flag)| current.policy.flags.get(name) != Some(flag));
+    if differs {
+        policy.update("flags from configuration", now_ms, |next| {
+            for (name, flag) in &config.flags {
+                next.flags.insert(name.clone(), flag.clone());
+            }
+        })?;
+    }
+    Ok(())
+}
+
 impl Optimizer {
     #[expect(clippy::too_many_arguments, reason = "the loop meets every seam once, at wiring time")]
     pub fn new(
@@ -368,6 +392,7 @@ impl Optimizer {
                 }
             }
         }
+        apply_configured_flags(&policy, &config, clock.now_ms())?;
         Ok(Optimizer {
             records,
             engine,
@@ -389,6 +414,7 @@ impl Optimizer {
     /// Applies a new configuration (hot reload, API). Invalid ones are refused.
     pub fn set_config(&self, config: OptimizerConfig) -> Result<(), OptimizerError> {
         config.validate()?;
+        apply_configured_flags(&self.policy, &config, self.clock.now_ms())?;
         *self.config.write().unwrap_or_else(std::sync::PoisonError::into_inner) = config;
         Ok(())
     }

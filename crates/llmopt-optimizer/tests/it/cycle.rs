@@ -244,3 +244,44 @@ fn invalid_configuration_is_refused() {
     assert!(made.is_err());
     let _: &dyn RecordStore = world.records.as_ref();
 }
+
+#[test]
+fn flags_from_configuration_switch_an_adopted_change_off() {
+    let mut world = World::new();
+    let optimizer = world.optimizer(Mode::Auto);
+    world.traffic(&optimizer, 400);
+    optimizer.run_cycle().unwrap();
+    for _ in 0..20 {
+        world.traffic(&optimizer, 1_000);
+        optimizer.run_cycle().unwrap();
+        if !optimizer.adoptions().is_empty() {
+            break;
+        }
+    }
+    let adopted = optimizer.adoptions()[0].experiment_id.clone();
+    let mut easy = Tags::new();
+    easy.insert("task".into(), "easy".into());
+    let ask = RequestContext {
+        model: "gpt-4o",
+        tenant: None,
+        tags: &easy,
+        endpoint: llmopt_core::Endpoint::ChatCompletions,
+        unit_id: "someone",
+        environment: "test",
+    };
+    assert_eq!(optimizer.policy().decide(&ask).model.as_deref(), Some("gpt-4o-mini"));
+    let mut config = config(Mode::Auto);
+    config.flags.insert(
+        adopted.clone(),
+        llmopt_optimizer::FeatureFlag {
+            enabled: false,
+            rollout_percent: 100.0,
+            conditions: llmopt_optimizer::FlagConditions::default(),
+        },
+    );
+    optimizer.set_config(config.clone()).unwrap();
+    assert_eq!(optimizer.policy().decide(&ask).model, None, "switched off from configuration");
+    let version = optimizer.policy().current().version;
+    optimizer.set_config(config).unwrap();
+    assert_eq!(optimizer.policy().current().version, version, "an unchanged flag writes nothing");
+}
