@@ -1,0 +1,465 @@
+//! Gateway overhead: the same local mock upstream called directly and through the gateway, in
+//! the same run, on loopback only, bounded in time.
+//!
+//! The gateway runs as a child process (this bench binary re-executed in "gateway mode", which
+//! calls the real `serve` path: sled store, collector, logging at `warn`), so its resident
+//! memory is its own. The mock upstream and the load generator share this process. Everything
+//! shares the machine's cores, as the targets assume.
+//!
+//! Figures, each the median of `ROUNDS` rounds:
+//! - non-streaming calls that go upstream (cache off for the route): concurrency 1 and 32,
+//!   direct and through the gateway: throughput, p50, p99, added latency;
+//! - cache hits at concurrency 1 (end-to-end p50/p99);
+//! - the gateway's resident memory after the load (VmRSS) and its peak (VmHWM).
+//!
+//! Targets (issue 9): added p50 ≤ 100 µs and p99 ≤ 300 µs at c=1; ≥ 0.85× direct throughput at
+//! c=32 with no errors; RSS ≤ 50 MB; cache-hit p99 ≤ 200 µs.
+//!
+//! Run: `cargo bench -p benches --bench gateway` (release). `GATEWAY_BENCH_SECONDS` scales the
+//! duration of each measurement (default 3).
+
+#![allow(clippy::print_stdout, reason = "a bench reports on stdout")]
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response, body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo},
+};
+use tokio::net::TcpListener;
+
+/// The same allocator as the `llm-auto-optimizer` binary, since the gateway child is this binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const CHILD_ENV: &str = "LLMOPT_GATEWAY_BENCH_CONFIG";
+const DISCARD_ENV: &str = "LLMOPT_GATEWAY_BENCH_DISCARD";
+const ROUNDS: usize = 3;
+
+/// What the mock upstream answers: a realistic OpenAI chat completion with usage.
+const MOCK_ANSWER: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1732000000,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"The quarterly report shows revenue up 12%, costs flat, and a stronger cash position.","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":52,"completion_tokens":19,"total_tokens":71,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_bench"}"#;
+
+fn main() {
+    if let Ok(config_path) = std::env::var(CHILD_ENV) {
+        run_gateway_child(&config_path);
+        return;
+    }
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing useful: only run
+    // the load when asked to bench.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("gateway bench: run with `cargo bench -p benches --bench gateway`");
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run());
+}
+
+/// Child mode: the real `serve` path with the configuration the parent wrote, or (diagnostic
+/// variant) the same gateway whose records go to a store that discards them, to tell the cost
+/// of the proxy from the cost of storing every record.
+fn run_gateway_child(config_path: &str) {
+    let source = llm_auto_optimizer::config::ConfigSource {
+        base_file: Some(config_path.into()),
+        env_file: None,
+    };
+    let config = source.load().expect("bench config");
+    let _guard = llm_auto_optimizer::logging::init(&config.logging).expect("logging");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    if std::env::var(DISCARD_ENV).is_ok() {
+        runtime.block_on(serve_discarding(config));
+    } else {
+        runtime.block_on(llm_auto_optimizer::server::serve(source, config)).expect("serve");
+    }
+}
+
+async fn serve_discarding(config: llm_auto_optimizer::config::Config) {
+    use llm_auto_optimizer::{
+        AppState, Runtime,
+        server::{collector_config, run_server},
+        state::environment_secrets,
+    };
+    let clock: Arc<dyn llmopt_core::Clock> = Arc::new(llmopt_core::SystemClock);
+    let collector = llmopt_collector::Collector::start(
+        Arc::new(DiscardStore),
+        Arc::clone(&clock),
+        collector_config(&config.collector),
+    );
+    let listener = TcpListener::bind(config.server.listen).await.expect("bind gateway");
+    let secrets = environment_secrets();
+    let runtime = Runtime::build(config, &secrets, None).expect("runtime");
+    let state = AppState::new(runtime, collector, clock, secrets, None);
+    let terminate = async {
+        let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal");
+        signal.recv().await;
+    };
+    run_server(listener, state, terminate, Duration::from_secs(2)).await.expect("serve");
+}
+
+/// A record store that keeps nothing: only for the diagnostic variant of this bench.
+#[derive(Debug)]
+struct DiscardStore;
+
+impl llmopt_core::RecordStore for DiscardStore {
+    fn append(&self, _: &[llmopt_core::RequestRecord]) -> Result<(), llmopt_core::StoreError> {
+        Ok(())
+    }
+    fn scan(
+        &self,
+        _: &llmopt_core::RecordQuery,
+    ) -> Result<Vec<llmopt_core::RequestRecord>, llmopt_core::StoreError> {
+        Ok(Vec::new())
+    }
+    fn get(
+        &self,
+        _: &llmopt_core::RequestId,
+    ) -> Result<Option<llmopt_core::RequestRecord>, llmopt_core::StoreError> {
+        Ok(None)
+    }
+    fn add_feedback(
+        &self,
+        _: &llmopt_core::RequestId,
+        _: llmopt_core::Feedback,
+    ) -> Result<bool, llmopt_core::StoreError> {
+        Ok(false)
+    }
+    fn aggregate(
+        &self,
+        _: &llmopt_core::AggregateQuery,
+    ) -> Result<Vec<llmopt_core::AggregateRow>, llmopt_core::StoreError> {
+        Ok(Vec::new())
+    }
+    fn delete_before(&self, _: i64) -> Result<u64, llmopt_core::StoreError> {
+        Ok(0)
+    }
+    fn count(&self) -> Result<u64, llmopt_core::StoreError> {
+        Ok(0)
+    }
+    fn flush(&self) -> Result<(), llmopt_core::StoreError> {
+        Ok(())
+    }
+}
+
+async fn mock_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+    let address = listener.local_addr().expect("mock address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else { continue };
+            let _ = socket.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = service_fn(|request: Request<Incoming>| async move {
+                    // Read the whole body, as a real upstream would.
+                    let _ = request.into_body().collect().await;
+                    let mut response =
+                        Response::new(Full::new(Bytes::from_static(MOCK_ANSWER.as_bytes())));
+                    response.headers_mut().insert(
+                        "content-type",
+                        hyper::header::HeaderValue::from_static("application/json"),
+                    );
+                    Ok::<_, Infallible>(response)
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(socket), service).await;
+            });
+        }
+    });
+    address
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    listener.local_addr().expect("address").port()
+}
+
+struct GatewayChild {
+    child: Child,
+    address: SocketAddr,
+    _directory: tempfile::TempDir,
+}
+
+impl GatewayChild {
+    fn start(upstream: SocketAddr, discard_records: bool) -> GatewayChild {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let config = format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+shutdown_grace_ms = 2000
+[storage]
+path = "{store}"
+[logging]
+level = "warn"
+[cache]
+enabled = false
+max_bytes = 16777216
+[providers.mock]
+kind = "openai"
+base_url = "http://{upstream}/v1"
+timeout_ms = 10000
+[routes.miss]
+models = ["gpt-*"]
+provider = "mock"
+[routes.cached]
+models = ["cached-*"]
+provider = "mock"
+cache = true
+"#,
+            store = directory.path().join("store").display(),
+        );
+        let config_path = directory.path().join("bench.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut command = Command::new(std::env::current_exe().expect("current exe"));
+        if discard_records {
+            command.env(DISCARD_ENV, "1");
+        }
+        let child = command
+            .env(CHILD_ENV, &config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the gateway");
+        GatewayChild {
+            child,
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            _directory: directory,
+        }
+    }
+
+    fn memory_kb(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|line| line.starts_with(name))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    fn stop(mut self) {
+        // SIGTERM through `kill`, so that the gateway shuts down gracefully.
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn http_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build(connector)
+}
+
+fn request_body(model: &str, unique: u64) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"model":"{model}","temperature":0,"max_tokens":256,"messages":[{{"role":"system","content":"You are a concise analyst. Answer in one sentence."}},{{"role":"user","content":"Summarise the quarterly report, section {unique}: revenue, costs and cash."}}]}}"#
+    ))
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    requests: u64,
+    errors: u64,
+    throughput: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+/// Runs `concurrency` workers sending requests back to back for `duration`.
+async fn load(
+    client: &HttpClient,
+    url: &str,
+    model: &str,
+    concurrency: usize,
+    duration: Duration,
+    unique_bodies: bool,
+) -> Figures {
+    let counter = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let url = url.to_owned();
+        let model = model.to_owned();
+        let counter = Arc::clone(&counter);
+        let errors = Arc::clone(&errors);
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(16_384);
+            while Instant::now() < deadline {
+                let unique =
+                    if unique_bodies { counter.fetch_add(1, Ordering::Relaxed) } else { 0 };
+                let request = Request::post(&url)
+                    .header("content-type", "application/json")
+                    .body(Full::new(request_body(&model, unique)))
+                    .expect("request");
+                let sent = Instant::now();
+                let ok = match client.request(request).await {
+                    Ok(response) => {
+                        let status = response.status();
+                        let body = response.into_body().collect().await;
+                        status.is_success() && body.is_ok()
+                    }
+                    Err(_) => false,
+                };
+                latencies.push(sent.elapsed().as_micros() as u64);
+                if !ok {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for worker in workers {
+        latencies.extend(worker.await.expect("worker"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let quantile = |q: f64| {
+        if latencies.is_empty() {
+            return f64::NAN;
+        }
+        let index = ((latencies.len() - 1) as f64 * q).round() as usize;
+        latencies[index] as f64
+    };
+    Figures {
+        requests: latencies.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        throughput: latencies.len() as f64 / elapsed,
+        p50_us: quantile(0.50),
+        p99_us: quantile(0.99),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+async fn wait_ready(client: &HttpClient, address: SocketAddr) {
+    let url = format!("http://{address}/ready");
+    for _ in 0..500 {
+        if let Ok(response) = client.get(url.parse().expect("url")).await
+            && response.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the gateway did not become ready");
+}
+
+async fn run() {
+    let seconds: f64 =
+        std::env::var("GATEWAY_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let upstream = mock_upstream().await;
+    println!("== the gateway as served: every call recorded to its sled store");
+    measure(upstream, seconds, false).await;
+    println!();
+    println!("== diagnostic: the same gateway, records discarded by the store (proxy cost alone)");
+    measure(upstream, seconds, true).await;
+}
+
+async fn measure(upstream: SocketAddr, seconds: f64, discard_records: bool) {
+    let duration = Duration::from_secs_f64(seconds);
+    let gateway = GatewayChild::start(upstream, discard_records);
+    let client = http_client();
+    wait_ready(&client, gateway.address).await;
+    let (idle_rss_kb, _) = gateway.memory_kb();
+    let direct_url = format!("http://{upstream}/v1/chat/completions");
+    let gateway_url = format!("http://{}/v1/chat/completions", gateway.address);
+
+    // Warm-up: connection pools, allocator, first-use paths.
+    load(&client, &direct_url, "gpt-4o-mini", 8, Duration::from_millis(500), true).await;
+    load(&client, &gateway_url, "gpt-4o-mini", 8, Duration::from_millis(500), true).await;
+
+    let mut rounds: Vec<[Figures; 5]> = Vec::new();
+    for round in 0..ROUNDS {
+        let direct_1 = load(&client, &direct_url, "gpt-4o-mini", 1, duration, true).await;
+        let gateway_1 = load(&client, &gateway_url, "gpt-4o-mini", 1, duration, true).await;
+        let direct_32 = load(&client, &direct_url, "gpt-4o-mini", 32, duration, true).await;
+        let gateway_32 = load(&client, &gateway_url, "gpt-4o-mini", 32, duration, true).await;
+        let hits = load(&client, &gateway_url, "cached-model", 1, duration, false).await;
+        println!(
+            "round {round}: c=1 direct p50 {:.0} µs / gateway p50 {:.0} µs; c=32 direct {:.0} rps / gateway {:.0} rps; hits p99 {:.0} µs",
+            direct_1.p50_us,
+            gateway_1.p50_us,
+            direct_32.throughput,
+            gateway_32.throughput,
+            hits.p99_us
+        );
+        rounds.push([direct_1, gateway_1, direct_32, gateway_32, hits]);
+    }
+    let (rss_kb, peak_kb) = gateway.memory_kb();
+    gateway.stop();
+
+    let pick = |index: usize, f: fn(&Figures) -> f64| {
+        median(rounds.iter().map(|r| f(&r[index])).collect())
+    };
+    let total_errors: u64 = rounds.iter().flat_map(|r| r.iter().map(|f| f.errors)).sum();
+    let total_requests: u64 = rounds.iter().flat_map(|r| r.iter().map(|f| f.requests)).sum();
+    println!();
+    println!(
+        "gateway bench: medians of {ROUNDS} rounds of {seconds} s each, loopback, mock upstream"
+    );
+    println!("{:<34} {:>12} {:>10} {:>10}", "", "req/s", "p50 µs", "p99 µs");
+    let names = [
+        "c=1  direct",
+        "c=1  gateway (upstream call)",
+        "c=32 direct",
+        "c=32 gateway (upstream call)",
+        "c=1  gateway cache hit",
+    ];
+    for (index, name) in names.iter().enumerate() {
+        println!(
+            "{:<34} {:>12.0} {:>10.0} {:>10.0}",
+            name,
+            pick(index, |f| f.throughput),
+            pick(index, |f| f.p50_us),
+            pick(index, |f| f.p99_us)
+        );
+    }
+    let added_p50 = pick(1, |f| f.p50_us) - pick(0, |f| f.p50_us);
+    let added_p99 = pick(1, |f| f.p99_us) - pick(0, |f| f.p99_us);
+    let ratio = median(rounds.iter().map(|r| r[3].throughput / r[2].throughput).collect());
+    println!();
+    println!(
+        "added latency c=1: p50 {added_p50:+.0} µs (target ≤ 100), p99 {added_p99:+.0} µs (target ≤ 300)"
+    );
+    println!("throughput c=32: {ratio:.2}× direct (target ≥ 0.85)");
+    println!("cache hit c=1: p99 {:.0} µs (target ≤ 200)", pick(4, |f| f.p99_us));
+    let through_gateway: u64 =
+        rounds.iter().map(|r| r[1].requests + r[3].requests + r[4].requests).sum();
+    println!(
+        "gateway memory: RSS {:.1} MB when ready; after load {:.1} MB, peak {:.1} MB (target ≤ 50 MB), \
+         after {through_gateway} calls through it",
+        idle_rss_kb as f64 / 1024.0,
+        rss_kb as f64 / 1024.0,
+        peak_kb as f64 / 1024.0
+    );
+    println!("errors: {total_errors} of {total_requests} requests");
+}
