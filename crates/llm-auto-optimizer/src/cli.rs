@@ -86,6 +86,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Offline analysis of a trace: our records (NDJSON) or a public trace (Azure CSV, Mooncake
+    /// JSONL): traffic and cost, forecast, anomalies, clusters, cache and prefix opportunities,
+    /// and the strategies' proposals ranked by saving.
+    Analyze {
+        file: PathBuf,
+        /// Force the input format (detected from the first line otherwise).
+        #[arg(long, value_enum)]
+        format: Option<llm_auto_optimizer::analyze::TraceFormatArg>,
+        /// Price traces without model names as this model.
+        #[arg(long)]
+        model: Option<String>,
+        /// One JSON document instead of the text report.
+        #[arg(long)]
+        json: bool,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -130,6 +145,11 @@ fn run(cli: Cli) -> Result<()> {
     let catalog = PriceCatalog::builtin();
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Analyze { file, format, model, json } => {
+            let args = llm_auto_optimizer::analyze::AnalyzeArgs { file, format, json, model };
+            let mut out = std::io::stdout().lock();
+            llm_auto_optimizer::analyze::run(&args, &mut out)
+        }
         Command::Demo {
             requests,
             baseline,

@@ -23,6 +23,7 @@
 //! - **Secrets stay out.** Provider keys and the admin token are read from the environment into
 //!   the provider clients and a digest; configuration output, logs and `/api` never carry them.
 
+pub mod analyze;
 pub mod api;
 pub mod auth;
 pub mod cache;

@@ -63,6 +63,23 @@ fn standard_guardrails(group: &[RequestRecord], input: &AnalysisInput<'_>) -> Ve
     guardrails
 }
 
+/// A response cache answers an exact repeat of a deterministic request with the answer the same
+/// model gave it: it cannot change answer quality the way a model change can. Its guardrails
+/// watch errors, and quality only at the wide exploration margin (a cache serving broken answers
+/// shows there), not at the 5 % a quality-changing proposal must prove: proving "no change" to
+/// within 5 % takes many thousands of samples per arm for a change whose effect on cost is plain
+/// after a few hundred.
+fn cache_guardrails(group: &[RequestRecord], input: &AnalysisInput<'_>) -> Vec<Guardrail> {
+    let mut guardrails = standard_guardrails(group, input);
+    for guardrail in &mut guardrails {
+        if matches!(guardrail.metric, Metric::Quality { .. }) {
+            guardrail.max_degradation =
+                Degradation::Relative(input.settings.routing_exploration_margin);
+        }
+    }
+    guardrails
+}
+
 fn per_day(money: Money, input: &AnalysisInput<'_>) -> f64 {
     money.as_usd_f64() / input.span_days.max(1e-9)
 }
@@ -126,7 +143,7 @@ impl Strategy for ResponseCacheStrategy {
                         ..PolicyChange::default()
                     },
                     primary: Metric::CostUsd,
-                    guardrails: standard_guardrails(&group, input),
+                    guardrails: cache_guardrails(&group, input),
                 }),
                 evidence: json!(analysis),
             });
@@ -412,6 +429,10 @@ impl Strategy for TimeoutHedgeStrategy {
                 continue;
             }
             let Ok(tail) = latency_tail(&latencies, &[]) else { continue };
+            // Records without measured latency (traces) have nothing to hedge.
+            if tail.p95 <= 0.0 {
+                continue;
+            }
             let delay = tail.p95;
             let Ok(hedge) = hedging_impact(&latencies, delay) else { continue };
             if hedge.extra_load > settings.max_hedge_load || hedge.p99 > tail.p99 * 0.8 {

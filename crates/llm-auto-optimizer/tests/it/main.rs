@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
 #![allow(clippy::result_large_err, reason = "figment's Jail closures return its own error type")]
 
+mod analyze;
 mod config;
 mod demo;
 mod proxy;
