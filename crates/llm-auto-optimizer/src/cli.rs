@@ -101,6 +101,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Runs one optimization cycle on the configured store now (the gateway must not be running
+    /// on it: sled is single-process; with the gateway up, use `POST /api/optimize`).
+    Optimize {
+        /// Base configuration file (default: ./config/default.toml, else the built-in default).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The cycle report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -145,6 +155,7 @@ fn run(cli: Cli) -> Result<()> {
     let catalog = PriceCatalog::builtin();
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Optimize { config, json } => optimize(config, json),
         Command::Analyze { file, format, model, json } => {
             let args = llm_auto_optimizer::analyze::AnalyzeArgs { file, format, json, model };
             let mut out = std::io::stdout().lock();
@@ -291,6 +302,56 @@ fn demo(
     };
     if report.baseline.requests == 0 {
         bail!("the demo sent no request");
+    }
+    Ok(())
+}
+
+fn optimize(config_file: Option<PathBuf>, json: bool) -> Result<()> {
+    use std::sync::Arc;
+    let source = ConfigSource::discover(config_file.as_deref());
+    let config = source.load()?;
+    let path = config.storage.path.clone();
+    let store = llmopt_storage::SledStore::open(
+        &path,
+        llm_auto_optimizer::server::storage_config(&config.storage),
+    )
+    .with_context(|| {
+        format!("cannot open the store at `{}` (is the gateway running on it?)", path.display())
+    })?;
+    let clock: Arc<dyn llmopt_core::Clock> = Arc::new(llmopt_core::SystemClock);
+    let closed_loop = llm_auto_optimizer::closed_loop::ClosedLoop::open(
+        store.records(),
+        store.experiments(),
+        store.policy(),
+        Arc::new(PriceCatalog::builtin()),
+        clock,
+        config.optimizer.clone(),
+    )?;
+    let report = closed_loop.optimizer().run_cycle()?;
+    closed_loop.optimizer().engine().checkpoint()?;
+    store.flush()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "cycle at {} ms: {} records read, {} proposals, {} experiments started, {} adopted, {} rejected",
+        report.at_ms,
+        report.records_read,
+        report.proposals.len(),
+        report.started.len(),
+        report.adopted.len(),
+        report.rejected.len()
+    );
+    for proposal in &report.proposals {
+        println!(
+            "  {:<15} {:>10.2} USD/day [{:.2}, {:.2}]  {}",
+            proposal.strategy.as_str(),
+            proposal.saving.usd_per_day,
+            proposal.saving.low,
+            proposal.saving.high,
+            proposal.summary
+        );
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err, reason = "figment's Jail closures return its own error type")]
 
 mod analyze;
+mod cli;
 mod config;
 mod demo;
 mod proxy;

@@ -1,0 +1,48 @@
+//! The command line as a user runs it: exit codes and one-line errors.
+
+use std::process::Command;
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_llm-auto-optimizer"))
+}
+
+fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("llmopt-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn optimize_runs_one_cycle_on_the_configured_store() {
+    let dir = fresh_dir("optimize");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[storage]\npath = {:?}\n", dir.join("store").display().to_string()),
+    )
+    .unwrap();
+    let output = binary().args(["optimize", "--json", "--config"]).arg(&config).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["records_read"], 0);
+    assert!(report["proposals"].as_array().unwrap().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_input_is_one_line_and_a_non_zero_exit() {
+    let cases: [&[&str]; 4] = [
+        &["analyze", "/nonexistent/trace.jsonl"],
+        &["demo", "--requests", "0"],
+        &["cost", "--model", "gpt-4o-mni", "--input", "5"],
+        &["cost", "--model", "gpt-4o", "--input", "5", "--cached", "9"],
+    ];
+    for args in cases {
+        let output = binary().args(args).output().unwrap();
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
