@@ -74,7 +74,8 @@ impl ClosedLoop {
 
 impl PolicyOverlay for ClosedLoop {
     fn apply(&self, runtime: &Runtime, input: &RouteInput<'_>, decision: &mut RouteDecision) {
-        let environment = self.optimizer.config().environment;
+        // Read in place: cloning the whole configuration on every request is wasted work.
+        let environment = self.optimizer.with_config(|config| config.environment.clone());
         let context = RequestContext {
             model: input.model,
             tenant: input.tenant,

@@ -183,7 +183,6 @@ fn arrival_gaps() -> Result<Vec<i64>> {
 /// accuracy: routing a random share (reference 1) and an oracle that knows every subject's labels
 /// (reference 2, greedy by subject).
 fn references(items: &[WorkItem]) -> (f64, f64) {
-    let n = items.len() as f64;
     let strong = items.iter().filter(|i| i.strong_correct).count() as f64;
     let weak = items.iter().filter(|i| i.weak_correct).count() as f64;
     let random = if strong > weak { (0.05 * strong / (strong - weak)).min(1.0) } else { 1.0 };
@@ -205,7 +204,6 @@ fn references(items: &[WorkItem]) -> (f64, f64) {
             break;
         }
     }
-    let _ = n;
     (random, routed / items.len() as f64)
 }
 
@@ -631,11 +629,11 @@ provider = "openai"
     let after_records =
         records_between(&records_store, &collector, from, clock.now_ms() + 1).await?;
     let after = phase_stats(&after_outcomes, &after_records, args.speed, after_seconds);
-    let last = {
+    // A last cycle (observe mode) measures every adoption on the after phase's records.
+    {
         let optimizer = optimizer.clone();
-        tokio::task::spawn_blocking(move || optimizer.run_cycle()).await??
-    };
-    let _ = last;
+        tokio::task::spawn_blocking(move || optimizer.run_cycle()).await??;
+    }
 
     // The report.
     let experiments: Vec<ExperimentLine> = optimizer

@@ -27,8 +27,8 @@ use std::{
 };
 
 use llmopt_core::{
-    AuditEntry, Clock, ExperimentArm, Money, PolicyStore, PriceCatalog, RecordFilter, RecordQuery,
-    RecordStore, RequestRecord,
+    AuditEntry, Clock, ExperimentArm, Money, PolicyStore, PriceCatalog, RecordQuery, RecordStore,
+    RequestRecord,
 };
 use llmopt_experiments::{
     Engine, ExperimentSpec, ExperimentStatus, Outcome, PolicyChange, UnitIds,
@@ -408,7 +408,12 @@ impl Optimizer {
     }
 
     pub fn config(&self) -> OptimizerConfig {
-        self.config.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.with_config(OptimizerConfig::clone)
+    }
+
+    /// Reads the configuration in place: the request path uses this instead of cloning it.
+    pub fn with_config<R>(&self, read: impl FnOnce(&OptimizerConfig) -> R) -> R {
+        read(&self.config.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Applies a new configuration (hot reload, API). Invalid ones are refused.
@@ -446,7 +451,7 @@ impl Optimizer {
             decision.provider = None;
         }
         if let Some(enabled) = change.response_cache {
-            let ttl = self.config().settings.cache_ttl_seconds;
+            let ttl = self.with_config(|config| config.settings.cache_ttl_seconds);
             decision.cache = Some(crate::policy::CacheDecision {
                 enabled,
                 ttl_seconds: Some(ttl),
@@ -657,13 +662,9 @@ impl Optimizer {
             let Ok(experiment) = self.engine.show(&decision.experiment_id) else { continue };
             let scope = &experiment.spec.scope;
             // Traffic share of the workload within its model, and the model's mean quality.
-            let model_filter = RecordFilter { model: None, ..RecordFilter::default() };
             let of_model: Vec<&RequestRecord> = records
                 .iter()
-                .filter(|r| {
-                    model_filter.matches(r)
-                        && scope.model.as_deref().is_none_or(|m| r.requested_model.as_str() == m)
-                })
+                .filter(|r| scope.model.as_deref().is_none_or(|m| r.requested_model.as_str() == m))
                 .collect();
             let in_scope = of_model
                 .iter()

@@ -80,6 +80,14 @@ fn cache_guardrails(group: &[RequestRecord], input: &AnalysisInput<'_>) -> Vec<G
     guardrails
 }
 
+/// Records served by the model the client asked for, by that model. Scopes are what clients ask
+/// for, and only traffic served as asked shows that model's output lengths and latencies.
+fn served_as_asked(records: &[RequestRecord]) -> BTreeMap<String, Vec<RequestRecord>> {
+    group_by(records, |r| {
+        (r.requested_model == r.served_model).then(|| r.requested_model.0.clone())
+    })
+}
+
 fn per_day(money: Money, input: &AnalysisInput<'_>) -> f64 {
     money.as_usd_f64() / input.span_days.max(1e-9)
 }
@@ -346,10 +354,7 @@ impl Strategy for MaxTokensCapStrategy {
     fn propose(&self, input: &AnalysisInput<'_>) -> Vec<Proposal> {
         let settings = input.settings;
         let mut proposals = Vec::new();
-        // Scopes are what clients ask for; only traffic served as asked shows that model's lengths.
-        let groups = group_by(input.records, |r| {
-            (r.requested_model == r.served_model).then(|| r.requested_model.0.clone())
-        });
+        let groups = served_as_asked(input.records);
         for (model, group) in groups {
             let outputs: Vec<u64> = group
                 .iter()
@@ -416,9 +421,7 @@ impl Strategy for TimeoutHedgeStrategy {
     fn propose(&self, input: &AnalysisInput<'_>) -> Vec<Proposal> {
         let settings = input.settings;
         let mut proposals = Vec::new();
-        let groups = group_by(input.records, |r| {
-            (r.requested_model == r.served_model).then(|| r.requested_model.0.clone())
-        });
+        let groups = served_as_asked(input.records);
         for (model, group) in groups {
             let latencies: Vec<f64> = group
                 .iter()
