@@ -5,7 +5,11 @@
 //!   into a store that keeps nothing, so the figure is the hot path alone.
 //! - `collector/sustained_ingest_sled`: 100,000 records through the collector into a fresh sled
 //!   data directory, timed from the first `record` to the end of `flush()` (everything appended
-//!   and sled flushed); reported as records/s.
+//!   and sled flushed); reported as records/s. The records carry the gateway's own ids (UUIDv7
+//!   made from the record's timestamp), as every proxied call does.
+//! - `collector/sustained_ingest_sled_foreign_ids`: the same with ids that do not carry their
+//!   timestamp (`req-000000000042`, as batch ingest of another system's calls may bring): each
+//!   then costs one more sled insert, into the id index.
 //!
 //! The records are synthetic but shaped like the Azure LLM inference trace (conversation
 //! service): context and generated token counts drawn from its ranges, three models, five
@@ -63,14 +67,25 @@ impl RecordStore for NullStore {
 }
 
 /// A deterministic trace-shaped record.
-pub fn trace_like_record(index: u64, ts_ms: i64) -> RequestRecord {
+pub fn trace_like_record(index: u64, ts_ms: i64, gateway_id: bool) -> RequestRecord {
     // SplitMix64 of the index: cheap, deterministic, well spread.
     let mut z = index.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
     let model = ["gpt-4o", "gpt-4o-mini", "claude-haiku-4-5"][(z % 3) as usize];
-    let mut record = RequestRecord::new(format!("req-{index:012}"), ts_ms, "openai", model);
+    let id = if gateway_id {
+        // What the gateway makes: a UUIDv7 of the record's own millisecond.
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            ts_ms.div_euclid(1_000) as u64,
+            (ts_ms.rem_euclid(1_000) * 1_000_000) as u32,
+        );
+        uuid::Uuid::new_v7(ts).to_string()
+    } else {
+        format!("req-{index:012}")
+    };
+    let mut record = RequestRecord::new(id, ts_ms, "openai", model);
     record.tenant = Some(TenantId::new(
         ["acme", "globex", "initech", "umbrella", "hooli"][(z >> 8) as usize % 5],
     ));
@@ -108,7 +123,8 @@ fn collector_record(c: &mut Criterion) {
     };
     let collector = Collector::start(Arc::new(NullStore), Arc::new(SystemClock), config);
     let ts = now_ms();
-    let templates: Vec<RequestRecord> = (0..4_096).map(|i| trace_like_record(i, ts)).collect();
+    let templates: Vec<RequestRecord> =
+        (0..4_096).map(|i| trace_like_record(i, ts, true)).collect();
     let mut next = 0_usize;
     c.bench_function("collector_record", |b| {
         b.iter_batched(
@@ -133,39 +149,50 @@ fn sustained_ingest(c: &mut Criterion) {
     let mut group = c.benchmark_group("collector");
     group.throughput(Throughput::Elements(RECORDS));
     group.sample_size(10);
-    group.measurement_time(Duration::from_secs(20));
-    group.bench_function("sustained_ingest_sled", |b| {
-        b.iter_custom(|iterations| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iterations {
-                let dir = tempfile::tempdir().expect("temporary directory");
-                let store = SledStore::open(&dir.path().join("data"), StorageConfig::default())
-                    .expect("fresh sled store");
-                let collector = Collector::start(
-                    store.records(),
-                    Arc::new(SystemClock),
-                    CollectorConfig {
-                        overflow: OverflowPolicy::Block { max_wait: Duration::from_secs(10) },
-                        ..CollectorConfig::default()
-                    },
-                );
-                let ts = now_ms();
-                let records: Vec<RequestRecord> =
-                    (0..RECORDS).map(|i| trace_like_record(i, ts + (i / 100) as i64)).collect();
-                let started = Instant::now();
-                for record in records {
-                    collector.record(record).expect("accepted (blocking policy)");
-                }
-                collector.flush().expect("flushed");
-                total += started.elapsed();
-                let metrics = collector.metrics();
-                assert_eq!(metrics.written, RECORDS, "everything reached sled");
-                collector.shutdown().ok();
-            }
-            total
-        })
-    });
+    // `cargo xtask bench --quick` sets LLMOPT_BENCH_QUICK=1: criterion's command-line time
+    // then applies (10 samples of the same 100,000-record ingest, fewer iterations each).
+    if std::env::var("LLMOPT_BENCH_QUICK").is_err() {
+        group.measurement_time(Duration::from_secs(20));
+    }
+    for (name, gateway_ids) in
+        [("sustained_ingest_sled", true), ("sustained_ingest_sled_foreign_ids", false)]
+    {
+        group.bench_function(name, |b| ingest(b, RECORDS, gateway_ids));
+    }
     group.finish();
+}
+
+fn ingest(b: &mut criterion::Bencher<'_>, count: u64, gateway_ids: bool) {
+    b.iter_custom(|iterations| {
+        let mut total = Duration::ZERO;
+        for _ in 0..iterations {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let store = SledStore::open(&dir.path().join("data"), StorageConfig::default())
+                .expect("fresh sled store");
+            let collector = Collector::start(
+                store.records(),
+                Arc::new(SystemClock),
+                CollectorConfig {
+                    overflow: OverflowPolicy::Block { max_wait: Duration::from_secs(10) },
+                    ..CollectorConfig::default()
+                },
+            );
+            let ts = now_ms();
+            let records: Vec<RequestRecord> = (0..count)
+                .map(|i| trace_like_record(i, ts + (i / 100) as i64, gateway_ids))
+                .collect();
+            let started = Instant::now();
+            for record in records {
+                collector.record(record).expect("accepted (blocking policy)");
+            }
+            collector.flush().expect("flushed");
+            total += started.elapsed();
+            let metrics = collector.metrics();
+            assert_eq!(metrics.written, count, "everything reached sled");
+            collector.shutdown().ok();
+        }
+        total
+    })
 }
 
 criterion_group!(benches, collector_record, sustained_ingest);

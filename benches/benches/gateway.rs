@@ -6,17 +6,32 @@
 //! memory is its own. The mock upstream and the load generator share this process. Everything
 //! shares the machine's cores, as the targets assume.
 //!
-//! Figures, each the median of `ROUNDS` rounds:
+//! Figures, each the median of the rounds (3, or 2 with `LLMOPT_BENCH_QUICK=1`):
 //! - non-streaming calls that go upstream (cache off for the route): concurrency 1 and 32,
 //!   direct and through the gateway: throughput, p50, p99, added latency;
 //! - cache hits at concurrency 1 (end-to-end p50/p99);
 //! - the gateway's resident memory after the load (VmRSS) and its peak (VmHWM).
 //!
 //! Targets (issue 9): added p50 ≤ 100 µs and p99 ≤ 300 µs at c=1; ≥ 0.85× direct throughput at
-//! c=32 with no errors; RSS ≤ 50 MB; cache-hit p99 ≤ 200 µs.
+//! c=32 with no errors; RSS ≤ 50 MB; cache-hit p99 ≤ 200 µs. The targets themselves live in
+//! `xtask/src/bench.rs` (`TARGETS`), which judges the figures file below.
+//!
+//! # Figures file
+//! Besides the table on stdout, the bench writes `gateway.json` in `LLMOPT_BENCH_FIGURES_DIR`
+//! (set by `cargo xtask bench`; otherwise `<workspace>/target/bench-figures`), in the format of
+//! `xtask/src/bench.rs`: `gateway/c1/added_latency_p50` and `_p99` (µs, gateway minus direct
+//! of the same round), `gateway/c32/throughput_ratio` (gateway over direct requests/s of the
+//! same round), `gateway/rss_after_load` (MiB), `gateway/c1/cache_hit_p99` (µs), and the
+//! absolute figures `gateway/c{1,32}/{direct,gateway}_{throughput,p50,p99}`,
+//! `gateway/c1/cache_hit_p50`, `gateway/rss_when_ready` and `gateway/rss_peak` (MiB). The
+//! medians are over rounds, the spread is half of max − min over rounds (`null` for the
+//! one-off memory readings). The diagnostic variant writes the same figures under
+//! `diagnostic/gateway_no_store/…`, a prefix no target matches: it explains, it is not judged.
 //!
 //! Run: `cargo bench -p benches --bench gateway` (release). `GATEWAY_BENCH_SECONDS` scales the
-//! duration of each measurement (default 3).
+//! duration of each measurement (default 3; `cargo xtask bench --quick` sets 1).
+//! `GATEWAY_BENCH_WORKERS=N` runs the gateway child on N tokio workers (0: the current-thread
+//! runtime) instead of the default of one per core, to compare schedulers.
 
 #![allow(clippy::print_stdout, reason = "a bench reports on stdout")]
 
@@ -46,7 +61,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CHILD_ENV: &str = "LLMOPT_GATEWAY_BENCH_CONFIG";
 const DISCARD_ENV: &str = "LLMOPT_GATEWAY_BENCH_DISCARD";
-const ROUNDS: usize = 3;
+
+/// Rounds per variant: 3 for the full run; 2 in quick mode, still enough for a spread.
+fn rounds() -> usize {
+    if std::env::var("LLMOPT_BENCH_QUICK").is_ok_and(|value| value == "1") { 2 } else { 3 }
+}
 
 /// What the mock upstream answers: a realistic OpenAI chat completion with usage.
 const MOCK_ANSWER: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1732000000,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"The quarterly report shows revenue up 12%, costs flat, and a stronger cash position.","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":52,"completion_tokens":19,"total_tokens":71,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_bench"}"#;
@@ -81,7 +100,15 @@ fn run_gateway_child(config_path: &str) {
     let config = source.load().expect("bench config");
     let _guard = llm_auto_optimizer::logging::init(&config.logging).expect("logging");
     let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+        match std::env::var("GATEWAY_BENCH_WORKERS").ok().and_then(|w| w.parse::<usize>().ok()) {
+            Some(0) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+            Some(workers) => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build(),
+            None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        }
+        .expect("runtime");
     if std::env::var(DISCARD_ENV).is_ok() {
         runtime.block_on(serve_discarding(config));
     } else {
@@ -355,9 +382,22 @@ async fn load(
     }
 }
 
+/// Median; the mean of the middle two for an even count (quick mode runs two rounds).
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    let middle = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    }
+}
+
+/// Half of max − min: the run-to-run noise the figures file reports as `spread`.
+fn half_range(values: &[f64]) -> f64 {
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    (max - min) / 2.0
 }
 
 async fn wait_ready(client: &HttpClient, address: SocketAddr) {
@@ -378,13 +418,104 @@ async fn run() {
         std::env::var("GATEWAY_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let upstream = mock_upstream().await;
     println!("== the gateway as served: every call recorded to its sled store");
-    measure(upstream, seconds, false).await;
+    let served = measure(upstream, seconds, false).await;
     println!();
     println!("== diagnostic: the same gateway, records discarded by the store (proxy cost alone)");
-    measure(upstream, seconds, true).await;
+    let diagnostic = measure(upstream, seconds, true).await;
+    let mut figures = figures_json("gateway", &served);
+    figures.extend(figures_json("diagnostic/gateway_no_store", &diagnostic));
+    write_figures_file(&figures);
 }
 
-async fn measure(upstream: SocketAddr, seconds: f64, discard_records: bool) {
+/// What one variant measured: per round, the five loads in the order of [`LOADS`]; and the
+/// gateway's memory (kB) when ready, after the load, and at its peak.
+struct Measurement {
+    rounds: Vec<[Figures; 5]>,
+    idle_rss_kb: u64,
+    rss_kb: u64,
+    peak_kb: u64,
+}
+
+/// The five loads of a round, as named in the figures file.
+const LOADS: [&str; 5] = ["c1/direct", "c1/gateway", "c32/direct", "c32/gateway", "c1/cache_hit"];
+
+/// One figure-file entry: the median over rounds and half their range as the spread.
+fn figure(name: String, unit: &str, per_round: &[f64]) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "median": median(per_round.to_vec()),
+        "unit": unit,
+        "spread": half_range(per_round),
+    })
+}
+
+/// The figures of one variant under `prefix` (`gateway`, or the diagnostic prefix that no
+/// target matches), in the figure-file format of `xtask/src/bench.rs`.
+fn figures_json(prefix: &str, measurement: &Measurement) -> Vec<serde_json::Value> {
+    let rounds = &measurement.rounds;
+    let per_round = |f: &dyn Fn(&[Figures; 5]) -> f64| rounds.iter().map(f).collect::<Vec<f64>>();
+    let mut out = vec![
+        figure(
+            format!("{prefix}/c1/added_latency_p50"),
+            "µs",
+            &per_round(&|r| r[1].p50_us - r[0].p50_us),
+        ),
+        figure(
+            format!("{prefix}/c1/added_latency_p99"),
+            "µs",
+            &per_round(&|r| r[1].p99_us - r[0].p99_us),
+        ),
+        figure(
+            format!("{prefix}/c32/throughput_ratio"),
+            "ratio",
+            &per_round(&|r| r[3].throughput / r[2].throughput),
+        ),
+    ];
+    for (index, load) in LOADS.iter().enumerate() {
+        out.push(figure(
+            format!("{prefix}/{load}_throughput"),
+            "requests/s",
+            &per_round(&|r| r[index].throughput),
+        ));
+        out.push(figure(format!("{prefix}/{load}_p50"), "µs", &per_round(&|r| r[index].p50_us)));
+        out.push(figure(format!("{prefix}/{load}_p99"), "µs", &per_round(&|r| r[index].p99_us)));
+    }
+    for (name, kb) in [
+        ("rss_after_load", measurement.rss_kb),
+        ("rss_when_ready", measurement.idle_rss_kb),
+        ("rss_peak", measurement.peak_kb),
+    ] {
+        out.push(serde_json::json!({
+            "name": format!("{prefix}/{name}"),
+            "median": kb as f64 / 1024.0,
+            "unit": "MiB",
+            "spread": null,
+        }));
+    }
+    out
+}
+
+/// Writes `gateway.json` where `cargo xtask bench` reads figure files; a failure to write is
+/// reported, not fatal: the table on stdout has the same numbers.
+fn write_figures_file(figures: &[serde_json::Value]) {
+    let directory = std::env::var_os("LLMOPT_BENCH_FIGURES_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            // Cargo runs benches in `benches/`: the workspace's target is one level up.
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-figures")
+        });
+    let path = directory.join("gateway.json");
+    let written = std::fs::create_dir_all(&directory).and_then(|()| {
+        let text = serde_json::to_string_pretty(figures).map_err(std::io::Error::other)?;
+        std::fs::write(&path, text)
+    });
+    match written {
+        Ok(()) => println!("figures: {}", path.display()),
+        Err(error) => eprintln!("gateway bench: writing {}: {error}", path.display()),
+    }
+}
+
+async fn measure(upstream: SocketAddr, seconds: f64, discard_records: bool) -> Measurement {
     let duration = Duration::from_secs_f64(seconds);
     let gateway = GatewayChild::start(upstream, discard_records);
     let client = http_client();
@@ -397,8 +528,9 @@ async fn measure(upstream: SocketAddr, seconds: f64, discard_records: bool) {
     load(&client, &direct_url, "gpt-4o-mini", 8, Duration::from_millis(500), true).await;
     load(&client, &gateway_url, "gpt-4o-mini", 8, Duration::from_millis(500), true).await;
 
+    let round_count = rounds();
     let mut rounds: Vec<[Figures; 5]> = Vec::new();
-    for round in 0..ROUNDS {
+    for round in 0..round_count {
         let direct_1 = load(&client, &direct_url, "gpt-4o-mini", 1, duration, true).await;
         let gateway_1 = load(&client, &gateway_url, "gpt-4o-mini", 1, duration, true).await;
         let direct_32 = load(&client, &direct_url, "gpt-4o-mini", 32, duration, true).await;
@@ -424,7 +556,7 @@ async fn measure(upstream: SocketAddr, seconds: f64, discard_records: bool) {
     let total_requests: u64 = rounds.iter().flat_map(|r| r.iter().map(|f| f.requests)).sum();
     println!();
     println!(
-        "gateway bench: medians of {ROUNDS} rounds of {seconds} s each, loopback, mock upstream"
+        "gateway bench: medians of {round_count} rounds of {seconds} s each, loopback, mock upstream"
     );
     println!("{:<34} {:>12} {:>10} {:>10}", "", "req/s", "p50 µs", "p99 µs");
     let names = [
@@ -462,4 +594,5 @@ async fn measure(upstream: SocketAddr, seconds: f64, discard_records: bool) {
         peak_kb as f64 / 1024.0
     );
     println!("errors: {total_errors} of {total_requests} requests");
+    Measurement { rounds, idle_rss_kb, rss_kb, peak_kb }
 }

@@ -5,6 +5,10 @@
 //!
 //! Also a model-filtered scan of the same hour (through the `by_model` index), and a sketch
 //! aggregate of the whole 1,000,000-record store by hour and model.
+//!
+//! Each store is filled once per process, outside the timing. With `LLMOPT_BENCH_QUICK=1`
+//! (`cargo xtask bench --quick`) the group keeps criterion's command-line measurement time
+//! instead of its own 10 s; the stores, the window and what is timed stay the same.
 
 use std::time::Duration;
 
@@ -67,10 +71,17 @@ fn filled_store(count: u64) -> (tempfile::TempDir, SledStore) {
     (dir, store)
 }
 
+/// `cargo xtask bench --quick` sets `LLMOPT_BENCH_QUICK=1`.
+fn quick() -> bool {
+    std::env::var("LLMOPT_BENCH_QUICK").is_ok_and(|value| value == "1")
+}
+
 fn scans(c: &mut Criterion) {
     let mut group = c.benchmark_group("storage");
     group.sample_size(10);
-    group.measurement_time(Duration::from_secs(10));
+    if !quick() {
+        group.measurement_time(Duration::from_secs(10));
+    }
     for (label, count) in [("100k", 100_000_u64), ("1m", 1_000_000)] {
         let (_dir, store) = filled_store(count);
         let records = store.records();

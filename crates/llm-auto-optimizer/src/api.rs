@@ -150,8 +150,11 @@ fn external_record(
     {
         object.insert("requested_model".to_owned(), served);
     }
-    object.entry("id").or_insert_with(|| Value::from(uuid::Uuid::now_v7().to_string()));
     object.entry("ts_ms").or_insert_with(|| Value::from(now_ms));
+    // A made-up id carries the record's time, as the gateway's own do (the store finds such
+    // records by time, without an id index entry).
+    let id_time = object.get("ts_ms").and_then(Value::as_i64).unwrap_or(now_ms);
+    object.entry("id").or_insert_with(|| Value::from(crate::proxy::request_id_at(id_time)));
     object.entry("endpoint").or_insert_with(|| Value::from("external"));
     object.entry("status").or_insert_with(|| json!({"kind": "ok"}));
     object.entry("latency_us").or_insert_with(|| Value::from(0));

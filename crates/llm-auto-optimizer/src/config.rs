@@ -87,6 +87,8 @@ pub struct StorageSection {
     pub raw_retention_days: u64,
     pub aggregate_retention_days: u64,
     pub aggregate_window_s: u64,
+    /// sled's page cache, MiB: most of the process's memory besides the proxy itself.
+    pub cache_mb: u64,
 }
 
 impl Default for StorageSection {
@@ -96,6 +98,7 @@ impl Default for StorageSection {
             raw_retention_days: 30,
             aggregate_retention_days: 400,
             aggregate_window_s: 60,
+            cache_mb: 16,
         }
     }
 }
@@ -403,6 +406,12 @@ impl Config {
     /// Cross-field checks serde cannot express.
     pub fn validate(&self) -> Result<()> {
         let mut problems = Vec::new();
+        if !(1..=65_536).contains(&self.storage.cache_mb) {
+            problems.push(format!(
+                "storage.cache_mb must be between 1 and 65536 (got {})",
+                self.storage.cache_mb
+            ));
+        }
         for (name, provider) in &self.providers {
             if provider.kind != ProviderKind::Simulated {
                 match &provider.base_url {

@@ -5,7 +5,10 @@
 //! time. Cost is exported in USD as a float counter: Prometheus has no integers, and exact sums
 //! live in the store anyway.
 
-use std::sync::atomic::AtomicU64;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, atomic::AtomicU64},
+};
 
 use llmopt_collector::CollectorMetrics;
 use llmopt_core::{RequestRecord, Status};
@@ -60,6 +63,30 @@ fn latency_histogram() -> Histogram {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// The series of one (provider, model), looked up once and kept. Looking a labelled series up in
+/// a `Family` builds its label strings and hashes them on every call: about a dozen allocations
+/// per proxied request. prometheus-client metrics are shared handles, so a kept clone updates the
+/// registered series. Series are still created on first use only, as the families would.
+#[derive(Debug, Default)]
+struct ModelSeries {
+    /// By (endpoint, status, cache outcome), all static strings; a handful per model.
+    requests: Mutex<Vec<(CallKey, Counter)>>,
+    /// input, output, cache_read, cache_write.
+    tokens: [OnceLock<Counter>; 4],
+    cost_usd: OnceLock<Counter<f64, AtomicU64>>,
+    saved_usd: OnceLock<Counter<f64, AtomicU64>>,
+    latency: OnceLock<Histogram>,
+    ttft: OnceLock<Histogram>,
+}
+
+/// (endpoint, status, cache outcome) of a call.
+type CallKey = (&'static str, &'static str, &'static str);
+
+const TOKEN_KINDS: [&str; 4] = ["input", "output", "cache_read", "cache_write"];
+
+/// provider → model → series.
+type SeriesCache = RwLock<HashMap<String, HashMap<String, Arc<ModelSeries>>>>;
+
 /// Every metric the gateway exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -73,6 +100,9 @@ pub struct Metrics {
     latency: HistogramFamily<ModelLabels>,
     ttft: HistogramFamily<ModelLabels>,
     overhead: Histogram,
+    /// Cache outcome counters (hit, miss, bypass), kept like [`ModelSeries`].
+    cache_outcomes: [OnceLock<Counter>; 3],
+    series: SeriesCache,
     collector_queue_depth: Gauge,
     collector_dropped: Gauge,
     collector_rejected: Gauge,
@@ -291,6 +321,8 @@ impl Metrics {
             latency,
             ttft,
             overhead,
+            cache_outcomes: Default::default(),
+            series: RwLock::default(),
             collector_queue_depth,
             collector_dropped,
             collector_rejected,
@@ -314,51 +346,108 @@ impl Metrics {
             llmopt_core::Endpoint::Messages => "messages",
             llmopt_core::Endpoint::External => "external",
         };
-        self.requests
-            .get_or_create(&CallLabels {
-                provider: provider.to_owned(),
-                model: model.to_owned(),
-                endpoint: endpoint.to_owned(),
-                status: status.to_owned(),
-                cache: record.cache.as_str().to_owned(),
-            })
-            .inc();
+        let cache = record.cache.as_str();
+        let series = self.model_series(provider, model);
+        let model_labels =
+            || ModelLabels { provider: provider.to_owned(), model: model.to_owned() };
+        {
+            let mut requests = series.requests.lock().unwrap_or_else(PoisonError::into_inner);
+            let key = (endpoint, status, cache);
+            match requests.iter().find(|(labels, _)| *labels == key) {
+                Some((_, counter)) => {
+                    counter.inc();
+                }
+                None => {
+                    let counter = self
+                        .requests
+                        .get_or_create(&CallLabels {
+                            provider: provider.to_owned(),
+                            model: model.to_owned(),
+                            endpoint: endpoint.to_owned(),
+                            status: status.to_owned(),
+                            cache: cache.to_owned(),
+                        })
+                        .clone();
+                    counter.inc();
+                    requests.push((key, counter));
+                }
+            }
+        }
         if let Status::Error(kind) = record.status {
             self.errors.get_or_create(&ErrorLabels { kind: kind.as_str().to_owned() }).inc();
         }
-        self.cache.get_or_create(&CacheLabels { outcome: record.cache.as_str().to_owned() }).inc();
-        let model_labels = ModelLabels { provider: provider.to_owned(), model: model.to_owned() };
+        let outcome_index = match record.cache {
+            llmopt_core::CacheOutcome::Hit => 0,
+            llmopt_core::CacheOutcome::Miss => 1,
+            llmopt_core::CacheOutcome::Bypass => 2,
+        };
+        self.cache_outcomes[outcome_index]
+            .get_or_init(|| {
+                self.cache.get_or_create(&CacheLabels { outcome: cache.to_owned() }).clone()
+            })
+            .inc();
         if let Some(usage) = &record.usage {
-            for (kind, count) in [
-                ("input", usage.input_tokens),
-                ("output", usage.output_tokens),
-                ("cache_read", usage.cache_read_tokens),
-                ("cache_write", usage.cache_write_tokens()),
-            ] {
+            let counts = [
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_read_tokens,
+                usage.cache_write_tokens(),
+            ];
+            for ((kind, count), counter) in TOKEN_KINDS.iter().zip(counts).zip(&series.tokens) {
                 if count > 0 {
-                    self.tokens
-                        .get_or_create(&TokenLabels {
-                            provider: provider.to_owned(),
-                            model: model.to_owned(),
-                            kind: kind.to_owned(),
+                    counter
+                        .get_or_init(|| {
+                            self.tokens
+                                .get_or_create(&TokenLabels {
+                                    provider: provider.to_owned(),
+                                    model: model.to_owned(),
+                                    kind: (*kind).to_owned(),
+                                })
+                                .clone()
                         })
                         .inc_by(count);
                 }
             }
         }
         if let Some(cost) = record.cost.filter(|c| !c.is_zero()) {
-            self.cost_usd.get_or_create(&model_labels).inc_by(cost.as_usd_f64());
+            series
+                .cost_usd
+                .get_or_init(|| self.cost_usd.get_or_create(&model_labels()).clone())
+                .inc_by(cost.as_usd_f64());
         }
         if let Some(saved) = record.saved_cost.filter(|c| !c.is_zero()) {
-            self.saved_usd.get_or_create(&model_labels).inc_by(saved.as_usd_f64());
+            series
+                .saved_usd
+                .get_or_init(|| self.saved_usd.get_or_create(&model_labels()).clone())
+                .inc_by(saved.as_usd_f64());
         }
-        self.latency.get_or_create(&model_labels).observe(record.latency_us as f64 / 1e6);
+        series
+            .latency
+            .get_or_init(|| self.latency.get_or_create(&model_labels()).clone())
+            .observe(record.latency_us as f64 / 1e6);
         if let Some(ttft) = record.ttft_us {
-            self.ttft.get_or_create(&model_labels).observe(ttft as f64 / 1e6);
+            series
+                .ttft
+                .get_or_init(|| self.ttft.get_or_create(&model_labels()).clone())
+                .observe(ttft as f64 / 1e6);
         }
         if let Some(upstream) = record.upstream_us {
             self.overhead.observe(record.latency_us.saturating_sub(upstream) as f64 / 1e6);
         }
+    }
+
+    /// The kept series of one (provider, model), made on first use.
+    fn model_series(&self, provider: &str, model: &str) -> Arc<ModelSeries> {
+        {
+            let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(found) = series.get(provider).and_then(|models| models.get(model)) {
+                return Arc::clone(found);
+            }
+        }
+        let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(
+            series.entry(provider.to_owned()).or_default().entry(model.to_owned()).or_default(),
+        )
     }
 
     pub fn in_flight(&self) -> &Gauge {

@@ -59,15 +59,30 @@ pub async fn messages(State(state): State<AppState>, request: Request) -> Respon
     proxy(state, Protocol::Anthropic, request).await
 }
 
+/// A UUIDv7 request id made from the record's own timestamp: the store then finds the record by
+/// the time its id carries, with no id index entry (see `llmopt_storage::records`). 74 random
+/// bits keep ids made in the same millisecond apart.
+pub fn request_id_at(ts_ms: i64) -> String {
+    match u64::try_from(ts_ms) {
+        Ok(ms) => {
+            let nanos = u32::try_from(ms % 1_000).unwrap_or(0) * 1_000_000;
+            let timestamp = uuid::Timestamp::from_unix(uuid::NoContext, ms / 1_000, nanos);
+            uuid::Uuid::new_v7(timestamp).to_string()
+        }
+        Err(_) => uuid::Uuid::now_v7().to_string(),
+    }
+}
+
 async fn proxy(state: AppState, protocol: Protocol, request: Request) -> Response {
-    let request_id = uuid::Uuid::now_v7().to_string();
+    let ts_ms = state.clock().now_ms();
+    let request_id = request_id_at(ts_ms);
     let span = tracing::info_span!("request", request_id = %request_id);
     let call = Call {
         state: state.clone(),
         runtime: state.runtime(),
         request_id,
         start: Instant::now(),
-        ts_ms: state.clock().now_ms(),
+        ts_ms,
         protocol,
         tenant: None,
         tags: Tags::new(),
@@ -913,6 +928,20 @@ mod tests {
             fingerprint::prefix_fingerprint(&fields),
             fingerprint::prefix_fingerprint(&body)
         );
+    }
+
+    #[test]
+    fn request_ids_carry_the_record_time() {
+        let ts_ms = 1_767_225_600_123;
+        let first = request_id_at(ts_ms);
+        let second = request_id_at(ts_ms);
+        assert_ne!(first, second, "random bits keep ids of one millisecond apart");
+        for id in [&first, &second] {
+            let uuid = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(uuid.get_version_num(), 7);
+            let (secs, nanos) = uuid.get_timestamp().unwrap().to_unix();
+            assert_eq!(secs * 1_000 + u64::from(nanos) / 1_000_000, ts_ms as u64);
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub fn storage_config(section: &StorageSection) -> StorageConfig {
         raw_retention: days(section.raw_retention_days),
         aggregate_retention: days(section.aggregate_retention_days),
         aggregate_window: Duration::from_secs(section.aggregate_window_s.max(1)),
-        ..StorageConfig::default()
+        cache_bytes: section.cache_mb.saturating_mul(1024 * 1024),
     }
 }
 

@@ -7,7 +7,11 @@
 //! label and probing the next hash (open addressing), so a collision costs a probe, never a
 //! wrong merge.
 
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::{
+    collections::BTreeMap,
+    hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState},
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use dashmap::{DashMap, mapref::entry::Entry};
 use hdrhistogram::Histogram;
@@ -157,6 +161,23 @@ impl WindowSlot {
         self.ttft_us.reset();
     }
 
+    /// Adds another slot of the same window (histograms merge exactly).
+    fn merge(&mut self, other: &WindowSlot) {
+        self.count += other.count;
+        self.errors += other.errors;
+        self.cache_hits += other.cache_hits;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cost_picos += other.cost_picos;
+        self.cost_unknown += other.cost_unknown;
+        self.latency_sum_us += other.latency_sum_us;
+        self.ttft_sum_us += other.ttft_sum_us;
+        // Auto-resizing histograms of the same precision: `add` only fails on a precision
+        // mismatch, which cannot happen here.
+        let _ = self.latency_us.add(&other.latency_us);
+        let _ = self.ttft_us.add(&other.ttft_us);
+    }
+
     fn add(&mut self, record: &RequestRecord) {
         self.count += 1;
         self.errors += u64::from(!record.status.is_ok());
@@ -231,6 +252,15 @@ struct Series {
 }
 
 impl Series {
+    fn new(dimension: LiveDimension, first: &str, second: &str, windows_kept: usize) -> Series {
+        Series {
+            dimension,
+            first: first.to_owned(),
+            second: second.to_owned(),
+            slots: (0..windows_kept).map(|_| WindowSlot::empty()).collect(),
+        }
+    }
+
     fn matches(&self, dimension: LiveDimension, first: &str, second: &str) -> bool {
         self.dimension == dimension && self.first == first && self.second == second
     }
@@ -275,6 +305,13 @@ type SeriesMap = DashMap<u64, Series, BuildHasherDefault<PrehashedKey>>;
 #[derive(Debug)]
 pub(crate) struct LiveTable {
     series: SeriesMap,
+    /// Records whose model series could not be created (table full): with the model series
+    /// they make the total, which is therefore exact even when the table is full.
+    unmodelled: std::sync::Mutex<Series>,
+    /// The last window position computed, packed as `window index << 16 | slot`: most records
+    /// fall in the same window as the previous one, and two integer divisions per record are a
+    /// measurable part of the hot path.
+    last_position: AtomicU64,
     seed: u64,
     window_ms: i64,
     windows_kept: usize,
@@ -291,12 +328,20 @@ pub(crate) enum SeriesUpdate {
 
 impl LiveTable {
     pub(crate) fn new(window_ms: i64, windows_kept: usize, max_series: usize) -> LiveTable {
+        let windows_kept = windows_kept.clamp(1, usize::from(u16::MAX));
         LiveTable {
             series: SeriesMap::default(),
+            unmodelled: std::sync::Mutex::new(Series::new(
+                LiveDimension::Total,
+                "",
+                "",
+                windows_kept,
+            )),
+            last_position: AtomicU64::new(u64::MAX),
             // A per-process seed, so that labels chosen by clients cannot be crafted to collide.
             seed: RandomState::new().hash_one(0x6c6c_6d6f_7074_u64),
             window_ms: window_ms.max(1),
-            windows_kept: windows_kept.max(1),
+            windows_kept,
             max_series,
         }
     }
@@ -306,24 +351,41 @@ impl LiveTable {
     }
 
     pub(crate) fn position(&self, now_ms: i64) -> WindowPosition {
-        let window_index = self.window_index(now_ms);
-        WindowPosition {
-            window_index,
-            slot: window_index.rem_euclid(self.windows_kept as i64) as usize,
+        let packed = self.last_position.load(Ordering::Relaxed);
+        if packed != u64::MAX {
+            // Window indexes of real clocks fit in 48 bits (ms / window_ms ≥ 0).
+            let window_index = (packed >> 16) as i64;
+            let start = window_index.saturating_mul(self.window_ms);
+            if now_ms >= start && now_ms - start < self.window_ms {
+                return WindowPosition { window_index, slot: (packed & 0xffff) as usize };
+            }
         }
+        let window_index = self.window_index(now_ms);
+        let slot = window_index.rem_euclid(self.windows_kept as i64) as usize;
+        if (0..1 << 47).contains(&window_index) {
+            self.last_position.store((window_index as u64) << 16 | slot as u64, Ordering::Relaxed);
+        }
+        WindowPosition { window_index, slot }
     }
 
-    /// Adds a record to the total, its model, its tenant and each of its tags. Returns how many
-    /// series could not be created because the table is full.
+    /// Adds a record to its model, its tenant and each of its tags (the total is the sum of the
+    /// models, made when read: one series update fewer per record). Returns how many series
+    /// could not be created because the table is full.
     pub(crate) fn add(&self, position: WindowPosition, record: &RequestRecord) -> u64 {
         let mut refused = 0;
         let mut update = |dimension, first: &str, second: &str| {
-            if self.update(dimension, first, second, position, record) == SeriesUpdate::TableFull {
+            let outcome = self.update(dimension, first, second, position, record);
+            if outcome == SeriesUpdate::TableFull {
                 refused += 1;
             }
+            outcome
         };
-        update(LiveDimension::Total, "", "");
-        update(LiveDimension::Model, record.served_model.as_str(), "");
+        if update(LiveDimension::Model, record.served_model.as_str(), "") == SeriesUpdate::TableFull
+        {
+            let mut unmodelled =
+                self.unmodelled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            add_to_series(&mut unmodelled, position, record);
+        }
         if let Some(tenant) = &record.tenant {
             update(LiveDimension::Tenant, tenant.as_str(), "");
         }
@@ -376,12 +438,7 @@ impl LiveTable {
                     probe += 1;
                 }
                 Entry::Vacant(vacant) => {
-                    let mut series = Series {
-                        dimension,
-                        first: first.to_owned(),
-                        second: second.to_owned(),
-                        slots: (0..self.windows_kept).map(|_| WindowSlot::empty()).collect(),
-                    };
+                    let mut series = Series::new(dimension, first, second, self.windows_kept);
                     add_to_series(&mut series, position, record);
                     vacant.insert(series);
                     return SeriesUpdate::Updated;
@@ -402,27 +459,56 @@ impl LiveTable {
     pub(crate) fn snapshot(&self, now_ms: i64) -> LiveStats {
         let current = self.window_index(now_ms);
         let oldest_kept = current - self.windows_kept as i64 + 1;
+        let in_view = |slot: &WindowSlot| {
+            slot.window_index >= oldest_kept && slot.window_index <= current && slot.count > 0
+        };
+        let windows_of = |slots: &mut dyn Iterator<Item = &WindowSlot>| {
+            let mut windows: Vec<WindowStats> = slots
+                .filter(|slot| in_view(slot))
+                .map(|slot| slot.snapshot(self.window_ms))
+                .collect();
+            windows.sort_by_key(|window| std::cmp::Reverse(window.window_start_ms));
+            windows
+        };
+        // The total: every model series plus the records no model series could take.
+        let mut total: BTreeMap<i64, WindowSlot> = BTreeMap::new();
+        let mut add_to_total = |slots: &[WindowSlot]| {
+            for slot in slots.iter().filter(|slot| in_view(slot)) {
+                total
+                    .entry(slot.window_index)
+                    .or_insert_with(|| {
+                        let mut empty = WindowSlot::empty();
+                        empty.window_index = slot.window_index;
+                        empty
+                    })
+                    .merge(slot);
+            }
+        };
+        add_to_total(
+            &self.unmodelled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).slots,
+        );
         let mut series: Vec<LiveSeries> = self
             .series
             .iter()
             .filter_map(|entry| {
-                let mut windows: Vec<WindowStats> = entry
-                    .slots
-                    .iter()
-                    .filter(|slot| {
-                        slot.window_index >= oldest_kept
-                            && slot.window_index <= current
-                            && slot.count > 0
-                    })
-                    .map(|slot| slot.snapshot(self.window_ms))
-                    .collect();
+                if entry.dimension == LiveDimension::Model {
+                    add_to_total(&entry.slots);
+                }
+                let windows = windows_of(&mut entry.slots.iter());
                 if windows.is_empty() {
                     return None;
                 }
-                windows.sort_by_key(|window| std::cmp::Reverse(window.window_start_ms));
                 Some(LiveSeries { dimension: entry.dimension, label: entry.label(), windows })
             })
             .collect();
+        let total_windows = windows_of(&mut total.values());
+        if !total_windows.is_empty() {
+            series.push(LiveSeries {
+                dimension: LiveDimension::Total,
+                label: String::new(),
+                windows: total_windows,
+            });
+        }
         series.sort_by(|a, b| (a.dimension, &a.label).cmp(&(b.dimension, &b.label)));
         LiveStats {
             now_ms,
@@ -484,7 +570,7 @@ mod tests {
         assert_eq!(series.windows[1].window_start_ms, 1_000);
         assert_eq!(series.windows[0].latency_ms.p50, 3.0);
         // Nothing new for a long time: the series is evicted.
-        assert_eq!(table.evict_idle(10_000), 2, "total and model series both idle");
+        assert_eq!(table.evict_idle(10_000), 1, "the model series is idle (the total is derived)");
         assert_eq!(table.series_count(), 0);
     }
 
@@ -511,10 +597,14 @@ mod tests {
 
     #[test]
     fn table_full_refuses_new_series_but_keeps_old_ones() {
-        let table = LiveTable::new(1_000, 1, 2);
-        assert_eq!(table.add(table.position(0), &record("a", 1)), 0, "total + model a");
-        assert_eq!(table.add(table.position(0), &record("b", 1)), 1, "model b refused");
+        let table = LiveTable::new(1_000, 1, 1);
+        assert_eq!(table.add(table.position(0), &record("a", 1_000)), 0, "model a");
+        assert_eq!(table.add(table.position(0), &record("b", 3_000)), 1, "model b refused");
         let stats = table.snapshot(0);
-        assert_eq!(stats.current(LiveDimension::Total, "").unwrap().count, 2);
+        assert!(stats.series(LiveDimension::Model, "b").is_none());
+        // The total is derived from the model series, plus what none could take: still exact.
+        let total = stats.current(LiveDimension::Total, "").unwrap();
+        assert_eq!(total.count, 2);
+        assert_eq!(total.latency_ms.mean, 2.0);
     }
 }

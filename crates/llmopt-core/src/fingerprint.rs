@@ -65,12 +65,12 @@ pub const FIELDS_NOT_IN_KEY: &[&str] = &[
 pub fn request_fingerprint(body: &Value) -> Fingerprint {
     match body {
         Value::Object(map) => {
-            let kept: serde_json::Map<String, Value> = map
-                .iter()
-                .filter(|(key, _)| !FIELDS_NOT_IN_KEY.contains(&key.as_str()))
-                .map(|(key, value)| (key.clone(), value.clone()))
-                .collect();
-            Fingerprint::of_json(&Value::Object(kept))
+            let mut out = Vec::with_capacity(256);
+            write_object(
+                map.iter().filter(|(key, _)| !FIELDS_NOT_IN_KEY.contains(&key.as_str())),
+                &mut out,
+            );
+            Fingerprint::of_bytes(&out)
         }
         other => Fingerprint::of_json(other),
     }
@@ -96,37 +96,37 @@ pub fn cache_key(tenant: Option<&str>, provider: &str, model: &str, body: &Value
 /// `None` when there is no prefix (a single message and no system prompt or tools).
 pub fn prefix_fingerprint(body: &Value) -> Option<Fingerprint> {
     let messages = body.get("messages").and_then(Value::as_array)?;
-    let mut prefix = serde_json::Map::new();
-    for key in ["system", "tools"] {
-        if let Some(value) = body.get(key) {
-            prefix.insert(key.to_owned(), value.clone());
-        }
-    }
     let head = &messages[..messages.len().saturating_sub(1)];
-    if head.is_empty() && prefix.is_empty() {
+    let system = body.get("system");
+    let tools = body.get("tools");
+    if head.is_empty() && system.is_none() && tools.is_none() {
         return None;
     }
-    prefix.insert("messages".to_owned(), Value::Array(head.to_vec()));
-    Some(Fingerprint::of_json(&Value::Object(prefix)))
+    // The canonical form of `{"messages": head, "system": …, "tools": …}` (keys already in
+    // sorted order), written directly rather than by copying the messages into a new object.
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"messages\":[");
+    for (index, message) in head.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_canonical(message, &mut out);
+    }
+    out.push(b']');
+    for (key, value) in [(&b",\"system\":"[..], system), (&b",\"tools\":"[..], tools)] {
+        if let Some(value) = value {
+            out.extend_from_slice(key);
+            write_canonical(value, &mut out);
+        }
+    }
+    out.push(b'}');
+    Some(Fingerprint::of_bytes(&out))
 }
 
 /// Canonical JSON: sorted keys, no whitespace, numbers as serde_json prints them.
 pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (index, (key, value)) in entries.into_iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                write_string(key, out);
-                out.push(b':');
-                write_canonical(value, out);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_object(map.iter(), out),
         Value::Array(items) => {
             out.push(b'[');
             for (index, item) in items.iter().enumerate() {
@@ -139,12 +139,34 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
         }
         Value::String(text) => write_string(text, out),
         // Scalars have one serde_json spelling each.
-        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+        scalar => write_json(scalar, out),
     }
 }
 
+/// An object's entries with their keys sorted.
+fn write_object<'a>(entries: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut Vec<u8>) {
+    let mut entries: Vec<(&String, &Value)> = entries.collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (index, (key, value)) in entries.into_iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_string(key, out);
+        out.push(b':');
+        write_canonical(value, out);
+    }
+    out.push(b'}');
+}
+
+/// A JSON string with serde_json's escaping, written in place (no `Value`, no `String`).
 fn write_string(text: &str, out: &mut Vec<u8>) {
-    out.extend_from_slice(Value::String(text.to_owned()).to_string().as_bytes());
+    write_json(text, out);
+}
+
+fn write_json<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+    // Writing into a `Vec` cannot fail, and a string, number, bool or null always serialises.
+    let _ = serde_json::to_writer(out, value);
 }
 
 #[cfg(test)]
@@ -202,6 +224,46 @@ mod tests {
         assert!(
             prefix_fingerprint(&json!({"messages": [{"role": "user", "content": "a"}]})).is_none()
         );
+    }
+
+    #[test]
+    fn direct_writers_equal_the_object_they_stand_for() {
+        // Strings that need escaping, unicode, floats, nulls: canonical bytes as serde_json
+        // spells them.
+        let tricky = json!({"z": "quote \" back \\ tab \t nl \n é 😀 \u{1}", "f": 0.1, "n": null});
+        let mut out = Vec::new();
+        write_canonical(&tricky, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"f":0.1,"n":null,"z":"quote \" back \\ tab \t nl \n é 😀 \u0001"}"#
+        );
+        // The prefix fingerprint is the fingerprint of the object it describes, built the slow way.
+        let bodies = [
+            json!({"system": "s", "tools": [{"name": "t"}], "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]}),
+            json!({"system": null, "messages": [{"role": "user", "content": "a"}]}),
+            json!({"tools": [], "messages": [{"role": "user", "content": tricky}, {"role": "user", "content": "x"}]}),
+            json!({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}),
+        ];
+        for body in &bodies {
+            let mut prefix = serde_json::Map::new();
+            for key in ["system", "tools"] {
+                if let Some(value) = body.get(key) {
+                    prefix.insert(key.to_owned(), value.clone());
+                }
+            }
+            let messages = body["messages"].as_array().unwrap();
+            prefix.insert(
+                "messages".to_owned(),
+                Value::Array(messages[..messages.len() - 1].to_vec()),
+            );
+            assert_eq!(
+                prefix_fingerprint(body),
+                Some(Fingerprint::of_json(&Value::Object(prefix)))
+            );
+            let mut kept = body.as_object().unwrap().clone();
+            kept.insert("stream".to_owned(), json!(true));
+            assert_eq!(request_fingerprint(&Value::Object(kept)), Fingerprint::of_json(body));
+        }
     }
 
     #[test]

@@ -59,7 +59,9 @@ impl AnthropicConfig {
 /// A client for one Anthropic upstream; holds one pooled HTTP client for its life.
 pub struct Anthropic {
     config: AnthropicConfig,
-    url: String,
+    /// Parsed once: parsing the URL string on every call cost about 2 % of the gateway's CPU
+    /// (url + idna in a profile of the gateway bench).
+    url: reqwest::Url,
     client: reqwest::Client,
 }
 
@@ -72,7 +74,7 @@ impl fmt::Debug for Anthropic {
 impl Anthropic {
     pub fn new(config: AnthropicConfig) -> Result<Anthropic> {
         let client = http::build_client(&config.timeouts)?;
-        let url = http::join_url(&config.base_url, "v1/messages");
+        let url = http::parse_url(&http::join_url(&config.base_url, "v1/messages"))?;
         Ok(Anthropic { config, url, client })
     }
 
@@ -91,7 +93,7 @@ impl Anthropic {
             request.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("anthropic-version"));
         let mut builder = self
             .client
-            .post(&self.url)
+            .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("x-api-key", self.config.api_key.expose())
             .body(request.to_vec());

@@ -57,7 +57,9 @@ impl OpenAiConfig {
 /// A client for one OpenAI-compatible upstream; holds one pooled HTTP client for its life.
 pub struct OpenAiCompatible {
     config: OpenAiConfig,
-    url: String,
+    /// Parsed once: parsing the URL string on every call cost about 2 % of the gateway's CPU
+    /// (url + idna in a profile of the gateway bench).
+    url: reqwest::Url,
     client: reqwest::Client,
 }
 
@@ -70,7 +72,7 @@ impl fmt::Debug for OpenAiCompatible {
 impl OpenAiCompatible {
     pub fn new(config: OpenAiConfig) -> Result<OpenAiCompatible> {
         let client = http::build_client(&config.timeouts)?;
-        let url = http::join_url(&config.base_url, "chat/completions");
+        let url = http::parse_url(&http::join_url(&config.base_url, "chat/completions"))?;
         Ok(OpenAiCompatible { config, url, client })
     }
 
@@ -87,7 +89,7 @@ impl OpenAiCompatible {
         }
         let mut builder = self
             .client
-            .post(&self.url)
+            .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(request.to_vec());
         if let Some(key) = &self.config.api_key {

@@ -22,7 +22,13 @@ pub const SCHEMA_VERSION: u8 = 1;
 /// Encodes a record in the current schema.
 pub fn encode_record(record: &RequestRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    let mut w = Writer { out: &mut out };
+    encode_record_into(record, &mut out);
+    out
+}
+
+/// Appends the encoding of `record` to `out` (blocks encode their records back to back).
+pub fn encode_record_into(record: &RequestRecord, out: &mut Vec<u8>) {
+    let mut w = Writer { out };
     w.u8(SCHEMA_VERSION);
     w.uvar(u64::from(record.v));
     w.str(record.id.as_str());
@@ -86,7 +92,6 @@ pub fn encode_record(record: &RequestRecord) -> Vec<u8> {
         }
         w.ivar(feedback.ts_ms);
     }
-    out
 }
 
 /// Decodes a record written by this or any older schema.
@@ -454,6 +459,109 @@ impl Reader<'_> {
             _ => Err(bad("fingerprint presence")),
         }
     }
+}
+
+/// The format byte in front of every block of records.
+pub const BLOCK_FORMAT: u8 = 1;
+
+/// One record's place in a block: enough to find a record by id or time without decoding the
+/// others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockEntry {
+    /// 64 bits of the xxh3 fingerprint of the request id ([`id_hash`]).
+    pub id_hash: u64,
+    pub ts_ms: i64,
+    /// Byte range of the encoded record inside the block.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// The hash of a request id that blocks keep in their header.
+pub fn id_hash(id: &str) -> u64 {
+    Fingerprint::of_bytes(id.as_bytes()).0 as u64
+}
+
+/// Encodes a block: the format byte, the entry count, one header entry per record (id hash as
+/// 8 little-endian bytes, timestamp, length), then the encoded records back to back. Entries
+/// are `(id_hash, ts_ms, encoded record)`.
+pub fn encode_block(entries: &[(u64, i64, &[u8])]) -> Vec<u8> {
+    let bodies: usize = entries.iter().map(|(_, _, body)| body.len()).sum();
+    let mut out = Vec::with_capacity(bodies + entries.len() * 16 + 8);
+    let mut w = Writer { out: &mut out };
+    w.u8(BLOCK_FORMAT);
+    w.uvar(entries.len() as u64);
+    for (hash, ts_ms, body) in entries {
+        w.out.extend_from_slice(&hash.to_le_bytes());
+        w.ivar(*ts_ms);
+        w.uvar(body.len() as u64);
+    }
+    for (_, _, body) in entries {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// The header of a block: where each record is, checked against the block's length.
+pub fn decode_block_header(bytes: &[u8]) -> Result<Vec<BlockEntry>, StoreError> {
+    let mut r = Reader { bytes, at: 0 };
+    let format = r.u8()?;
+    if format != BLOCK_FORMAT {
+        return Err(StoreError::Encoding(format!(
+            "block format {format} is not one this version reads ({BLOCK_FORMAT})"
+        )));
+    }
+    let count = usize::try_from(r.uvar()?).map_err(|_| bad("block count"))?;
+    // Each header entry takes at least 10 bytes: a corrupt count cannot allocate much.
+    if count > bytes.len() / 10 {
+        return Err(bad("block count beyond the end"));
+    }
+    let mut entries = Vec::with_capacity(count);
+    for _ in 0..count {
+        let id_hash = u64::from_le_bytes(r.array::<8>()?);
+        let ts_ms = r.ivar()?;
+        let len = usize::try_from(r.uvar()?).map_err(|_| bad("block entry length"))?;
+        entries.push(BlockEntry { id_hash, ts_ms, start: 0, end: len });
+    }
+    let mut at = r.at;
+    for entry in &mut entries {
+        let end = at.checked_add(entry.end).filter(|end| *end <= bytes.len());
+        let end = end.ok_or_else(|| bad("block entry beyond the end"))?;
+        entry.start = at;
+        entry.end = end;
+        at = end;
+    }
+    Ok(entries)
+}
+
+/// The number of records in a block, reading only its first bytes.
+pub fn block_len(bytes: &[u8]) -> Result<u64, StoreError> {
+    let mut r = Reader { bytes, at: 0 };
+    if r.u8()? != BLOCK_FORMAT {
+        return Err(bad("block format"));
+    }
+    r.uvar()
+}
+
+/// The millisecond timestamp a UUIDv7 request id carries (the gateway's ids), if `id` is one.
+/// A record whose id carries its own timestamp needs no id index entry: its block is found by
+/// time.
+pub fn uuid_v7_ms(id: &str) -> Option<i64> {
+    let bytes = id.as_bytes();
+    if bytes.len() != 36 || bytes[14] != b'7' {
+        return None;
+    }
+    for (index, byte) in bytes.iter().enumerate() {
+        let ok = match index {
+            8 | 13 | 18 | 23 => *byte == b'-',
+            _ => byte.is_ascii_hexdigit(),
+        };
+        if !ok {
+            return None;
+        }
+    }
+    let high = u64::from_str_radix(&id[..8], 16).ok()?;
+    let low = u64::from_str_radix(&id[9..13], 16).ok()?;
+    i64::try_from(high << 16 | low).ok()
 }
 
 /// Record keys: the timestamp with its sign bit flipped (so negative times sort first) and a

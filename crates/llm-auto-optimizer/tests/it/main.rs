@@ -8,6 +8,7 @@ mod analyze;
 mod cli;
 mod config;
 mod demo;
+mod deploy_metrics;
 mod proxy;
 mod reload;
 mod router;

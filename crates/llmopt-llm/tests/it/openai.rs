@@ -363,3 +363,18 @@ fn keys_never_appear_in_debug_output() {
     .unwrap();
     assert!(!format!("{anthropic:?}").contains("secret-456"));
 }
+
+#[test]
+fn a_base_url_that_is_not_a_url_is_refused_when_the_client_is_built() {
+    let error = OpenAiCompatible::new(OpenAiConfig::new("openai", "api.openai.com/v1"))
+        .expect_err("no scheme: not a URL");
+    let message = error.to_string();
+    assert!(message.contains("bad base URL `api.openai.com/v1/chat/completions`"), "{message}");
+    let error = llmopt_llm::Anthropic::new(llmopt_llm::AnthropicConfig::new(
+        "anthropic",
+        "http://[::1",
+        "sk-ant-test",
+    ))
+    .expect_err("unclosed IPv6 host");
+    assert!(error.to_string().contains("bad base URL"), "{error}");
+}

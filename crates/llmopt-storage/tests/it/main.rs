@@ -2,6 +2,7 @@
 //! version-1 record fixture, aggregates against raw records, retention.
 
 mod aggregates;
+mod blocks;
 mod conformance;
 mod fixture;
 mod open;
