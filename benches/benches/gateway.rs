@@ -30,6 +30,8 @@
 //!
 //! Run: `cargo bench -p benches --bench gateway` (release). `GATEWAY_BENCH_SECONDS` scales the
 //! duration of each measurement (default 3; `cargo xtask bench --quick` sets 1).
+//! A third, diagnostic variant puts a 5 ms service time on the mock upstream and compares c=32
+//! throughput direct and through the gateway (`diagnostic/gateway_slow_upstream/…`).
 //! `GATEWAY_BENCH_WORKERS=N` runs the gateway child on N tokio workers (0: the current-thread
 //! runtime) instead of the default of one per core, to compare schedulers.
 
@@ -184,7 +186,8 @@ impl llmopt_core::RecordStore for DiscardStore {
     }
 }
 
-async fn mock_upstream() -> SocketAddr {
+/// A mock upstream that answers after `service_time` (zero: at once).
+async fn mock_upstream(service_time: Duration) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
     let address = listener.local_addr().expect("mock address");
     tokio::spawn(async move {
@@ -192,9 +195,12 @@ async fn mock_upstream() -> SocketAddr {
             let Ok((socket, _)) = listener.accept().await else { continue };
             let _ = socket.set_nodelay(true);
             tokio::spawn(async move {
-                let service = service_fn(|request: Request<Incoming>| async move {
+                let service = service_fn(move |request: Request<Incoming>| async move {
                     // Read the whole body, as a real upstream would.
                     let _ = request.into_body().collect().await;
+                    if !service_time.is_zero() {
+                        tokio::time::sleep(service_time).await;
+                    }
                     let mut response =
                         Response::new(Full::new(Bytes::from_static(MOCK_ANSWER.as_bytes())));
                     response.headers_mut().insert(
@@ -400,6 +406,28 @@ fn half_range(values: &[f64]) -> f64 {
     (max - min) / 2.0
 }
 
+/// The gateway's collector counters from its `/metrics`: (written, dropped, queue depth).
+async fn collector_counters(client: &HttpClient, address: SocketAddr) -> (f64, f64, f64) {
+    let url = format!("http://{address}/metrics");
+    let Ok(response) = client.get(url.parse().expect("url")).await else {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    };
+    let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let value = |name: &str| {
+        text.lines()
+            .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (
+        value("llmopt_collector_written"),
+        value("llmopt_collector_dropped"),
+        value("llmopt_collector_queue_depth"),
+    )
+}
+
 async fn wait_ready(client: &HttpClient, address: SocketAddr) {
     let url = format!("http://{address}/ready");
     for _ in 0..500 {
@@ -416,15 +444,65 @@ async fn wait_ready(client: &HttpClient, address: SocketAddr) {
 async fn run() {
     let seconds: f64 =
         std::env::var("GATEWAY_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
-    let upstream = mock_upstream().await;
+    let upstream = mock_upstream(Duration::ZERO).await;
     println!("== the gateway as served: every call recorded to its sled store");
     let served = measure(upstream, seconds, false).await;
     println!();
     println!("== diagnostic: the same gateway, records discarded by the store (proxy cost alone)");
     let diagnostic = measure(upstream, seconds, true).await;
+    println!();
+    println!(
+        "== diagnostic: an upstream that takes {} ms per call (real providers take hundreds)",
+        SLOW_UPSTREAM.as_millis()
+    );
+    let slow = measure_slow_upstream(seconds).await;
     let mut figures = figures_json("gateway", &served);
     figures.extend(figures_json("diagnostic/gateway_no_store", &diagnostic));
+    figures.push(figure(
+        "diagnostic/gateway_slow_upstream/c32/throughput_ratio".to_owned(),
+        "ratio",
+        &slow,
+    ));
     write_figures_file(&figures);
+}
+
+/// Service time of the slow mock upstream of the third variant.
+const SLOW_UPSTREAM: Duration = Duration::from_millis(5);
+
+/// c=32 through the gateway (as served) against an upstream with a service time: whether the
+/// gateway keeps up when the upstream, not the CPU, bounds throughput (with a zero-work mock the
+/// gateway's extra hop costs more CPU than the mock itself does, on the same two cores).
+/// Returns the throughput ratio of each round.
+async fn measure_slow_upstream(seconds: f64) -> Vec<f64> {
+    let duration = Duration::from_secs_f64(seconds);
+    let upstream = mock_upstream(SLOW_UPSTREAM).await;
+    let gateway = GatewayChild::start(upstream, false);
+    let client = http_client();
+    wait_ready(&client, gateway.address).await;
+    let direct_url = format!("http://{upstream}/v1/chat/completions");
+    let gateway_url = format!("http://{}/v1/chat/completions", gateway.address);
+    load(&client, &gateway_url, "gpt-4o-mini", 8, Duration::from_millis(300), true).await;
+    let mut ratios = Vec::new();
+    for round in 0..rounds() {
+        let direct = load(&client, &direct_url, "gpt-4o-mini", 32, duration, true).await;
+        let through = load(&client, &gateway_url, "gpt-4o-mini", 32, duration, true).await;
+        println!(
+            "round {round}: c=32 direct {:.0} rps (p50 {:.0} µs) / gateway {:.0} rps (p50 {:.0} µs), {} errors",
+            direct.throughput,
+            direct.p50_us,
+            through.throughput,
+            through.p50_us,
+            direct.errors + through.errors
+        );
+        ratios.push(through.throughput / direct.throughput);
+    }
+    gateway.stop();
+    println!(
+        "throughput c=32 with a {} ms upstream: {:.3}× direct",
+        SLOW_UPSTREAM.as_millis(),
+        median(ratios.clone())
+    );
+    ratios
 }
 
 /// What one variant measured: per round, the five loads in the order of [`LOADS`]; and the
@@ -547,7 +625,12 @@ async fn measure(upstream: SocketAddr, seconds: f64, discard_records: bool) -> M
         rounds.push([direct_1, gateway_1, direct_32, gateway_32, hits]);
     }
     let (rss_kb, peak_kb) = gateway.memory_kb();
+    let collector = collector_counters(&client, gateway.address).await;
     gateway.stop();
+    println!(
+        "collector after the load: {} written, {} dropped (queue full), queue depth {}",
+        collector.0, collector.1, collector.2
+    );
 
     let pick = |index: usize, f: fn(&Figures) -> f64| {
         median(rounds.iter().map(|r| f(&r[index])).collect())

@@ -78,7 +78,7 @@ impl Default for StorageConfig {
             raw_retention: Some(Duration::from_secs(30 * 24 * 3600)),
             aggregate_retention: Some(Duration::from_secs(400 * 24 * 3600)),
             aggregate_window: Duration::from_secs(60),
-            cache_bytes: 16 * 1024 * 1024,
+            cache_bytes: 8 * 1024 * 1024,
         }
     }
 }
