@@ -24,6 +24,25 @@ fn environment_variables_override_the_default_file() {
 }
 
 #[test]
+fn the_store_cache_size_is_configurable_and_bounded() {
+    Jail::expect_with(|jail| {
+        let source = ConfigSource { base_file: None, env_file: None };
+        let config = source.load().expect("config");
+        assert_eq!(config.storage.cache_mb, 8, "the documented default");
+        assert_eq!(
+            llm_auto_optimizer::server::storage_config(&config.storage).cache_bytes,
+            8 * 1024 * 1024
+        );
+        jail.set_env("OPTIMIZER_STORAGE__CACHE_MB", "64");
+        assert_eq!(source.load().expect("config").storage.cache_mb, 64);
+        jail.set_env("OPTIMIZER_STORAGE__CACHE_MB", "0");
+        let error = source.load().unwrap_err().to_string();
+        assert!(error.contains("storage.cache_mb must be between 1 and 65536 (got 0)"), "{error}");
+        Ok(())
+    });
+}
+
+#[test]
 fn environment_file_layers_over_the_base_and_typos_name_their_key() {
     Jail::expect_with(|jail| {
         jail.create_file("base.toml", "[server]\nlisten = \"127.0.0.1:1000\"\n")?;
