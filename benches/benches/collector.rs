@@ -23,10 +23,7 @@ use std::{
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use llmopt_collector::{Collector, CollectorConfig, OverflowPolicy};
-use llmopt_core::{
-    AggregateQuery, AggregateRow, Feedback, Money, RecordQuery, RecordStore, RequestId,
-    RequestRecord, StoreError, SystemClock, TenantId, Usage,
-};
+use llmopt_core::{Money, RequestRecord, SystemClock, TenantId, Usage};
 use llmopt_storage::{SledStore, StorageConfig};
 
 /// The product binary runs on mimalloc (see `llm-auto-optimizer/src/main.rs`); measure with
@@ -34,37 +31,6 @@ use llmopt_storage::{SledStore, StorageConfig};
 /// collector's writer thread, a cross-thread pattern glibc malloc handles poorly.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// A store that drops what it is given: isolates the hot path from disk.
-#[derive(Debug)]
-struct NullStore;
-
-impl RecordStore for NullStore {
-    fn append(&self, _: &[RequestRecord]) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn scan(&self, _: &RecordQuery) -> Result<Vec<RequestRecord>, StoreError> {
-        Ok(Vec::new())
-    }
-    fn get(&self, _: &RequestId) -> Result<Option<RequestRecord>, StoreError> {
-        Ok(None)
-    }
-    fn add_feedback(&self, _: &RequestId, _: Feedback) -> Result<bool, StoreError> {
-        Ok(false)
-    }
-    fn aggregate(&self, _: &AggregateQuery) -> Result<Vec<AggregateRow>, StoreError> {
-        Ok(Vec::new())
-    }
-    fn delete_before(&self, _: i64) -> Result<u64, StoreError> {
-        Ok(0)
-    }
-    fn count(&self) -> Result<u64, StoreError> {
-        Ok(0)
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
 
 /// A deterministic trace-shaped record.
 pub fn trace_like_record(index: u64, ts_ms: i64, gateway_id: bool) -> RequestRecord {
@@ -121,7 +87,8 @@ fn collector_record(c: &mut Criterion) {
         overflow: OverflowPolicy::Drop,
         ..CollectorConfig::default()
     };
-    let collector = Collector::start(Arc::new(NullStore), Arc::new(SystemClock), config);
+    let collector =
+        Collector::start(Arc::new(benches::DiscardStore), Arc::new(SystemClock), config);
     let ts = now_ms();
     let templates: Vec<RequestRecord> =
         (0..4_096).map(|i| trace_like_record(i, ts, true)).collect();

@@ -126,7 +126,7 @@ async fn serve_discarding(config: llm_auto_optimizer::config::Config) {
     };
     let clock: Arc<dyn llmopt_core::Clock> = Arc::new(llmopt_core::SystemClock);
     let collector = llmopt_collector::Collector::start(
-        Arc::new(DiscardStore),
+        Arc::new(benches::DiscardStore),
         Arc::clone(&clock),
         collector_config(&config.collector),
     );
@@ -140,50 +140,6 @@ async fn serve_discarding(config: llm_auto_optimizer::config::Config) {
         signal.recv().await;
     };
     run_server(listener, state, terminate, Duration::from_secs(2)).await.expect("serve");
-}
-
-/// A record store that keeps nothing: only for the diagnostic variant of this bench.
-#[derive(Debug)]
-struct DiscardStore;
-
-impl llmopt_core::RecordStore for DiscardStore {
-    fn append(&self, _: &[llmopt_core::RequestRecord]) -> Result<(), llmopt_core::StoreError> {
-        Ok(())
-    }
-    fn scan(
-        &self,
-        _: &llmopt_core::RecordQuery,
-    ) -> Result<Vec<llmopt_core::RequestRecord>, llmopt_core::StoreError> {
-        Ok(Vec::new())
-    }
-    fn get(
-        &self,
-        _: &llmopt_core::RequestId,
-    ) -> Result<Option<llmopt_core::RequestRecord>, llmopt_core::StoreError> {
-        Ok(None)
-    }
-    fn add_feedback(
-        &self,
-        _: &llmopt_core::RequestId,
-        _: llmopt_core::Feedback,
-    ) -> Result<bool, llmopt_core::StoreError> {
-        Ok(false)
-    }
-    fn aggregate(
-        &self,
-        _: &llmopt_core::AggregateQuery,
-    ) -> Result<Vec<llmopt_core::AggregateRow>, llmopt_core::StoreError> {
-        Ok(Vec::new())
-    }
-    fn delete_before(&self, _: i64) -> Result<u64, llmopt_core::StoreError> {
-        Ok(0)
-    }
-    fn count(&self) -> Result<u64, llmopt_core::StoreError> {
-        Ok(0)
-    }
-    fn flush(&self) -> Result<(), llmopt_core::StoreError> {
-        Ok(())
-    }
 }
 
 /// A mock upstream that answers after `service_time` (zero: at once).

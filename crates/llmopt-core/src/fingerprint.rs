@@ -137,7 +137,7 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        Value::String(text) => write_string(text, out),
+        Value::String(text) => write_json(text.as_str(), out),
         // Scalars have one serde_json spelling each.
         scalar => write_json(scalar, out),
     }
@@ -152,18 +152,15 @@ fn write_object<'a>(entries: impl Iterator<Item = (&'a String, &'a Value)>, out:
         if index > 0 {
             out.push(b',');
         }
-        write_string(key, out);
+        write_json(key.as_str(), out);
         out.push(b':');
         write_canonical(value, out);
     }
     out.push(b'}');
 }
 
-/// A JSON string with serde_json's escaping, written in place (no `Value`, no `String`).
-fn write_string(text: &str, out: &mut Vec<u8>) {
-    write_json(text, out);
-}
-
+/// A string, number, bool or null as serde_json spells it (strings with its escaping), written
+/// in place: no `Value`, no intermediate `String`.
 fn write_json<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
     // Writing into a `Vec` cannot fail, and a string, number, bool or null always serialises.
     let _ = serde_json::to_writer(out, value);

@@ -214,21 +214,28 @@ type ResponseFacts = (Option<Usage>, Option<String>, Option<String>);
 /// (then [`read_response_tree`] decides, with the same leniency as before).
 fn skim_response(protocol: Protocol, body: &[u8]) -> Option<ResponseFacts> {
     let skim: ResponseSkim<'_> = serde_json::from_slice(body).ok()?;
-    let usage = skim.usage.filter(|usage| !usage.is_null());
-    let (usage, stop_reason) = match protocol {
-        Protocol::OpenAi => (
-            usage.and_then(|usage| Usage::from_openai_usage(&usage).ok()),
-            skim.choices
-                .and_then(|choices| choices.into_iter().next())
-                .and_then(|choice| choice.finish_reason)
-                .map(std::borrow::Cow::into_owned),
-        ),
-        Protocol::Anthropic => (
-            usage.and_then(|usage| Usage::from_anthropic_usage(&usage).ok()),
-            skim.stop_reason.map(std::borrow::Cow::into_owned),
-        ),
+    let stop_reason = match protocol {
+        Protocol::OpenAi => skim
+            .choices
+            .and_then(|choices| choices.into_iter().next())
+            .and_then(|choice| choice.finish_reason),
+        Protocol::Anthropic => skim.stop_reason,
     };
-    Some((usage, skim.model.map(std::borrow::Cow::into_owned), stop_reason))
+    Some((
+        normalised_usage(protocol, skim.usage.as_ref()),
+        skim.model.map(std::borrow::Cow::into_owned),
+        stop_reason.map(std::borrow::Cow::into_owned),
+    ))
+}
+
+/// A `usage` object through the core normaliser of the protocol; `None` when absent, null or
+/// malformed.
+fn normalised_usage(protocol: Protocol, usage: Option<&Value>) -> Option<Usage> {
+    let usage = usage.filter(|usage| !usage.is_null())?;
+    match protocol {
+        Protocol::OpenAi => Usage::from_openai_usage(usage).ok(),
+        Protocol::Anthropic => Usage::from_anthropic_usage(usage).ok(),
+    }
 }
 
 /// The same facts from the parsed tree, for bodies the skim does not accept.
@@ -238,21 +245,15 @@ fn read_response_tree(protocol: Protocol, body: &[u8]) -> Result<ResponseFacts, 
     if !value.is_object() {
         return Err(ProviderError::InvalidResponse("body is not a JSON object".to_owned()));
     }
-    let (usage, stop_reason) = match protocol {
-        Protocol::OpenAi => (
-            Usage::from_openai_response(&value).ok(),
-            value
-                .get("choices")
-                .and_then(|choices| choices.get(0))
-                .and_then(|choice| choice.get("finish_reason"))
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-        ),
-        Protocol::Anthropic => (
-            Usage::from_anthropic_response(&value).ok(),
-            value.get("stop_reason").and_then(Value::as_str).map(str::to_owned),
-        ),
+    let stop_reason = match protocol {
+        Protocol::OpenAi => value
+            .get("choices")
+            .and_then(|choices| choices.get(0))
+            .and_then(|choice| choice.get("finish_reason")),
+        Protocol::Anthropic => value.get("stop_reason"),
     };
+    let stop_reason = stop_reason.and_then(Value::as_str).map(str::to_owned);
+    let usage = normalised_usage(protocol, value.get("usage"));
     let model = value.get("model").and_then(Value::as_str).map(str::to_owned);
     Ok((usage, model, stop_reason))
 }
