@@ -3,8 +3,10 @@
 //!
 //! The gateway runs as a child process (this bench binary re-executed in "gateway mode", which
 //! calls the real `serve` path: sled store, collector, logging at `warn`), so its resident
-//! memory is its own. The mock upstream and the load generator share this process. Everything
-//! shares the machine's cores, as the targets assume.
+//! memory is its own. The mock upstream is a second child process (a hyper server answering a
+//! realistic chat completion), and the load generator is this process: three processes, as when
+//! the other gateways were measured with wrk against a local mock. Everything shares the
+//! machine's cores, as the targets assume.
 //!
 //! Figures, each the median of the rounds (3, or 2 with `LLMOPT_BENCH_QUICK=1`):
 //! - non-streaming calls that go upstream (cache off for the route): concurrency 1 and 32,
@@ -32,8 +34,8 @@
 //! duration of each measurement (default 3; `cargo xtask bench --quick` sets 1).
 //! A third, diagnostic variant puts a 5 ms service time on the mock upstream and compares c=32
 //! throughput direct and through the gateway (`diagnostic/gateway_slow_upstream/…`).
-//! `GATEWAY_BENCH_WORKERS=N` runs the gateway child on N tokio workers (0: the current-thread
-//! runtime) instead of the default of one per core, to compare schedulers.
+//! `GATEWAY_BENCH_THREADS=N` sets the gateway's `server.threads` (default 0: one I/O thread per
+//! core), to compare.
 
 #![allow(clippy::print_stdout, reason = "a bench reports on stdout")]
 
@@ -63,6 +65,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const CHILD_ENV: &str = "LLMOPT_GATEWAY_BENCH_CONFIG";
 const DISCARD_ENV: &str = "LLMOPT_GATEWAY_BENCH_DISCARD";
+const MOCK_ENV: &str = "LLMOPT_GATEWAY_BENCH_MOCK_MS";
 
 /// Rounds per variant: 3 for the full run; 2 in quick mode, still enough for a spread.
 fn rounds() -> usize {
@@ -75,6 +78,10 @@ const MOCK_ANSWER: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","
 fn main() {
     if let Ok(config_path) = std::env::var(CHILD_ENV) {
         run_gateway_child(&config_path);
+        return;
+    }
+    if let Ok(service_ms) = std::env::var(MOCK_ENV) {
+        run_mock_child(service_ms.parse().expect("mock service time in ms"));
         return;
     }
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing useful: only run
@@ -101,15 +108,11 @@ fn run_gateway_child(config_path: &str) {
     };
     let config = source.load().expect("bench config");
     let _guard = llm_auto_optimizer::logging::init(&config.logging).expect("logging");
-    let runtime =
-        match std::env::var("GATEWAY_BENCH_WORKERS").ok().and_then(|w| w.parse::<usize>().ok()) {
-            Some(0) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-            Some(workers) => tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
-                .enable_all()
-                .build(),
-            None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
-        }
+    // As `llm-auto-optimizer serve` does: one control worker; `serve` starts the I/O threads.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
         .expect("runtime");
     if std::env::var(DISCARD_ENV).is_ok() {
         runtime.block_on(serve_discarding(config));
@@ -121,7 +124,7 @@ fn run_gateway_child(config_path: &str) {
 async fn serve_discarding(config: llm_auto_optimizer::config::Config) {
     use llm_auto_optimizer::{
         AppState, Runtime,
-        server::{collector_config, run_server},
+        server::{collector_config, io_threads, run_server_threads},
         state::environment_secrets,
     };
     let clock: Arc<dyn llmopt_core::Clock> = Arc::new(llmopt_core::SystemClock);
@@ -132,6 +135,7 @@ async fn serve_discarding(config: llm_auto_optimizer::config::Config) {
     );
     let listener = TcpListener::bind(config.server.listen).await.expect("bind gateway");
     let secrets = environment_secrets();
+    let threads = io_threads(config.server.threads);
     let runtime = Runtime::build(config, &secrets, None).expect("runtime");
     let state = AppState::new(runtime, collector, clock, secrets, None);
     let terminate = async {
@@ -139,37 +143,83 @@ async fn serve_discarding(config: llm_auto_optimizer::config::Config) {
             .expect("signal");
         signal.recv().await;
     };
-    run_server(listener, state, terminate, Duration::from_secs(2)).await.expect("serve");
+    run_server_threads(listener, threads, state, terminate, Duration::from_secs(2))
+        .await
+        .expect("serve");
 }
 
-/// A mock upstream that answers after `service_time` (zero: at once).
-async fn mock_upstream(service_time: Duration) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
-    let address = listener.local_addr().expect("mock address");
-    tokio::spawn(async move {
-        loop {
-            let Ok((socket, _)) = listener.accept().await else { continue };
-            let _ = socket.set_nodelay(true);
-            tokio::spawn(async move {
-                let service = service_fn(move |request: Request<Incoming>| async move {
-                    // Read the whole body, as a real upstream would.
-                    let _ = request.into_body().collect().await;
-                    if !service_time.is_zero() {
-                        tokio::time::sleep(service_time).await;
-                    }
-                    let mut response =
-                        Response::new(Full::new(Bytes::from_static(MOCK_ANSWER.as_bytes())));
-                    response.headers_mut().insert(
-                        "content-type",
-                        hyper::header::HeaderValue::from_static("application/json"),
-                    );
-                    Ok::<_, Infallible>(response)
-                });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(socket), service).await;
-            });
-        }
+/// Mock child mode: serve [`MOCK_ANSWER`] on an ephemeral loopback port, print the port on
+/// stdout, and serve until killed. The upstream is its own process, as a provider is, and as
+/// the mock was when the other gateways were measured (wrk, gateway and mock as three
+/// processes); a mock inside the load generator's process would answer the direct calls with no
+/// process wakeup at all and make every hop through another process look dearer than it is.
+fn run_mock_child(service_ms: u64) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+        let address = listener.local_addr().expect("mock address");
+        println!("{}", address.port());
+        serve_mock(listener, Duration::from_millis(service_ms)).await;
     });
-    address
+}
+
+/// Answers every request on `listener` with [`MOCK_ANSWER`] after `service_time`.
+async fn serve_mock(listener: TcpListener, service_time: Duration) {
+    loop {
+        let Ok((socket, _)) = listener.accept().await else { continue };
+        let _ = socket.set_nodelay(true);
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| async move {
+                // Read the whole body, as a real upstream would.
+                let _ = request.into_body().collect().await;
+                if !service_time.is_zero() {
+                    tokio::time::sleep(service_time).await;
+                }
+                let mut response =
+                    Response::new(Full::new(Bytes::from_static(MOCK_ANSWER.as_bytes())));
+                response.headers_mut().insert(
+                    "content-type",
+                    hyper::header::HeaderValue::from_static("application/json"),
+                );
+                Ok::<_, Infallible>(response)
+            });
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(socket), service).await;
+        });
+    }
+}
+
+/// The mock upstream as a child process (see [`run_mock_child`]); killed on drop.
+struct MockChild {
+    child: Child,
+    address: SocketAddr,
+}
+
+impl MockChild {
+    fn start(service_time: Duration) -> MockChild {
+        let mut child = Command::new(std::env::current_exe().expect("current exe"))
+            .env(MOCK_ENV, service_time.as_millis().to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the mock upstream");
+        let stdout = child.stdout.take().expect("mock stdout");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+            .expect("mock port");
+        let port: u16 = line.trim().parse().expect("mock port");
+        MockChild { child, address: SocketAddr::from(([127, 0, 0, 1], port)) }
+    }
+}
+
+impl Drop for MockChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn free_port() -> u16 {
@@ -192,6 +242,7 @@ impl GatewayChild {
 [server]
 listen = "127.0.0.1:{port}"
 shutdown_grace_ms = 2000
+threads = {threads}
 [storage]
 path = "{store}"
 [logging]
@@ -212,6 +263,7 @@ provider = "mock"
 cache = true
 "#,
             store = directory.path().join("store").display(),
+            threads = std::env::var("GATEWAY_BENCH_THREADS").unwrap_or_else(|_| "0".to_owned()),
         );
         let config_path = directory.path().join("bench.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -400,12 +452,12 @@ async fn wait_ready(client: &HttpClient, address: SocketAddr) {
 async fn run() {
     let seconds: f64 =
         std::env::var("GATEWAY_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
-    let upstream = mock_upstream(Duration::ZERO).await;
+    let mock = MockChild::start(Duration::ZERO);
     println!("== the gateway as served: every call recorded to its sled store");
-    let served = measure(upstream, seconds, false).await;
+    let served = measure(&mock, seconds, false).await;
     println!();
     println!("== diagnostic: the same gateway, records discarded by the store (proxy cost alone)");
-    let diagnostic = measure(upstream, seconds, true).await;
+    let diagnostic = measure(&mock, seconds, true).await;
     println!();
     println!(
         "== diagnostic: an upstream that takes {} ms per call (real providers take hundreds)",
@@ -431,7 +483,8 @@ const SLOW_UPSTREAM: Duration = Duration::from_millis(5);
 /// Returns the throughput ratio of each round.
 async fn measure_slow_upstream(seconds: f64) -> Vec<f64> {
     let duration = Duration::from_secs_f64(seconds);
-    let upstream = mock_upstream(SLOW_UPSTREAM).await;
+    let mock = MockChild::start(SLOW_UPSTREAM);
+    let upstream = mock.address;
     let gateway = GatewayChild::start(upstream, false);
     let client = http_client();
     wait_ready(&client, gateway.address).await;
@@ -465,6 +518,7 @@ async fn measure_slow_upstream(seconds: f64) -> Vec<f64> {
 /// gateway's memory (kB) when ready, after the load, and at its peak.
 struct Measurement {
     rounds: Vec<[Figures; 5]>,
+    cpu: Vec<CpuPerCall>,
     idle_rss_kb: u64,
     rss_kb: u64,
     peak_kb: u64,
@@ -514,6 +568,16 @@ fn figures_json(prefix: &str, measurement: &Measurement) -> Vec<serde_json::Valu
         out.push(figure(format!("{prefix}/{load}_p50"), "µs", &per_round(&|r| r[index].p50_us)));
         out.push(figure(format!("{prefix}/{load}_p99"), "µs", &per_round(&|r| r[index].p99_us)));
     }
+    out.push(figure(
+        format!("{prefix}/c32/gateway_cpu_per_call"),
+        "µs",
+        &measurement.cpu.iter().map(|c| c.gateway).collect::<Vec<_>>(),
+    ));
+    out.push(figure(
+        format!("{prefix}/c32/mock_cpu_per_call"),
+        "µs",
+        &measurement.cpu.iter().map(|c| c.mock_direct).collect::<Vec<_>>(),
+    ));
     for (name, kb) in [
         ("rss_after_load", measurement.rss_kb),
         ("rss_when_ready", measurement.idle_rss_kb),
@@ -549,9 +613,11 @@ fn write_figures_file(figures: &[serde_json::Value]) {
     }
 }
 
-async fn measure(upstream: SocketAddr, seconds: f64, discard_records: bool) -> Measurement {
+async fn measure(mock: &MockChild, seconds: f64, discard_records: bool) -> Measurement {
     let duration = Duration::from_secs_f64(seconds);
+    let upstream = mock.address;
     let gateway = GatewayChild::start(upstream, discard_records);
+    let processes = [gateway.child.id(), mock.child.id()];
     let client = http_client();
     wait_ready(&client, gateway.address).await;
     let (idle_rss_kb, _) = gateway.memory_kb();
@@ -564,11 +630,23 @@ async fn measure(upstream: SocketAddr, seconds: f64, discard_records: bool) -> M
 
     let round_count = rounds();
     let mut rounds: Vec<[Figures; 5]> = Vec::new();
+    let mut cpu: Vec<CpuPerCall> = Vec::new();
     for round in 0..round_count {
         let direct_1 = load(&client, &direct_url, "gpt-4o-mini", 1, duration, true).await;
         let gateway_1 = load(&client, &gateway_url, "gpt-4o-mini", 1, duration, true).await;
+        let before = processes.map(cpu_ticks);
         let direct_32 = load(&client, &direct_url, "gpt-4o-mini", 32, duration, true).await;
+        let between = processes.map(cpu_ticks);
         let gateway_32 = load(&client, &gateway_url, "gpt-4o-mini", 32, duration, true).await;
+        let after = processes.map(cpu_ticks);
+        let per_call = |from: u64, to: u64, figures: &Figures| {
+            (to - from) as f64 * 1e6 / TICKS_PER_SECOND / figures.requests.max(1) as f64
+        };
+        cpu.push(CpuPerCall {
+            mock_direct: per_call(before[1], between[1], &direct_32),
+            gateway: per_call(between[0], after[0], &gateway_32),
+            mock_through_gateway: per_call(between[1], after[1], &gateway_32),
+        });
         let hits = load(&client, &gateway_url, "cached-model", 1, duration, false).await;
         println!(
             "round {round}: c=1 direct p50 {:.0} µs / gateway p50 {:.0} µs; c=32 direct {:.0} rps / gateway {:.0} rps; hits p99 {:.0} µs",
@@ -623,6 +701,14 @@ async fn measure(upstream: SocketAddr, seconds: f64, discard_records: bool) -> M
     );
     println!("throughput c=32: {ratio:.2}× direct (target ≥ 0.85)");
     println!("cache hit c=1: p99 {:.0} µs (target ≤ 200)", pick(4, |f| f.p99_us));
+    let cpu_median = |f: fn(&CpuPerCall) -> f64| median(cpu.iter().map(f).collect());
+    println!(
+        "CPU time per call at c=32 (user + system, from /proc): gateway {:.1} µs; the mock \
+         upstream {:.1} µs when called directly, {:.1} µs when called through the gateway",
+        cpu_median(|c| c.gateway),
+        cpu_median(|c| c.mock_direct),
+        cpu_median(|c| c.mock_through_gateway)
+    );
     let through_gateway: u64 =
         rounds.iter().map(|r| r[1].requests + r[3].requests + r[4].requests).sum();
     println!(
@@ -633,5 +719,29 @@ async fn measure(upstream: SocketAddr, seconds: f64, discard_records: bool) -> M
         peak_kb as f64 / 1024.0
     );
     println!("errors: {total_errors} of {total_requests} requests");
-    Measurement { rounds, idle_rss_kb, rss_kb, peak_kb }
+    Measurement { rounds, cpu, idle_rss_kb, rss_kb, peak_kb }
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU time (user + system, in clock ticks) a process has used so far; 0 if unreadable.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let field = |index: usize| fields.get(index).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+/// CPU time per call (µs) in one round's c=32 loads: what the gateway costs next to what the
+/// upstream costs, a figure the machine's noise moves far less than latency.
+struct CpuPerCall {
+    gateway: f64,
+    mock_direct: f64,
+    mock_through_gateway: f64,
 }

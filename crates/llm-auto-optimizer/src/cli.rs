@@ -360,9 +360,12 @@ fn serve(config_file: Option<PathBuf>) -> Result<()> {
     let source = ConfigSource::discover(config_file.as_deref());
     let config = source.load()?;
     let _log_guard = llm_auto_optimizer::logging::init(&config.logging)?;
+    // Connections are served by the I/O threads `serve` starts (`server.threads`); this
+    // runtime only accepts them and runs background work, for which one worker is enough.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
-        .thread_name("llmopt-worker")
+        .thread_name("llmopt-control")
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(llm_auto_optimizer::server::serve(source, config))?;

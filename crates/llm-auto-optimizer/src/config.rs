@@ -72,11 +72,17 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// How long shutdown waits for in-flight requests before it stops them.
     pub shutdown_grace_ms: u64,
+    /// I/O threads serving connections, each a single-threaded runtime; 0: one per core.
+    pub threads: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> ServerConfig {
-        ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), shutdown_grace_ms: 10_000 }
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_grace_ms: 10_000,
+            threads: 0,
+        }
     }
 }
 
@@ -406,6 +412,12 @@ impl Config {
     /// Cross-field checks serde cannot express.
     pub fn validate(&self) -> Result<()> {
         let mut problems = Vec::new();
+        if self.server.threads > 1_024 {
+            problems.push(format!(
+                "server.threads must be between 0 (one per core) and 1024 (got {})",
+                self.server.threads
+            ));
+        }
         if !(1..=65_536).contains(&self.storage.cache_mb) {
             problems.push(format!(
                 "storage.cache_mb must be between 1 and 65536 (got {})",

@@ -1,14 +1,17 @@
 //! `serve`: open the store, start the collector, build the runtime, listen, watch the
 //! configuration, and shut down gracefully.
 
-use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use axum::serve::ListenerExt;
+use axum::serve::{Listener, ListenerExt};
 use llmopt_collector::{Collector, CollectorConfig, OverflowPolicy};
 use llmopt_core::{Clock, SystemClock};
 use llmopt_storage::{SledStore, StorageConfig};
 use notify::{RecursiveMode, Watcher};
-use tokio::{net::TcpListener, sync::mpsc};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::mpsc,
+};
 
 use crate::{
     config::{CollectorSection, Config, ConfigSource, OverflowMode, StorageSection},
@@ -60,6 +63,7 @@ pub async fn serve(source: ConfigSource, config: Config) -> Result<()> {
     let collector =
         Collector::start(store.records(), Arc::clone(&clock), collector_config(&config.collector));
     let listen = config.server.listen;
+    let threads = io_threads(config.server.threads);
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let secrets = environment_secrets();
     let runtime = Runtime::build(config, &secrets, None)?;
@@ -95,9 +99,10 @@ pub async fn serve(source: ConfigSource, config: Config) -> Result<()> {
     let _watcher = watch_config(&source, state.clone())?;
     spawn_retention(store.clone(), Arc::clone(&clock));
     let listener = TcpListener::bind(listen).await?;
-    tracing::info!(address = %listener.local_addr()?, "listening");
+    tracing::info!(address = %listener.local_addr()?, threads, "listening");
     state.set_ready(true);
-    let result = run_server(listener, state.clone(), shutdown_signal(), grace).await;
+    let result =
+        run_server_threads(listener, threads, state.clone(), shutdown_signal(), grace).await;
     state.set_ready(false);
     let flushed = tokio::task::spawn_blocking(move || {
         if let Err(error) = closed_loop.optimizer().engine().checkpoint() {
@@ -128,11 +133,158 @@ pub async fn run_server(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> Result<()> {
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
+    let listener = listener.tap_io(set_nodelay);
+    serve_listener(listener, state, shutdown, grace).await
+}
+
+fn set_nodelay(stream: &mut TcpStream) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
+    }
+}
+
+/// The number of I/O threads `server.threads` asks for (0: one per core).
+pub fn io_threads(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// Serves `state` on `threads` I/O threads, each running its own single-threaded tokio
+/// runtime, until `shutdown` resolves; then each waits at most `grace` for its requests in
+/// flight. An acceptor on the calling runtime hands accepted connections to the threads in
+/// turn, and a connection stays on its thread: the server side of a request, its handler and
+/// its upstream call run on one thread, with none of the wakeups between workers a
+/// work-stealing runtime makes for every request (thread per core, as Envoy's workers and
+/// Pingora without work stealing). The gateway bench measured one thread at 57–60 µs of CPU per
+/// proxied call against 70–78 µs on tokio's two-worker runtime.
+pub async fn run_server_threads(
+    listener: TcpListener,
+    threads: usize,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<()> {
+    let local = listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<()>>();
+    let mut senders = Vec::with_capacity(threads.max(1));
+    let mut handles = Vec::with_capacity(threads.max(1));
+    for index in 0..threads.max(1) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        senders.push(sender);
+        let state = state.clone();
+        let mut stop = stop_rx.clone();
+        let done = done_tx.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("llmopt-io-{index}"))
+            .spawn(move || {
+                let stopped = async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                };
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(Error::Io)
+                    .and_then(|runtime| {
+                        let listener = HandedListener { receiver, local };
+                        runtime.block_on(serve_listener(listener, state, stopped, grace))
+                    });
+                let _ = done.send(result);
+            })
+            .map_err(Error::Io)?;
+        handles.push(handle);
+    }
+    drop(done_tx);
+    let acceptor = async move {
+        let mut next = 0;
+        loop {
+            let (mut stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::error!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            set_nodelay(&mut stream);
+            match stream.into_std() {
+                Ok(stream) => {
+                    // A thread that is gone has reported why through `done`.
+                    let _ = senders[next].send((stream, peer));
+                    next = (next + 1) % senders.len();
+                }
+                Err(error) => tracing::warn!(%error, "cannot hand over a connection"),
+            }
         }
-    });
+    };
+    let early = tokio::select! {
+        () = shutdown => None,
+        () = acceptor => None,
+        result = done_rx.recv() => result,
+    };
+    // The acceptor is dropped here: no new connections. Then every thread finishes.
+    let _ = stop_tx.send(true);
+    let mut outcome = match early {
+        Some(Err(error)) => Err(error),
+        Some(Ok(())) | None => Ok(()),
+    };
+    while let Some(result) = done_rx.recv().await {
+        if outcome.is_ok() {
+            outcome = result;
+        }
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        for handle in handles {
+            let _ = handle.join();
+        }
+    })
+    .await;
+    outcome
+}
+
+/// The connections the acceptor hands to one I/O thread, as a listener axum can serve.
+struct HandedListener {
+    receiver: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl Listener for HandedListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            match self.receiver.recv().await {
+                // Registers the socket with this thread's reactor.
+                Some((stream, peer)) => match TcpStream::from_std(stream) {
+                    Ok(stream) => return (stream, peer),
+                    Err(error) => tracing::warn!(%error, "cannot take over a connection"),
+                },
+                // The acceptor is gone: shutdown has begun, and ends this server.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// Serves `state` on any listener until `shutdown` resolves, then waits at most `grace`.
+async fn serve_listener<L>(
+    listener: L,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<()>
+where
+    L: Listener,
+    L::Addr: std::fmt::Debug,
+{
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     let not_ready = state.clone();
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {

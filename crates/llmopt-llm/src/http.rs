@@ -1,4 +1,4 @@
-//! What the two HTTP clients share: one pooled reqwest `Client` per provider, the three
+//! What the two HTTP clients share: pooled reqwest `Client`s (one per provider and thread), the three
 //! timeouts, mapping of error statuses to [`ProviderError`] kinds, `Retry-After` parsing, the
 //! headers worth passing back, and turning a whole body into a [`ChatResponse`].
 
@@ -40,10 +40,37 @@ impl Default for Timeouts {
     }
 }
 
-/// Builds the one client a provider keeps for its whole life, so that connections are pooled
-/// and reused. `TCP_NODELAY` is on: without it Nagle's algorithm meets delayed ACK and adds
-/// ~40 ms per request on loopback (DESIGN.md, performance notes).
-pub(crate) fn build_client(timeouts: &Timeouts) -> Result<reqwest::Client> {
+/// A provider's pooled HTTP clients, one per thread that calls it. A pooled connection is
+/// driven by a task on the runtime that opened it; the gateway serves on several
+/// single-threaded runtimes, and a request that borrowed a connection opened by another thread
+/// would wake that thread twice per call. With one client per thread, a call's connection is
+/// always driven by the thread that makes the call.
+pub(crate) struct ThreadClients {
+    timeouts: Timeouts,
+    clients: thread_local::ThreadLocal<reqwest::Client>,
+}
+
+impl ThreadClients {
+    /// Builds the calling thread's client at once, so that a client that cannot be built is a
+    /// configuration error, not a failure of the first call.
+    pub(crate) fn new(timeouts: Timeouts) -> Result<ThreadClients> {
+        let clients = thread_local::ThreadLocal::new();
+        clients.get_or_try(|| build_client(&timeouts))?;
+        Ok(ThreadClients { timeouts, clients })
+    }
+
+    /// This thread's client.
+    pub(crate) fn get(&self) -> Result<&reqwest::Client, ProviderError> {
+        self.clients.get_or_try(|| build_client(&self.timeouts)).map_err(|error| {
+            ProviderError::Transport(format!("cannot build an HTTP client: {error}"))
+        })
+    }
+}
+
+/// Builds a client whose connections are pooled and reused. `TCP_NODELAY` is on: without it
+/// Nagle's algorithm meets delayed ACK and adds ~40 ms per request on loopback (DESIGN.md,
+/// performance notes).
+fn build_client(timeouts: &Timeouts) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .tcp_nodelay(true)
         .connect_timeout(timeouts.connect)
@@ -343,6 +370,17 @@ pub(crate) async fn call_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_thread_gets_its_own_pooled_client() {
+        let clients = ThreadClients::new(Timeouts::default()).unwrap();
+        let here = std::ptr::from_ref(clients.get().unwrap());
+        assert_eq!(here, std::ptr::from_ref(clients.get().unwrap()), "one client per thread");
+        let there = std::thread::scope(|scope| {
+            scope.spawn(|| std::ptr::from_ref(clients.get().unwrap()) as usize).join().unwrap()
+        });
+        assert_ne!(here as usize, there, "another thread has its own client (and pool)");
+    }
 
     #[test]
     fn retry_after_forms() {

@@ -43,6 +43,27 @@ fn the_store_cache_size_is_configurable_and_bounded() {
 }
 
 #[test]
+fn server_threads_default_to_one_per_core_and_are_bounded() {
+    Jail::expect_with(|jail| {
+        let source = ConfigSource { base_file: None, env_file: None };
+        let config = source.load().expect("config");
+        assert_eq!(config.server.threads, 0, "the documented default");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(llm_auto_optimizer::server::io_threads(config.server.threads), cores);
+        jail.set_env("OPTIMIZER_SERVER__THREADS", "3");
+        let config = source.load().expect("config");
+        assert_eq!(llm_auto_optimizer::server::io_threads(config.server.threads), 3);
+        jail.set_env("OPTIMIZER_SERVER__THREADS", "1025");
+        let error = source.load().unwrap_err().to_string();
+        assert!(error.contains("server.threads must be between 0"), "{error}");
+        jail.set_env("OPTIMIZER_SERVER__THREADS", "-1");
+        let error = source.load().unwrap_err().to_string().to_lowercase();
+        assert!(error.contains("threads"), "{error}");
+        Ok(())
+    });
+}
+
+#[test]
 fn environment_file_layers_over_the_base_and_typos_name_their_key() {
     Jail::expect_with(|jail| {
         jail.create_file("base.toml", "[server]\nlisten = \"127.0.0.1:1000\"\n")?;

@@ -6,7 +6,7 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 use llm_auto_optimizer::{
     AppState, Runtime,
     config::{Config, ConfigSource, from_toml_str},
-    server::run_server,
+    server::run_server_threads,
     state::SecretSource,
 };
 use llmopt_collector::{Collector, CollectorConfig, OverflowPolicy};
@@ -110,7 +110,7 @@ impl TestGateway {
     }
 }
 
-/// A gateway serving on a real loopback port until dropped.
+/// A gateway serving on a real loopback port until dropped, on I/O threads as `serve` does.
 pub struct RunningGateway {
     pub gateway: TestGateway,
     pub addr: SocketAddr,
@@ -128,7 +128,9 @@ impl RunningGateway {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            run_server(listener, state, shutdown, Duration::from_secs(5)).await.unwrap();
+            // Two I/O threads, as `serve` runs on a two-core machine: connections are spread
+            // over both, so every end-to-end test also crosses threads.
+            run_server_threads(listener, 2, state, shutdown, Duration::from_secs(5)).await.unwrap();
         });
         RunningGateway { gateway, addr, stop: Some(stop), task: Some(task) }
     }
