@@ -344,14 +344,7 @@ fn optimize(config_file: Option<PathBuf>, json: bool) -> Result<()> {
         report.rejected.len()
     );
     for proposal in &report.proposals {
-        println!(
-            "  {:<15} {:>10.2} USD/day [{:.2}, {:.2}]  {}",
-            proposal.strategy.as_str(),
-            proposal.saving.usd_per_day,
-            proposal.saving.low,
-            proposal.saving.high,
-            proposal.summary
-        );
+        println!("{}", llm_auto_optimizer::demo::proposal_line(proposal));
     }
     Ok(())
 }

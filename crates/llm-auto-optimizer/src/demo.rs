@@ -774,15 +774,7 @@ fn write_report(report: &DemoReport, out: &mut (dyn Write + Send)) -> Result<()>
     )?;
     writeln!(out, "\nproposals after the baseline ({}):", report.proposals.len())?;
     for proposal in report.proposals.iter().take(12) {
-        writeln!(
-            out,
-            "  {:<15} {:>10.2} USD/day [{:.2}, {:.2}]  {}",
-            proposal.strategy.as_str(),
-            proposal.saving.usd_per_day,
-            proposal.saving.low,
-            proposal.saving.high,
-            proposal.summary
-        )?;
+        writeln!(out, "{}", proposal_line(proposal))?;
     }
     if report.proposals.len() > 12 {
         writeln!(out, "  … and {} more", report.proposals.len() - 12)?;
@@ -841,4 +833,17 @@ fn write_report(report: &DemoReport, out: &mut (dyn Write + Send)) -> Result<()>
         report.oracle_reference * 100.0
     )?;
     Ok(())
+}
+
+/// One proposal as the demo and `optimize` print it: strategy, saving per day with its interval,
+/// summary.
+pub fn proposal_line(proposal: &llmopt_optimizer::Proposal) -> String {
+    format!(
+        "  {:<15} {:>10.2} USD/day [{:.2}, {:.2}]  {}",
+        proposal.strategy.as_str(),
+        proposal.saving.usd_per_day,
+        proposal.saving.low,
+        proposal.saving.high,
+        proposal.summary
+    )
 }

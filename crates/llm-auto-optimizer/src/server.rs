@@ -169,9 +169,10 @@ pub async fn run_server_threads(
     let local = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<()>>();
-    let mut senders = Vec::with_capacity(threads.max(1));
-    let mut handles = Vec::with_capacity(threads.max(1));
-    for index in 0..threads.max(1) {
+    let threads = threads.max(1);
+    let mut senders = Vec::with_capacity(threads);
+    let mut handles = Vec::with_capacity(threads);
+    for index in 0..threads {
         let (sender, receiver) = mpsc::unbounded_channel();
         senders.push(sender);
         let state = state.clone();
