@@ -23,7 +23,8 @@ use std::{
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use llmopt_collector::{Collector, CollectorConfig, OverflowPolicy};
-use llmopt_core::{Money, RequestRecord, SystemClock, TenantId, Usage};
+use benches::trace_like_record;
+use llmopt_core::{RequestRecord, SystemClock};
 use llmopt_storage::{SledStore, StorageConfig};
 
 /// The product binary runs on mimalloc (see `llm-auto-optimizer/src/main.rs`); measure with
@@ -31,50 +32,6 @@ use llmopt_storage::{SledStore, StorageConfig};
 /// collector's writer thread, a cross-thread pattern glibc malloc handles poorly.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// A deterministic trace-shaped record.
-pub fn trace_like_record(index: u64, ts_ms: i64, gateway_id: bool) -> RequestRecord {
-    // SplitMix64 of the index: cheap, deterministic, well spread.
-    let mut z = index.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    let model = ["gpt-4o", "gpt-4o-mini", "claude-haiku-4-5"][(z % 3) as usize];
-    let id = if gateway_id {
-        // What the gateway makes: a UUIDv7 of the record's own millisecond.
-        let ts = uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            ts_ms.div_euclid(1_000) as u64,
-            (ts_ms.rem_euclid(1_000) * 1_000_000) as u32,
-        );
-        uuid::Uuid::new_v7(ts).to_string()
-    } else {
-        format!("req-{index:012}")
-    };
-    let mut record = RequestRecord::new(id, ts_ms, "openai", model);
-    record.tenant = Some(TenantId::new(
-        ["acme", "globex", "initech", "umbrella", "hooli"][(z >> 8) as usize % 5],
-    ));
-    record.tags.insert(
-        "feature".to_owned(),
-        ["chat", "search", "summarise"][(z >> 16) as usize % 3].to_owned(),
-    );
-    // Azure conversation trace: context 1..~8k tokens, generated 1..~700.
-    let input = 200 + (z >> 20) % 4_000;
-    let output = 10 + (z >> 32) % 600;
-    let cached = if (z >> 40).is_multiple_of(3) { input / 2 } else { 0 };
-    record.usage = Some(Usage {
-        input_tokens: input,
-        cache_read_tokens: cached,
-        output_tokens: output,
-        ..Usage::default()
-    });
-    record.cost = Some(Money::from_micros((input + 4 * output) as i64));
-    record.latency_us = 150_000 + output * 20_000 + (z >> 48) % 50_000;
-    record.ttft_us = Some(80_000 + (z >> 44) % 120_000);
-    record.stream = (z >> 50).is_multiple_of(2);
-    record
-}
 
 fn now_ms() -> i64 {
     use llmopt_core::Clock;
@@ -100,7 +57,7 @@ fn collector_record(c: &mut Criterion) {
                 templates[next].clone()
             },
             |record| black_box(collector.record(record)),
-            BatchSize::SmallInput,
+            BatchSize::NumIterations(64),
         )
     });
     let metrics = collector.metrics();

@@ -285,17 +285,7 @@ cache = true
     }
 
     fn memory_kb(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|line| line.starts_with(name))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|value| value.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        benches::memory_kb(self.child.id())
     }
 
     fn stop(mut self) {
@@ -471,7 +461,7 @@ async fn run() {
         "ratio",
         &slow,
     ));
-    write_figures_file(&figures);
+    benches::write_figures_file("gateway", &figures);
 }
 
 /// Service time of the slow mock upstream of the third variant.
@@ -578,6 +568,11 @@ fn figures_json(prefix: &str, measurement: &Measurement) -> Vec<serde_json::Valu
         "µs",
         &measurement.cpu.iter().map(|c| c.mock_direct).collect::<Vec<_>>(),
     ));
+    out.push(figure(
+        format!("{prefix}/c32/load_generator_cpu_per_call"),
+        "µs",
+        &measurement.cpu.iter().map(|c| c.client_direct).collect::<Vec<_>>(),
+    ));
     for (name, kb) in [
         ("rss_after_load", measurement.rss_kb),
         ("rss_when_ready", measurement.idle_rss_kb),
@@ -593,31 +588,11 @@ fn figures_json(prefix: &str, measurement: &Measurement) -> Vec<serde_json::Valu
     out
 }
 
-/// Writes `gateway.json` where `cargo xtask bench` reads figure files; a failure to write is
-/// reported, not fatal: the table on stdout has the same numbers.
-fn write_figures_file(figures: &[serde_json::Value]) {
-    let directory = std::env::var_os("LLMOPT_BENCH_FIGURES_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            // Cargo runs benches in `benches/`: the workspace's target is one level up.
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-figures")
-        });
-    let path = directory.join("gateway.json");
-    let written = std::fs::create_dir_all(&directory).and_then(|()| {
-        let text = serde_json::to_string_pretty(figures).map_err(std::io::Error::other)?;
-        std::fs::write(&path, text)
-    });
-    match written {
-        Ok(()) => println!("figures: {}", path.display()),
-        Err(error) => eprintln!("gateway bench: writing {}: {error}", path.display()),
-    }
-}
-
 async fn measure(mock: &MockChild, seconds: f64, discard_records: bool) -> Measurement {
     let duration = Duration::from_secs_f64(seconds);
     let upstream = mock.address;
     let gateway = GatewayChild::start(upstream, discard_records);
-    let processes = [gateway.child.id(), mock.child.id()];
+    let processes = [gateway.child.id(), mock.child.id(), std::process::id()];
     let client = http_client();
     wait_ready(&client, gateway.address).await;
     let (idle_rss_kb, _) = gateway.memory_kb();
@@ -646,6 +621,8 @@ async fn measure(mock: &MockChild, seconds: f64, discard_records: bool) -> Measu
             mock_direct: per_call(before[1], between[1], &direct_32),
             gateway: per_call(between[0], after[0], &gateway_32),
             mock_through_gateway: per_call(between[1], after[1], &gateway_32),
+            client_direct: per_call(before[2], between[2], &direct_32),
+            client_through_gateway: per_call(between[2], after[2], &gateway_32),
         });
         let hits = load(&client, &gateway_url, "cached-model", 1, duration, false).await;
         println!(
@@ -704,10 +681,13 @@ async fn measure(mock: &MockChild, seconds: f64, discard_records: bool) -> Measu
     let cpu_median = |f: fn(&CpuPerCall) -> f64| median(cpu.iter().map(f).collect());
     println!(
         "CPU time per call at c=32 (user + system, from /proc): gateway {:.1} µs; the mock \
-         upstream {:.1} µs when called directly, {:.1} µs when called through the gateway",
+         upstream {:.1} µs when called directly, {:.1} µs when called through the gateway; \
+         the load generator {:.1} µs direct, {:.1} µs through the gateway",
         cpu_median(|c| c.gateway),
         cpu_median(|c| c.mock_direct),
-        cpu_median(|c| c.mock_through_gateway)
+        cpu_median(|c| c.mock_through_gateway),
+        cpu_median(|c| c.client_direct),
+        cpu_median(|c| c.client_through_gateway)
     );
     let through_gateway: u64 =
         rounds.iter().map(|r| r[1].requests + r[3].requests + r[4].requests).sum();
@@ -744,4 +724,6 @@ struct CpuPerCall {
     gateway: f64,
     mock_direct: f64,
     mock_through_gateway: f64,
+    client_direct: f64,
+    client_through_gateway: f64,
 }

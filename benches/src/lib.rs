@@ -2,8 +2,8 @@
 //! by `cargo xtask bench`.
 
 use llmopt_core::{
-    AggregateQuery, AggregateRow, Feedback, RecordQuery, RecordStore, RequestId, RequestRecord,
-    StoreError,
+    AggregateQuery, AggregateRow, Feedback, Money, RecordQuery, RecordStore, RequestId,
+    RequestRecord, StoreError, TenantId, Usage,
 };
 
 /// A record store that keeps nothing: isolates what a bench measures (the collector's hot
@@ -36,4 +36,88 @@ impl RecordStore for DiscardStore {
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// A deterministic record shaped like the Azure LLM inference trace (conversation service):
+/// context and generated token counts drawn from its ranges, three models, five tenants, a
+/// feature tag, realistic latencies. Synthetic, so the benches run without the trace file.
+/// `gateway_id`: a UUIDv7 id of the record's own millisecond (what the gateway makes), else an
+/// id that does not carry its time (`req-000000000042`, as batch ingest may bring).
+pub fn trace_like_record(index: u64, ts_ms: i64, gateway_id: bool) -> RequestRecord {
+    // SplitMix64 of the index: cheap, deterministic, well spread.
+    let mut z = index.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let model = ["gpt-4o", "gpt-4o-mini", "claude-haiku-4-5"][(z % 3) as usize];
+    let id = if gateway_id {
+        // What the gateway makes: a UUIDv7 of the record's own millisecond.
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            ts_ms.div_euclid(1_000) as u64,
+            (ts_ms.rem_euclid(1_000) * 1_000_000) as u32,
+        );
+        uuid::Uuid::new_v7(ts).to_string()
+    } else {
+        format!("req-{index:012}")
+    };
+    let mut record = RequestRecord::new(id, ts_ms, "openai", model);
+    record.tenant = Some(TenantId::new(
+        ["acme", "globex", "initech", "umbrella", "hooli"][(z >> 8) as usize % 5],
+    ));
+    record.tags.insert(
+        "feature".to_owned(),
+        ["chat", "search", "summarise"][(z >> 16) as usize % 3].to_owned(),
+    );
+    // Azure conversation trace: context 1..~8k tokens, generated 1..~700.
+    let input = 200 + (z >> 20) % 4_000;
+    let output = 10 + (z >> 32) % 600;
+    let cached = if (z >> 40).is_multiple_of(3) { input / 2 } else { 0 };
+    record.usage = Some(Usage {
+        input_tokens: input,
+        cache_read_tokens: cached,
+        output_tokens: output,
+        ..Usage::default()
+    });
+    record.cost = Some(Money::from_micros((input + 4 * output) as i64));
+    record.latency_us = 150_000 + output * 20_000 + (z >> 48) % 50_000;
+    record.ttft_us = Some(80_000 + (z >> 44) % 120_000);
+    record.stream = (z >> 50).is_multiple_of(2);
+    record
+}
+
+/// Writes `<name>.json` where `cargo xtask bench` reads figure files
+/// (`LLMOPT_BENCH_FIGURES_DIR`, else `target/bench-figures`). A failure to write is reported,
+/// not fatal: the bench's table on stdout has the same numbers.
+pub fn write_figures_file(name: &str, figures: &[serde_json::Value]) {
+    let directory = std::env::var_os("LLMOPT_BENCH_FIGURES_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            // Cargo runs benches in `benches/`: the workspace's target is one level up.
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-figures")
+        });
+    let path = directory.join(format!("{name}.json"));
+    let written = std::fs::create_dir_all(&directory).and_then(|()| {
+        let text = serde_json::to_string_pretty(figures).map_err(std::io::Error::other)?;
+        std::fs::write(&path, text)
+    });
+    match written {
+        Ok(()) => println!("figures: {}", path.display()),
+        Err(error) => eprintln!("{name} bench: writing {}: {error}", path.display()),
+    }
+}
+
+/// Resident and peak resident memory of a process in KiB (`VmRSS`, `VmHWM` of
+/// `/proc/<pid>/status`), 0 where unknown.
+pub fn memory_kb(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }

@@ -346,8 +346,14 @@ pub fn tag_label(key: &str, value: &str) -> Vec<u8> {
     label
 }
 
-pub fn parse_agg_key(key: &[u8]) -> Option<AggKey> {
+/// The window start of an aggregate key, without decoding its label.
+pub fn parse_agg_window_start(key: &[u8]) -> Option<i64> {
     let time: [u8; 8] = key.get(8..16)?.try_into().ok()?;
+    Some(crate::codec::time_from_bytes(time))
+}
+
+pub fn parse_agg_key(key: &[u8]) -> Option<AggKey> {
+    let window_start_ms = parse_agg_window_start(key)?;
     let dimension = Dimension::from_code(*key.get(16)?)?;
     let label = key.get(17..)?;
     let (first, second) = if dimension == Dimension::Tag {
@@ -359,7 +365,7 @@ pub fn parse_agg_key(key: &[u8]) -> Option<AggKey> {
     } else {
         (String::from_utf8(label.to_vec()).ok()?, String::new())
     };
-    Some(AggKey { window_start_ms: crate::codec::time_from_bytes(time), dimension, first, second })
+    Some(AggKey { window_start_ms, dimension, first, second })
 }
 
 /// Calls `visit` with every aggregate key a record contributes to, for one stored window. Keys

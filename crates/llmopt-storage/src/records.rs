@@ -57,9 +57,16 @@ pub const BLOCK_RECORDS: usize = 64;
 pub const BLOCK_SPAN_MS: i64 = 100;
 
 /// Aggregate states kept in memory between batches, so that a batch does not re-read and
-/// re-decode the histograms of the current window every time. Bounded: cleared when it grows
-/// past this many groups.
-const AGG_CACHE_LIMIT: usize = 1_024;
+/// re-decode the histograms of the current window every time. A state holds two HDR histograms
+/// (about 20 KB once a window has seen latencies of seconds), so the cache is bounded twice:
+/// after each batch it keeps only the newest [`AGG_CACHE_WINDOWS`] windows it holds (records
+/// arrive roughly in time order: older windows are rarely touched again), and it is cleared when
+/// it grows past this many groups anyway (many tenants or tag values in one window).
+const AGG_CACHE_LIMIT: usize = 256;
+
+/// Windows of aggregate states kept in memory between batches: the newest one and the one
+/// before (records that started late in the previous window still arrive, as calls end).
+const AGG_CACHE_WINDOWS: i64 = 2;
 
 /// Blocks handled per sled batch during retention (bounds the memory of one pass).
 const DELETE_CHUNK: usize = 1_024;
@@ -546,6 +553,15 @@ impl SledRecordStore {
     }
 }
 
+/// Drops the cached states of windows older than the newest [`AGG_CACHE_WINDOWS`] the cache
+/// holds (all of them written back already: called after the batch's states are encoded).
+fn evict_old_windows(cache: &mut HashMap<Vec<u8>, CachedAggregate>, window_ms: i64) {
+    let window_start = |key: &[u8]| aggregates::parse_agg_window_start(key).unwrap_or(i64::MIN);
+    let Some(newest) = cache.keys().map(|key| window_start(key)).max() else { return };
+    let oldest_kept = newest.saturating_sub((AGG_CACHE_WINDOWS - 1).saturating_mul(window_ms));
+    cache.retain(|key, cached| cached.dirty || window_start(key) >= oldest_kept);
+}
+
 /// The aggregate state for `key`, from the cache or the tree, marked dirty.
 fn cached_state<'a>(
     cache: &'a mut HashMap<Vec<u8>, CachedAggregate>,
@@ -878,6 +894,7 @@ impl SledRecordStore {
                 cached.dirty = false;
             }
         }
+        evict_old_windows(cache, window_ms);
         // The id tree was written above; then blocks, the indexes, aggregates. A kill in between
         // can leave an index entry whose block is missing: every reader skips those.
         self.blocks.apply_batch(blocks_batch).map_err(|error| self.err(error))?;

@@ -123,3 +123,28 @@ fn aggregates_follow_duplicates_and_outlive_raw_records() {
     assert!(records.scan(&RecordQuery::range(T0, T0 + 3_000_000)).unwrap().is_empty());
     assert_rows_close(&records.aggregate(&query).unwrap(), &expected, "after raw retention");
 }
+
+#[test]
+fn late_records_merge_with_windows_already_written_and_evicted_from_memory() {
+    // The store keeps only the newest windows' states in memory between batches. Append every
+    // other 100-record chunk first, then the rest: the second pass lands in windows written
+    // long before (and evicted), which must be read back and merged, not started afresh.
+    let (_dir, store) = fresh_store(StorageConfig::default());
+    let records = workload();
+    let chunks: Vec<&[llmopt_core::RequestRecord]> = records.chunks(100).collect();
+    for chunk in chunks.iter().step_by(2).chain(chunks.iter().skip(1).step_by(2)) {
+        store.records().append(chunk).unwrap();
+    }
+    for group_by in [GroupBy::Total, GroupBy::Model, GroupBy::Tag("feature".into())] {
+        let query = AggregateQuery {
+            from_ms: T0,
+            to_ms: T0 + 3_000_000,
+            window_ms: 60_000,
+            group_by,
+            filter: RecordFilter::default(),
+        };
+        let expected = aggregate_records(&query, records.iter());
+        assert_eq!(expected.len() % 50, 0, "every one-minute window has rows");
+        assert_rows_close(&store.records().aggregate(&query).unwrap(), &expected, "late records");
+    }
+}
