@@ -21,9 +21,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use benches::trace_like_record;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use llmopt_collector::{Collector, CollectorConfig, OverflowPolicy};
-use benches::trace_like_record;
 use llmopt_core::{RequestRecord, SystemClock};
 use llmopt_storage::{SledStore, StorageConfig};
 

@@ -327,6 +327,19 @@ async fn load(
     duration: Duration,
     unique_bodies: bool,
 ) -> Figures {
+    load_with_headers(client, url, &[], model, concurrency, duration, unique_bodies).await
+}
+
+/// [`load`] with extra request headers (another gateway's routing headers).
+async fn load_with_headers(
+    client: &HttpClient,
+    url: &str,
+    headers: &[(&'static str, String)],
+    model: &str,
+    concurrency: usize,
+    duration: Duration,
+    unique_bodies: bool,
+) -> Figures {
     let counter = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -336,6 +349,7 @@ async fn load(
         let client = client.clone();
         let url = url.to_owned();
         let model = model.to_owned();
+        let headers = headers.to_vec();
         let counter = Arc::clone(&counter);
         let errors = Arc::clone(&errors);
         workers.push(tokio::spawn(async move {
@@ -343,10 +357,15 @@ async fn load(
             while Instant::now() < deadline {
                 let unique =
                     if unique_bodies { counter.fetch_add(1, Ordering::Relaxed) } else { 0 };
-                let request = Request::post(&url)
+                let mut request = Request::post(&url)
                     .header("content-type", "application/json")
                     .body(Full::new(request_body(&model, unique)))
                     .expect("request");
+                for (name, value) in &headers {
+                    if let Ok(value) = hyper::header::HeaderValue::from_str(value) {
+                        request.headers_mut().insert(*name, value);
+                    }
+                }
                 let sent = Instant::now();
                 let ok = match client.request(request).await {
                     Ok(response) => {
@@ -461,7 +480,153 @@ async fn run() {
         "ratio",
         &slow,
     ));
+    if let Some(script) = portkey_script() {
+        println!();
+        println!("== competitor: Portkey's open-source gateway (Node.js), same mock, same load");
+        figures.extend(measure_portkey(&mock, seconds, &script).await);
+    } else {
+        println!();
+        println!(
+            "(no competitor measured: run scripts/bench/install-competitors.sh, or set \
+             {PORTKEY_ENV}, to measure Portkey's gateway in the same run)"
+        );
+    }
     benches::write_figures_file("gateway", &figures);
+}
+
+const PORTKEY_ENV: &str = "GATEWAY_BENCH_PORTKEY";
+
+/// Portkey's `start-server.js`: from `GATEWAY_BENCH_PORTKEY`, else where
+/// `scripts/bench/install-competitors.sh` puts it; `None` when neither exists.
+fn portkey_script() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os(PORTKEY_ENV).map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "../target/competitors/portkey/node_modules/@portkey-ai/gateway/build/start-server.js",
+        )
+    });
+    path.is_file().then_some(path)
+}
+
+/// The same direct-versus-gateway comparison (c=1 latency, c=32 throughput, CPU per call, memory
+/// after the load) against Portkey's gateway run by Node.js, routed to the same mock upstream
+/// through its custom-host headers. Figures under `competitor/portkey/…` (unjudged).
+async fn measure_portkey(
+    mock: &MockChild,
+    seconds: f64,
+    script: &std::path::Path,
+) -> Vec<serde_json::Value> {
+    let duration = Duration::from_secs_f64(seconds);
+    let port = free_port();
+    let Ok(mut child) = Command::new("node")
+        .arg(script)
+        .arg(format!("--port={port}"))
+        .arg("--headless")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        println!("node did not start: competitor skipped");
+        return Vec::new();
+    };
+    let client = http_client();
+    let upstream = mock.address;
+    let direct_url = format!("http://{upstream}/v1/chat/completions");
+    let portkey_url = format!("http://127.0.0.1:{port}/v1/chat/completions");
+    let headers = [
+        ("x-portkey-provider", "openai".to_owned()),
+        ("x-portkey-custom-host", format!("http://{upstream}/v1")),
+        ("authorization", "Bearer sk-bench".to_owned()),
+    ];
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    let mut ready = false;
+    while Instant::now() < ready_by && !ready {
+        let probe = load_with_headers(
+            &client,
+            &portkey_url,
+            &headers,
+            "gpt-4o-mini",
+            1,
+            Duration::from_millis(50),
+            true,
+        )
+        .await;
+        ready = probe.requests > 0 && probe.errors == 0;
+        if !ready {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    if !ready {
+        println!("Portkey's gateway did not answer within 30 s: competitor skipped");
+        let _ = child.kill();
+        let _ = child.wait();
+        return Vec::new();
+    }
+    // Warm-up, longer than ours: V8 compiles the hot paths first.
+    load_with_headers(
+        &client,
+        &portkey_url,
+        &headers,
+        "gpt-4o-mini",
+        8,
+        Duration::from_secs(2),
+        true,
+    )
+    .await;
+    let processes = [child.id(), mock.child.id()];
+    let mut added_p50 = Vec::new();
+    let mut added_p99 = Vec::new();
+    let mut ratios = Vec::new();
+    let mut cpu = Vec::new();
+    let mut errors = 0;
+    for round in 0..rounds() {
+        let direct_1 = load(&client, &direct_url, "gpt-4o-mini", 1, duration, true).await;
+        let portkey_1 =
+            load_with_headers(&client, &portkey_url, &headers, "gpt-4o-mini", 1, duration, true)
+                .await;
+        let direct_32 = load(&client, &direct_url, "gpt-4o-mini", 32, duration, true).await;
+        let before = processes.map(cpu_ticks);
+        let portkey_32 =
+            load_with_headers(&client, &portkey_url, &headers, "gpt-4o-mini", 32, duration, true)
+                .await;
+        let after = processes.map(cpu_ticks);
+        errors += portkey_1.errors + portkey_32.errors;
+        println!(
+            "round {round}: c=1 direct p50 {:.0} µs / Portkey p50 {:.0} µs; c=32 direct {:.0} rps / Portkey {:.0} rps",
+            direct_1.p50_us, portkey_1.p50_us, direct_32.throughput, portkey_32.throughput
+        );
+        added_p50.push(portkey_1.p50_us - direct_1.p50_us);
+        added_p99.push(portkey_1.p99_us - direct_1.p99_us);
+        ratios.push(portkey_32.throughput / direct_32.throughput);
+        cpu.push(
+            (after[0] - before[0]) as f64 * 1e6
+                / TICKS_PER_SECOND
+                / portkey_32.requests.max(1) as f64,
+        );
+    }
+    let (rss_kb, _) = benches::memory_kb(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "Portkey added latency c=1: p50 {:+.0} µs, p99 {:+.0} µs; throughput c=32 {:.2}× direct; \
+         CPU per call {:.1} µs; RSS after load {:.1} MB; {errors} errors",
+        median(added_p50.clone()),
+        median(added_p99.clone()),
+        median(ratios.clone()),
+        median(cpu.clone()),
+        rss_kb as f64 / 1024.0
+    );
+    vec![
+        figure("competitor/portkey/c1/added_latency_p50".to_owned(), "µs", &added_p50),
+        figure("competitor/portkey/c1/added_latency_p99".to_owned(), "µs", &added_p99),
+        figure("competitor/portkey/c32/throughput_ratio".to_owned(), "ratio", &ratios),
+        figure("competitor/portkey/c32/gateway_cpu_per_call".to_owned(), "µs", &cpu),
+        serde_json::json!({
+            "name": "competitor/portkey/rss_after_load",
+            "median": rss_kb as f64 / 1024.0,
+            "unit": "MiB",
+            "spread": null,
+        }),
+    ]
 }
 
 /// Service time of the slow mock upstream of the third variant.

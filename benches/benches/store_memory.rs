@@ -1,6 +1,6 @@
 //! Memory of the sled record store as records accumulate (issue 3: "never grows memory without
 //! bound"). Each variant runs in a fresh child process (resident memory is per process) that
-//! appends trace-shaped records to a new `SledStore` with the default configuration (8 MiB sled
+//! appends trace-shaped records to a new `SledStore` with the default configuration (2 MiB sled
 //! cache) in the batches the collector's writer would hand it, and reports its RSS every tenth
 //! of the way.
 //!
@@ -73,7 +73,8 @@ fn main() {
             println!("  {count:>9} records  {:>6.1} MiB", *kb as f64 / 1024.0);
         }
         let (half_records, half_kb) = points[points.len() / 2 - 1];
-        let growth = (last_kb as f64 - half_kb as f64) / 1024.0
+        let growth = (last_kb as f64 - half_kb as f64)
+            / 1024.0
             / ((last_records - half_records) as f64 / 100_000.0);
         println!("  growth over the second half: {growth:+.2} MiB per 100,000 records");
         figures.push(serde_json::json!({
@@ -149,8 +150,5 @@ fn run_child(spec: &str) {
             next_report += step;
         }
     }
-    eprintln!(
-        "store_memory child: {records} records in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("store_memory child: {records} records in {:.1} s", started.elapsed().as_secs_f64());
 }

@@ -5,8 +5,8 @@
 //!
 //! # What it runs
 //! - Every `[[bench]]` of `benches/Cargo.toml` whose file exists in `benches/benches/` (one file
-//!   per area: core, collector, storage, store_memory, analytics, experiments, client, gateway), or only the
-//!   areas named on the command line.
+//!   per area: core, collector, storage, store_memory, analytics, experiments, client,
+//!   gateway), or only the areas named on the command line.
 //! - First one build of all their binaries: `cargo bench -p benches --no-run --bench A --bench B
 //!   …` (JSON messages give each executable). One cargo invocation shares the work: with the
 //!   release profile's fat LTO and one codegen unit, each bench binary's link is a long

@@ -104,7 +104,7 @@ impl Default for StorageSection {
             raw_retention_days: 30,
             aggregate_retention_days: 400,
             aggregate_window_s: 60,
-            cache_mb: 8,
+            cache_mb: 2,
         }
     }
 }

@@ -28,10 +28,10 @@ fn the_store_cache_size_is_configurable_and_bounded() {
     Jail::expect_with(|jail| {
         let source = ConfigSource { base_file: None, env_file: None };
         let config = source.load().expect("config");
-        assert_eq!(config.storage.cache_mb, 8, "the documented default");
+        assert_eq!(config.storage.cache_mb, 2, "the documented default");
         assert_eq!(
             llm_auto_optimizer::server::storage_config(&config.storage).cache_bytes,
-            8 * 1024 * 1024
+            2 * 1024 * 1024
         );
         jail.set_env("OPTIMIZER_STORAGE__CACHE_MB", "64");
         assert_eq!(source.load().expect("config").storage.cache_mb, 64);
