@@ -36,6 +36,15 @@
 //! throughput direct and through the gateway (`diagnostic/gateway_slow_upstream/…`).
 //! `GATEWAY_BENCH_THREADS=N` sets the gateway's `server.threads` (default 0: one I/O thread per
 //! core), to compare.
+//!
+//! CPU time per call at c=32 (from `/proc/<pid>/stat`) is printed for the gateway, the mock and
+//! this load generator: at c=32 the machine is CPU-bound, so the throughput ratio is the direct
+//! CPU per call over the proxied one, and those figures say where it goes.
+//!
+//! Competitor (optional, unjudged): when Portkey's open-source gateway is installed
+//! (`scripts/bench/install-competitors.sh`, or `GATEWAY_BENCH_PORTKEY=<start-server.js>`), the
+//! same comparison runs against it (Node.js, routed to the same mock through its custom-host
+//! headers) and files `competitor/portkey/…` figures.
 
 #![allow(clippy::print_stdout, reason = "a bench reports on stdout")]
 
