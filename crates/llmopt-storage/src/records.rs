@@ -61,8 +61,9 @@ pub const BLOCK_SPAN_MS: i64 = 100;
 /// (about 20 KB once a window has seen latencies of seconds), so the cache is bounded twice:
 /// after each batch it keeps only the newest [`AGG_CACHE_WINDOWS`] windows it holds (records
 /// arrive roughly in time order: older windows are rarely touched again), and it is cleared when
-/// it grows past this many groups anyway (many tenants or tag values in one window).
-const AGG_CACHE_LIMIT: usize = 256;
+/// it grows past this many groups anyway (thousands of tenants or tag values in two windows;
+/// ~20 MB at worst).
+const AGG_CACHE_LIMIT: usize = 1_024;
 
 /// Windows of aggregate states kept in memory between batches: the newest one and the one
 /// before (records that started late in the previous window still arrive, as calls end).
