@@ -126,6 +126,17 @@ fn looks_like_sled_dir(path: &Path) -> bool {
     path.join("conf").is_file() && path.join("db").is_file()
 }
 
+/// Whether sled failed to open because another handle holds the directory's lock (sled reports
+/// it as an I/O error of kind `Other` with this text).
+fn is_lock_error(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
+        || io.to_string().starts_with("could not acquire lock"))
+}
+
+/// Attempts at taking the data directory's lock, [`LOCK_RETRY_PAUSE`] apart.
+const LOCK_ATTEMPTS: u32 = 20;
+const LOCK_RETRY_PAUSE: Duration = Duration::from_millis(25);
+
 impl SledStore {
     /// Opens (or creates) the data directory at `path`.
     pub fn open(path: &Path, config: StorageConfig) -> Result<SledStore> {
@@ -151,8 +162,28 @@ impl SledStore {
             .cache_capacity(config.cache_bytes);
         // sled reports most damage as `Corruption`, but some damaged files make it panic while
         // recovering; neither may take the process down.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sled_config.open()));
+        let open = || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sled_config.open()));
+        let mut opened = open();
+        // The directory's lock is still held for a moment after this process dropped its last
+        // handle (sled's I/O threads finish writing first). Wait that out, briefly: another
+        // process holding it still gets its error within half a second.
+        let mut attempts = 1;
+        while attempts < LOCK_ATTEMPTS && matches!(&opened, Ok(Err(error)) if is_lock_error(error))
+        {
+            std::thread::sleep(LOCK_RETRY_PAUSE);
+            opened = open();
+            attempts += 1;
+        }
         let db = match opened {
+            Ok(Err(error)) if is_lock_error(&error) => {
+                return Err(io_error(
+                    path,
+                    format!(
+                        "the data directory is locked by another process (another \
+                         llm-auto-optimizer on the same storage.path?): {error}"
+                    ),
+                ));
+            }
             Ok(Ok(db)) => db,
             Ok(Err(sled::Error::Io(error))) => {
                 // sled reports unreadable or truncated files as I/O errors of kind `InvalidData`

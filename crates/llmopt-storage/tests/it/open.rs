@@ -96,3 +96,24 @@ fn damaged_files_are_an_error_not_a_panic() {
         other => panic!("expected an error naming the path, got {other:?}"),
     }
 }
+
+#[test]
+fn a_directory_in_use_is_an_error_naming_the_lock_and_a_closed_one_reopens_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let store = SledStore::open(&path, StorageConfig::default()).unwrap();
+    store.records().append(&[full_record(1, 1_767_225_600_000, "gpt-4o", "acme")]).unwrap();
+    match SledStore::open(&path, StorageConfig::default()) {
+        Err(StoreError::Io { path: named, message }) => {
+            assert_eq!(named, path.display().to_string());
+            assert!(message.contains("locked by another process"), "{message}");
+        }
+        other => panic!("a second open of a directory in use must fail, got {other:?}"),
+    }
+    // Closed: reopening right away works, even while sled's threads let go of the lock.
+    drop(store);
+    for _ in 0..5 {
+        let store = SledStore::open(&path, StorageConfig::default()).unwrap();
+        assert_eq!(store.records().count().unwrap(), 1);
+    }
+}
