@@ -743,6 +743,11 @@ fn figures_json(prefix: &str, measurement: &Measurement) -> Vec<serde_json::Valu
         &measurement.cpu.iter().map(|c| c.mock_direct).collect::<Vec<_>>(),
     ));
     out.push(figure(
+        format!("{prefix}/c1/gateway_cpu_per_call"),
+        "µs",
+        &measurement.cpu.iter().map(|c| c.gateway_c1).collect::<Vec<_>>(),
+    ));
+    out.push(figure(
         format!("{prefix}/c32/load_generator_cpu_per_call"),
         "µs",
         &measurement.cpu.iter().map(|c| c.client_direct).collect::<Vec<_>>(),
@@ -782,7 +787,9 @@ async fn measure(mock: &MockChild, seconds: f64, discard_records: bool) -> Measu
     let mut cpu: Vec<CpuPerCall> = Vec::new();
     for round in 0..round_count {
         let direct_1 = load(&client, &direct_url, "gpt-4o-mini", 1, duration, true).await;
+        let before_1 = cpu_ticks(processes[0]);
         let gateway_1 = load(&client, &gateway_url, "gpt-4o-mini", 1, duration, true).await;
+        let after_1 = cpu_ticks(processes[0]);
         let before = processes.map(cpu_ticks);
         let direct_32 = load(&client, &direct_url, "gpt-4o-mini", 32, duration, true).await;
         let between = processes.map(cpu_ticks);
@@ -797,6 +804,7 @@ async fn measure(mock: &MockChild, seconds: f64, discard_records: bool) -> Measu
             mock_through_gateway: per_call(between[1], after[1], &gateway_32),
             client_direct: per_call(before[2], between[2], &direct_32),
             client_through_gateway: per_call(between[2], after[2], &gateway_32),
+            gateway_c1: per_call(before_1, after_1, &gateway_1),
         });
         let hits = load(&client, &gateway_url, "cached-model", 1, duration, false).await;
         println!(
@@ -863,6 +871,11 @@ async fn measure(mock: &MockChild, seconds: f64, discard_records: bool) -> Measu
         cpu_median(|c| c.client_direct),
         cpu_median(|c| c.client_through_gateway)
     );
+    println!(
+        "CPU time per call at c=1: gateway {:.1} µs (the rest of the added latency is waiting: \
+         two more process wake-ups per call)",
+        cpu_median(|c| c.gateway_c1)
+    );
     let through_gateway: u64 =
         rounds.iter().map(|r| r[1].requests + r[3].requests + r[4].requests).sum();
     println!(
@@ -900,4 +913,7 @@ struct CpuPerCall {
     mock_through_gateway: f64,
     client_direct: f64,
     client_through_gateway: f64,
+    /// The gateway's CPU per call at c=1 (no batching of events: its cost per call on an idle
+    /// machine, next to which the two wake-ups it adds are the rest of the added latency).
+    gateway_c1: f64,
 }
