@@ -629,12 +629,7 @@ async fn measure_portkey(
         figure("competitor/portkey/c1/added_latency_p99".to_owned(), "µs", &added_p99),
         figure("competitor/portkey/c32/throughput_ratio".to_owned(), "ratio", &ratios),
         figure("competitor/portkey/c32/gateway_cpu_per_call".to_owned(), "µs", &cpu),
-        serde_json::json!({
-            "name": "competitor/portkey/rss_after_load",
-            "median": rss_kb as f64 / 1024.0,
-            "unit": "MiB",
-            "spread": null,
-        }),
+        benches::reading("competitor/portkey/rss_after_load", "MiB", rss_kb as f64 / 1024.0),
     ]
 }
 
@@ -732,37 +727,23 @@ fn figures_json(prefix: &str, measurement: &Measurement) -> Vec<serde_json::Valu
         out.push(figure(format!("{prefix}/{load}_p50"), "µs", &per_round(&|r| r[index].p50_us)));
         out.push(figure(format!("{prefix}/{load}_p99"), "µs", &per_round(&|r| r[index].p99_us)));
     }
-    out.push(figure(
-        format!("{prefix}/c32/gateway_cpu_per_call"),
-        "µs",
-        &measurement.cpu.iter().map(|c| c.gateway).collect::<Vec<_>>(),
-    ));
-    out.push(figure(
-        format!("{prefix}/c32/mock_cpu_per_call"),
-        "µs",
-        &measurement.cpu.iter().map(|c| c.mock_direct).collect::<Vec<_>>(),
-    ));
-    out.push(figure(
-        format!("{prefix}/c1/gateway_cpu_per_call"),
-        "µs",
-        &measurement.cpu.iter().map(|c| c.gateway_c1).collect::<Vec<_>>(),
-    ));
-    out.push(figure(
-        format!("{prefix}/c32/load_generator_cpu_per_call"),
-        "µs",
-        &measurement.cpu.iter().map(|c| c.client_direct).collect::<Vec<_>>(),
-    ));
+    type Of = fn(&CpuPerCall) -> f64;
+    let cpu_figures: [(&str, Of); 4] = [
+        ("c32/gateway_cpu_per_call", |c| c.gateway),
+        ("c32/mock_cpu_per_call", |c| c.mock_direct),
+        ("c1/gateway_cpu_per_call", |c| c.gateway_c1),
+        ("c32/load_generator_cpu_per_call", |c| c.client_direct),
+    ];
+    for (name, of) in cpu_figures {
+        let per_round: Vec<f64> = measurement.cpu.iter().map(of).collect();
+        out.push(figure(format!("{prefix}/{name}"), "µs", &per_round));
+    }
     for (name, kb) in [
         ("rss_after_load", measurement.rss_kb),
         ("rss_when_ready", measurement.idle_rss_kb),
         ("rss_peak", measurement.peak_kb),
     ] {
-        out.push(serde_json::json!({
-            "name": format!("{prefix}/{name}"),
-            "median": kb as f64 / 1024.0,
-            "unit": "MiB",
-            "spread": null,
-        }));
+        out.push(benches::reading(format!("{prefix}/{name}"), "MiB", kb as f64 / 1024.0));
     }
     out
 }

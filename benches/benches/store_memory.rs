@@ -77,18 +77,16 @@ fn main() {
             / 1024.0
             / ((last_records - half_records) as f64 / 100_000.0);
         println!("  growth over the second half: {growth:+.2} MiB per 100,000 records");
-        figures.push(serde_json::json!({
-            "name": format!("store_memory/{}/rss_after_{last_records}_records", variant.name),
-            "median": last_kb as f64 / 1024.0,
-            "unit": "MiB",
-            "spread": null,
-        }));
-        figures.push(serde_json::json!({
-            "name": format!("store_memory/{}/growth_per_100k_records", variant.name),
-            "median": growth,
-            "unit": "MiB",
-            "spread": null,
-        }));
+        figures.push(benches::reading(
+            format!("store_memory/{}/rss_after_{last_records}_records", variant.name),
+            "MiB",
+            last_kb as f64 / 1024.0,
+        ));
+        figures.push(benches::reading(
+            format!("store_memory/{}/growth_per_100k_records", variant.name),
+            "MiB",
+            growth,
+        ));
     }
     benches::write_figures_file("store_memory", &figures);
 }

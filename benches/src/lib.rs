@@ -86,6 +86,12 @@ pub fn trace_like_record(index: u64, ts_ms: i64, gateway_id: bool) -> RequestRec
     record
 }
 
+/// A one-off reading (a memory size, a single run) in the figure-file format of
+/// `xtask/src/bench.rs`: no spread.
+pub fn reading(name: impl Into<String>, unit: &str, value: f64) -> serde_json::Value {
+    serde_json::json!({ "name": name.into(), "median": value, "unit": unit, "spread": null })
+}
+
 /// Writes `<name>.json` where `cargo xtask bench` reads figure files
 /// (`LLMOPT_BENCH_FIGURES_DIR`, else `target/bench-figures`). A failure to write is reported,
 /// not fatal: the bench's table on stdout has the same numbers.
