@@ -111,12 +111,12 @@ fn main() {
 /// variant) the same gateway whose records go to a store that discards them, to tell the cost
 /// of the proxy from the cost of storing every record.
 fn run_gateway_child(config_path: &str) {
-    let source = llm_auto_optimizer::config::ConfigSource {
+    let source = llmopt_gateway::config::ConfigSource {
         base_file: Some(config_path.into()),
         env_file: None,
     };
     let config = source.load().expect("bench config");
-    let _guard = llm_auto_optimizer::logging::init(&config.logging).expect("logging");
+    let _guard = llmopt_gateway::logging::init(&config.logging).expect("logging");
     // As `llm-auto-optimizer serve` does: one control worker; `serve` starts the I/O threads.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -126,27 +126,27 @@ fn run_gateway_child(config_path: &str) {
     if std::env::var(DISCARD_ENV).is_ok() {
         runtime.block_on(serve_discarding(config));
     } else {
-        runtime.block_on(llm_auto_optimizer::server::serve(source, config)).expect("serve");
+        runtime.block_on(llmopt_gateway::server::serve(source, config)).expect("serve");
     }
 }
 
-async fn serve_discarding(config: llm_auto_optimizer::config::Config) {
-    use llm_auto_optimizer::{
-        AppState, Runtime,
-        server::{collector_config, io_threads, run_server_threads},
+async fn serve_discarding(config: llmopt_gateway::config::Config) {
+    use llmopt_gateway::{
+        AppState, GatewayInit, Stores,
+        server::{io_threads, run_server_threads},
         state::environment_secrets,
     };
-    let clock: Arc<dyn llmopt_core::Clock> = Arc::new(llmopt_core::SystemClock);
-    let collector = llmopt_collector::Collector::start(
-        Arc::new(benches::DiscardStore),
-        Arc::clone(&clock),
-        collector_config(&config.collector),
-    );
     let listener = TcpListener::bind(config.server.listen).await.expect("bind gateway");
-    let secrets = environment_secrets();
     let threads = io_threads(config.server.threads);
-    let runtime = Runtime::build(config, &secrets, None).expect("runtime");
-    let state = AppState::new(runtime, collector, clock, secrets, None);
+    let stores = Stores { records: Arc::new(benches::DiscardStore), ..Stores::memory() };
+    let state = AppState::build(GatewayInit {
+        config,
+        stores,
+        clock: Arc::new(llmopt_core::SystemClock),
+        secrets: environment_secrets(),
+        config_source: None,
+    })
+    .expect("gateway state");
     let terminate = async {
         let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("signal");

@@ -1,11 +1,16 @@
-//! The `llm-auto-optimizer` binary: the command line around the gateway library
-//! (`llm_auto_optimizer`): `serve`, `config check`, `config hash-key`, `pricing`, `cost`.
+//! The `llm-auto-optimizer` binary: the command line over the library crates.
 //!
-//! The gateway itself (configuration, proxy, API, metrics, server loop) lives in the library
-//! part of this crate so tests and benches can drive it without a process; this is the only
-//! crate that knows axum, figment, clap and the Prometheus text format.
+//! - [`cli`]: the commands and their flags (clap), and the dispatch to one function each;
+//! - `commands`: `serve`, `optimize`, `config check` (over `llmopt-gateway`), `pricing` and
+//!   `cost` (over the core's price catalog), `demo` (its runtime and output);
+//! - the library part of this crate: `analyze` (text and JSON rendering of the report
+//!   `llmopt-analytics` builds) and `demo` (the whole product on loopback, driven through the
+//!   gateway's public API).
+//!
+//! The gateway itself is the `llmopt-gateway` crate. This is the only crate that knows clap.
 
 mod cli;
+mod commands;
 
 /// mimalloc (its v2 line, cargo feature `v2`) instead of glibc malloc, chosen by measurement
 /// (gateway bench, `GATEWAY_BENCH_SECONDS=2`, one run each on the shared two-core machine, so

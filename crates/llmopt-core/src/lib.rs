@@ -17,6 +17,9 @@
 //!   are defined here with in-memory implementations; sled-backed stores live in
 //!   `llmopt-storage`. Every implementation runs the same conformance suite ([`testsuite`], behind
 //!   the `testsuite` feature).
+//! - **One meaning per word.** A model pattern ([`pattern`]), a scope matching a request or a
+//!   stored record ([`scope`]) and a record's feedback value ([`RequestRecord::feedback_value`])
+//!   are defined once here, so the gateway, the policy, the experiments and the optimizer agree.
 //! - **A versioned wire form.** Records serialise with a `v` field and every field added later
 //!   carries a serde default, so a record written today still decodes after a field is added.
 
@@ -27,8 +30,10 @@ pub mod ids;
 pub mod memory;
 pub mod moments;
 pub mod money;
+pub mod pattern;
 pub mod pricing;
 pub mod record;
+pub mod scope;
 pub mod store;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
@@ -41,11 +46,13 @@ pub use ids::{ModelId, ProviderId, RequestId, TenantId};
 pub use memory::{MemoryExperimentStore, MemoryPolicyStore, MemoryRecordStore};
 pub use moments::Moments;
 pub use money::Money;
+pub use pattern::glob_matches;
 pub use pricing::{CostBreakdown, ModelPrice, PriceCatalog, PricingError};
 pub use record::{
     CacheOutcome, Endpoint, ErrorKind, ExperimentArm, Feedback, FeedbackValue, Fingerprints,
     RecordValidationError, RequestRecord, Status, Tags,
 };
+pub use scope::{ScopeFilter, ScopeSubject};
 pub use store::{
     AggregateQuery, AggregateRow, AuditEntry, ExperimentDoc, ExperimentStore, GroupBy, PolicyDoc,
     PolicyStore, RecordFilter, RecordQuery, RecordStore, StoreError,

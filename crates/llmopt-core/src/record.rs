@@ -326,4 +326,35 @@ impl RequestRecord {
     pub fn latency_ms(&self) -> f64 {
         self.latency_us as f64 / 1000.0
     }
+
+    /// The value of the latest feedback of `metric` (booleans as 0 and 1); `None` when none
+    /// arrived. Feedback is appended in arrival order, so a correction sent later wins.
+    pub fn feedback_value(&self, metric: &str) -> Option<f64> {
+        self.feedback
+            .iter()
+            .rev()
+            .find(|feedback| feedback.metric == metric)
+            .map(|feedback| feedback.value.as_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_feedback_of_a_metric_wins() {
+        let mut record = RequestRecord::new("r1", 1_700_000_000_000, "openai", "gpt-4o-mini");
+        assert_eq!(record.feedback_value("correct"), None);
+        for (metric, value) in [
+            ("correct", FeedbackValue::Bool(false)),
+            ("rating", FeedbackValue::Number(4.0)),
+            ("correct", FeedbackValue::Bool(true)),
+        ] {
+            record.feedback.push(Feedback { metric: metric.to_owned(), value, ts_ms: 0 });
+        }
+        assert_eq!(record.feedback_value("correct"), Some(1.0));
+        assert_eq!(record.feedback_value("rating"), Some(4.0));
+        assert_eq!(record.feedback_value("thumbs_up"), None);
+    }
 }

@@ -31,7 +31,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use llmopt_core::Tags;
+use llmopt_core::{RequestRecord, ScopeFilter, ScopeSubject, Tags, pattern::globs_may_overlap};
 
 /// The number of hash buckets.
 pub const BUCKETS: u32 = 10_000;
@@ -104,9 +104,10 @@ impl<'a> UnitIds<'a> {
 }
 
 /// Which requests are eligible. Every set field must match; an empty scope matches everything.
+/// The model is a `*` pattern, as in the live policy's scopes ([`llmopt_core::scope`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Scope {
-    /// The model the client asked for.
+    /// The model the client asked for, exact or a pattern with `*` wildcards (`gpt-4o*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,18 +130,38 @@ pub struct ScopeInputs<'a> {
 }
 
 impl Scope {
+    /// The scope's constraints in the form every scope matches through (see
+    /// [`llmopt_core::scope`]: the model is a `*` pattern, every set field must match).
+    pub fn filter(&self) -> ScopeFilter<'_> {
+        ScopeFilter {
+            model: self.model.as_deref(),
+            tenant: self.tenant.as_deref(),
+            tag: self.tag.as_ref().map(|(key, value)| (key.as_str(), value.as_str())),
+            endpoint: None,
+            cluster: self.cluster.as_deref(),
+        }
+    }
+
+    /// Whether a live request is eligible.
     pub fn matches(&self, inputs: &ScopeInputs<'_>) -> bool {
-        self.model.as_deref().is_none_or(|model| model == inputs.model)
-            && self.tenant.as_deref().is_none_or(|tenant| inputs.tenant == Some(tenant))
-            && self
-                .tag
-                .as_ref()
-                .is_none_or(|(key, value)| inputs.tags.get(key).is_some_and(|v| v == value))
-            && self.cluster.as_deref().is_none_or(|cluster| inputs.cluster == Some(cluster))
+        self.filter().matches(&ScopeSubject {
+            model: inputs.model,
+            tenant: inputs.tenant,
+            tags: inputs.tags,
+            endpoint: None,
+            cluster: inputs.cluster,
+        })
+    }
+
+    /// Whether a stored record is in the scope, exactly as its request was when live (a record
+    /// has no cluster, so a scope with a cluster matches no record).
+    pub fn matches_record(&self, record: &RequestRecord) -> bool {
+        self.filter().matches_record(record)
     }
 
     /// Whether some request could match both scopes: true unless a field set in both differs
-    /// (or both constrain the same tag key to different values). Conservative: two different
+    /// (or both constrain the same tag key to different values); two model patterns differ
+    /// when no model could match both ([`globs_may_overlap`]). Conservative: two different
     /// clusters are assumed disjoint, a cluster and a model are assumed to overlap.
     pub fn overlaps(&self, other: &Scope) -> bool {
         fn differ(left: &Option<String>, right: &Option<String>) -> bool {
@@ -150,7 +171,11 @@ impl Scope {
             (&self.tag, &other.tag),
             (Some((lk, lv)), Some((rk, rv))) if lk == rk && lv != rv
         );
-        !(differ(&self.model, &other.model)
+        let models_differ = matches!(
+            (&self.model, &other.model),
+            (Some(left), Some(right)) if !globs_may_overlap(left, right)
+        );
+        !(models_differ
             || differ(&self.tenant, &other.tenant)
             || differ(&self.cluster, &other.cluster)
             || tags_differ)
@@ -213,5 +238,30 @@ mod tests {
         assert!(!mini.overlaps(&big));
         assert!(mini.overlaps(&search));
         assert!(!search.overlaps(&chat));
+        let family = Scope { model: Some("gpt-4o*".into()), ..Scope::default() };
+        let other_family = Scope { model: Some("claude-*".into()), ..Scope::default() };
+        assert!(family.overlaps(&mini));
+        assert!(family.overlaps(&big));
+        assert!(!family.overlaps(&other_family));
+    }
+
+    #[test]
+    fn a_request_and_its_record_match_alike() {
+        let mut record = RequestRecord::new("r1", 1_700_000_000_000, "openai", "gpt-4o-mini");
+        record.tags.insert("feature".into(), "search".into());
+        let inputs =
+            ScopeInputs { model: "gpt-4o-mini", tenant: None, tags: &record.tags, cluster: None };
+        for (scope, expected) in [
+            (Scope::default(), true),
+            (Scope { model: Some("gpt-4o-mini".into()), ..Scope::default() }, true),
+            (Scope { model: Some("gpt-4o*".into()), ..Scope::default() }, true),
+            (Scope { model: Some("gpt-4o".into()), ..Scope::default() }, false),
+            (Scope { tag: Some(("feature".into(), "chat".into())), ..Scope::default() }, false),
+            (Scope { tenant: Some("acme".into()), ..Scope::default() }, false),
+            (Scope { cluster: Some("3".into()), ..Scope::default() }, false),
+        ] {
+            assert_eq!(scope.matches(&inputs), expected, "{scope:?}");
+            assert_eq!(scope.matches_record(&record), expected, "{scope:?}");
+        }
     }
 }

@@ -74,12 +74,7 @@ impl Metric {
             Metric::SlowShare { threshold_ms } => {
                 Some(if record.latency_ms() > *threshold_ms { 1.0 } else { 0.0 })
             }
-            Metric::Quality { name } => record
-                .feedback
-                .iter()
-                .rev()
-                .find(|feedback| &feedback.metric == name)
-                .map(|feedback| feedback.value.as_f64()),
+            Metric::Quality { name } => record.feedback_value(name),
         }
     }
 

@@ -43,7 +43,7 @@ pub(crate) async fn start(
         Ok(Some(Ok(chunk))) => Some(chunk),
         Ok(None) => None,
     };
-    let pump = Pump {
+    let reader = EventReader {
         setup,
         body,
         prefetched: first,
@@ -53,7 +53,7 @@ pub(crate) async fn start(
         time_to_first_token: None,
         phase: Phase::Running,
     };
-    Ok(futures::stream::unfold(pump, Pump::step).boxed())
+    Ok(futures::stream::unfold(reader, EventReader::step).boxed())
 }
 
 enum Phase {
@@ -63,7 +63,11 @@ enum Phase {
     Done,
 }
 
-struct Pump {
+/// Reads a provider's body as SSE events: turns body chunks into [`StreamItem`]s of whole
+/// events (the bytes to forward), reading usage, model, stop reason and time to first token on
+/// the way, then one `End` item with the [`StreamOutcome`]. Driven by `futures::stream::unfold`,
+/// one [`EventReader::step`] per item.
+struct EventReader {
     setup: StreamSetup,
     body: ByteStream,
     prefetched: Option<Bytes>,
@@ -74,8 +78,8 @@ struct Pump {
     phase: Phase,
 }
 
-impl Pump {
-    async fn step(mut self) -> Option<(Result<StreamItem, ProviderError>, Pump)> {
+impl EventReader {
+    async fn step(mut self) -> Option<(Result<StreamItem, ProviderError>, EventReader)> {
         loop {
             match self.phase {
                 Phase::Done => return None,

@@ -17,7 +17,9 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use arc_swap::ArcSwap;
-use llmopt_core::{Endpoint, PolicyDoc, PolicyStore, StoreError, Tags};
+use llmopt_core::{
+    Endpoint, PolicyDoc, PolicyStore, RequestRecord, ScopeFilter, ScopeSubject, StoreError, Tags,
+};
 use serde::{Deserialize, Serialize};
 
 /// Version of the JSON schema of a stored policy body.
@@ -48,7 +50,8 @@ pub struct Rule {
     pub origin: String,
 }
 
-/// Which requests a rule applies to. Every set field must match.
+/// Which requests a rule applies to. Every set field must match; the model is a `*` pattern
+/// ([`llmopt_core::scope`] has the rules, shared with experiment scopes).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scope {
@@ -191,32 +194,33 @@ pub fn rollout_bucket(flag: &str, unit_id: &str) -> u32 {
     llmopt_experiments::bucket(flag, unit_id)
 }
 
-/// `*` matches any run of characters; everything else matches itself.
-pub fn pattern_matches(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
-        return false;
-    }
-    let mut rest = &text[first.len()..text.len() - last.len()];
-    for middle in &parts[1..parts.len() - 1] {
-        match rest.find(middle) {
-            Some(at) => rest = &rest[at + middle.len()..],
-            None => return false,
+impl Scope {
+    /// The scope's constraints in the form every scope matches through (see
+    /// [`llmopt_core::scope`]: the model is a `*` pattern, every set field must match).
+    pub fn filter(&self) -> ScopeFilter<'_> {
+        ScopeFilter {
+            model: self.model.as_deref(),
+            tenant: self.tenant.as_deref(),
+            tag: self.tag.as_ref().map(|(key, value)| (key.as_str(), value.as_str())),
+            endpoint: self.endpoint,
+            cluster: None,
         }
     }
-    true
-}
 
-impl Scope {
+    /// Whether a live request is in the scope.
     pub fn matches(&self, request: &RequestContext<'_>) -> bool {
-        self.model.as_deref().is_none_or(|pattern| pattern_matches(pattern, request.model))
-            && self.tenant.as_deref().is_none_or(|t| request.tenant == Some(t))
-            && self.tag.as_ref().is_none_or(|(k, v)| request.tags.get(k) == Some(v))
-            && self.endpoint.is_none_or(|e| e == request.endpoint)
+        self.filter().matches(&ScopeSubject {
+            model: request.model,
+            tenant: request.tenant,
+            tags: request.tags,
+            endpoint: Some(request.endpoint),
+            cluster: None,
+        })
+    }
+
+    /// Whether a stored record is in the scope, exactly as its request was when live.
+    pub fn matches_record(&self, record: &RequestRecord) -> bool {
+        self.filter().matches_record(record)
     }
 }
 

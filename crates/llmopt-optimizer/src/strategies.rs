@@ -291,13 +291,8 @@ impl Strategy for ModelRoutingStrategy {
             let days = input.span_days.max(1e-9);
             let usd_per_day = per_request.sum() / days;
             let standard_error = per_request.std_dev() * (per_request.count as f64).sqrt() / days;
-            let quality: Moments = group
-                .iter()
-                .filter_map(|r| {
-                    r.feedback.iter().rev().find(|f| f.metric == settings.quality_metric)
-                })
-                .map(|f| f.value.as_f64())
-                .collect();
+            let quality: Moments =
+                group.iter().filter_map(|r| r.feedback_value(&settings.quality_metric)).collect();
             let (tag_scope, label) = match workload.split_once('=') {
                 Some((tag, value)) => {
                     (Some((tag.to_owned(), value.to_owned())), format!(" for {workload}"))

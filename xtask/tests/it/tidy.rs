@@ -18,7 +18,8 @@ const FLOORS: &[(&str, u8)] = &[
     ("llmopt-collector", 3),
     ("llmopt-experiments", 3),
     ("llmopt-optimizer", 4),
-    ("llm-auto-optimizer", 5),
+    ("llmopt-gateway", 5),
+    ("llm-auto-optimizer", 6),
 ];
 
 /// Crates that must stay plain libraries: no runtime, storage engine or HTTP, even transitively.
@@ -29,11 +30,11 @@ const FORBIDDEN_IN_PURE: &[&str] = &["tokio", "sled", "axum", "hyper", "reqwest"
 const OWNERS: &[(&str, &str)] = &[
     ("sled", "llmopt-storage"),
     ("reqwest", "llmopt-llm"),
-    ("axum", "llm-auto-optimizer"),
-    ("figment", "llm-auto-optimizer"),
+    ("axum", "llmopt-gateway"),
+    ("figment", "llmopt-gateway"),
+    ("notify", "llmopt-gateway"),
+    ("prometheus-client", "llmopt-gateway"),
     ("clap", "llm-auto-optimizer"),
-    ("notify", "llm-auto-optimizer"),
-    ("prometheus-client", "llm-auto-optimizer"),
 ];
 
 /// Tooling crates outside the product's layering.
@@ -210,4 +211,38 @@ fn the_checks_catch_a_runtime_in_the_core() {
         problems.iter().any(|p| p.contains("llmopt-core must not depend on tokio")),
         "{problems:#?}"
     );
+}
+
+/// Adds a normal dependency `from -> to` to the metadata, as if `from`'s manifest named `to`.
+fn add_dependency(metadata: &mut Metadata, from: &str, to: &str) {
+    let package = metadata
+        .packages
+        .iter_mut()
+        .find(|p| p.name.as_str() == from)
+        .unwrap_or_else(|| panic!("{from} exists"));
+    let dependency: cargo_metadata::Dependency = serde_json::from_value(serde_json::json!({
+        "name": to, "source": null, "req": "*", "kind": null, "rename": null,
+        "optional": false, "uses_default_features": true, "features": [],
+        "target": null, "path": null, "registry": null
+    }))
+    .expect("dependency");
+    package.dependencies.push(dependency);
+}
+
+#[test]
+fn the_checks_catch_an_edge_up_from_the_gateway_or_into_it() {
+    // The gateway sits above the optimizer and below the binary: an edge from the gateway to
+    // the binary, or from the optimizer to the gateway, breaks the floors.
+    let mut metadata = metadata();
+    add_dependency(&mut metadata, "llmopt-gateway", "llm-auto-optimizer");
+    add_dependency(&mut metadata, "llmopt-optimizer", "llmopt-gateway");
+    add_dependency(&mut metadata, "llm-auto-optimizer", "axum");
+    let problems = layering_violations(&metadata);
+    for expected in [
+        "llmopt-gateway (floor 5) depends on llm-auto-optimizer (floor 6)",
+        "llmopt-optimizer (floor 4) depends on llmopt-gateway (floor 5)",
+        "llm-auto-optimizer depends on axum, which only llmopt-gateway may know",
+    ] {
+        assert!(problems.iter().any(|p| p.contains(expected)), "{expected}: {problems:#?}");
+    }
 }

@@ -46,3 +46,32 @@ fn bad_input_is_one_line_and_a_non_zero_exit() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn config_check_prints_the_effective_config_with_secrets_masked() {
+    let output = Command::new(env!("CARGO_BIN_EXE_llm-auto-optimizer"))
+        .args(["config", "check"])
+        .current_dir(std::env::temp_dir())
+        // Other tests of this binary change the process environment (figment's Jail).
+        .env_clear()
+        .env("OPENAI_API_KEY", "sk-live-do-not-print-42")
+        .env("OPTIMIZER_PROVIDERS__OPENAI__BASE_URL", "http://127.0.0.1:9999/v1")
+        .output()
+        .expect("run the binary");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("http://127.0.0.1:9999/v1"), "{stdout}");
+    assert!(stdout.contains("***** (from OPENAI_API_KEY)"), "{stdout}");
+    assert!(!stdout.contains("sk-live-do-not-print-42"), "{stdout}");
+
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), "[server]\nlisen = 1\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_llm-auto-optimizer"))
+        .args(["config", "check"])
+        .arg(bad.path())
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("lisen"));
+}

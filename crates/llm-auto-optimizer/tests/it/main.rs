@@ -1,15 +1,9 @@
-//! Integration tests of the gateway: router tests with `oneshot`, end-to-end tests on real
-//! loopback ports against the llm crate's simulated server.
+//! Integration tests of the binary: its commands run as a user runs them (`analyze`, `demo`,
+//! `pricing`, `config check`), on real files and loopback ports. The gateway's own tests live
+//! with `llmopt-gateway`.
 
 #![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
-#![allow(clippy::result_large_err, reason = "figment's Jail closures return its own error type")]
 
 mod analyze;
 mod cli;
-mod config;
 mod demo;
-mod deploy_metrics;
-mod proxy;
-mod reload;
-mod router;
-mod support;

@@ -1,10 +1,9 @@
 use std::sync::Arc;
 
-use llmopt_core::{Endpoint, MemoryPolicyStore, PolicyStore, Tags};
+use llmopt_core::{Endpoint, MemoryPolicyStore, PolicyStore, RequestRecord, Tags};
 use llmopt_optimizer::{
     Action, FeatureFlag, FlagConditions, LivePolicy, Policy, PolicyError, RequestContext, Rule,
-    Scope,
-    policy::{pattern_matches, rollout_bucket},
+    Scope, policy::rollout_bucket,
 };
 
 fn request<'a>(
@@ -244,12 +243,24 @@ fn readers_see_whole_versions_while_a_writer_swaps() {
 }
 
 #[test]
-fn patterns() {
-    assert!(pattern_matches("gpt-4o*", "gpt-4o-mini"));
-    assert!(pattern_matches("*", ""));
-    assert!(pattern_matches("claude-*-4-5*", "claude-sonnet-4-5-20250929"));
-    assert!(!pattern_matches("claude-*-4-5", "claude-sonnet-4-5-20250929"));
-    assert!(pattern_matches("o*", "o3"));
-    assert!(!pattern_matches("gpt-4o", "gpt-4o-mini"));
-    assert!(!pattern_matches("a*a", "a"));
+fn a_scope_matches_a_record_as_it_matched_its_request() {
+    let mut tags = Tags::new();
+    tags.insert("feature".into(), "search".into());
+    let mut record =
+        RequestRecord::new("r1", 1_700_000_000_000, "openai", "claude-sonnet-4-5-20250929");
+    record.tenant = Some("acme".into());
+    record.tags = tags.clone();
+    let live = request("claude-sonnet-4-5-20250929", Some("acme"), &tags, "u");
+    for (model, expected) in [
+        ("claude-*-4-5*", true),
+        ("claude-*-4-5", false),
+        ("claude-sonnet-4-5-20250929", true),
+        ("*", true),
+        ("gpt-4o*", false),
+    ] {
+        let scope =
+            Scope { model: Some(model.into()), tenant: Some("acme".into()), ..Scope::default() };
+        assert_eq!(scope.matches(&live), expected, "{model}");
+        assert_eq!(scope.matches_record(&record), expected, "{model}");
+    }
 }

@@ -1,0 +1,5 @@
+//! One module per group of commands; each function parses nothing, does the command and prints.
+
+pub mod demo;
+pub mod gateway;
+pub mod prices;

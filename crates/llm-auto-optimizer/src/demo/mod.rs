@@ -1,0 +1,438 @@
+//! `demo`: the whole product on one machine, with nothing configured.
+//!
+//! It starts the simulated provider on 127.0.0.1 (models `gpt-4o` and `gpt-4o-mini`, latency
+//! from the Splitwise fit, answers' correctness from the RouteLLM MMLU labels), starts the
+//! gateway on 127.0.0.1 with the embedded sled store in a fresh directory, and replays a workload
+//! built from real data (`data/demo/`: MMLU prompts with both models' labels; arrival gaps from
+//! the Azure conversation trace) through the gateway with the OpenAI client of `llmopt-llm`,
+//! sending each answer's real correctness back as quality feedback over `POST /v1/feedback`.
+//!
+//! Three phases on a simulated clock that advances with the trace's arrival gaps:
+//! 1. **baseline**: the optimizer only observes; one cycle at the end makes proposals;
+//! 2. **optimize**: mode `auto`; a cycle after every chunk of traffic starts experiments,
+//!    evaluates them, adopts winners (routing within the quality budget) or rolls them back;
+//! 3. **after**: the baseline's exact prompt sequence again, with the adopted policy and a cold
+//!    response cache, so cost and quality are measured on the same traffic as the baseline.
+
+mod driver;
+mod report;
+mod workload;
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::PathBuf,
+    sync::{Arc, atomic::AtomicU64},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use llmopt_core::{Clock, ManualClock, RecordQuery, RequestRecord};
+use llmopt_gateway::{AppState, GatewayInit, Stores, config, server};
+use llmopt_llm::{
+    OpenAiCompatible, OpenAiConfig,
+    sim::{
+        QualityLabel, QualityLabels, QualityTier, SimConfig, SimEngine, SimModel, SimServer,
+        latency,
+    },
+};
+use llmopt_optimizer::{Mode, OptimizerConfig, StrategySettings};
+use rand::{Rng, SeedableRng};
+
+pub use report::{DemoReport, ExperimentLine, PhaseStats, proposal_line};
+
+use driver::{ApiClient, Driver, phase_stats};
+use report::write_report;
+use workload::{WorkItem, arrival_gaps, references, workload};
+
+const STRONG: &str = "gpt-4o";
+const WEAK: &str = "gpt-4o-mini";
+/// The demo starts its simulated clock at 2026-01-05T09:00:00Z.
+const START_MS: i64 = 1_767_603_600_000;
+
+/// Options of `demo`.
+#[derive(Debug, Clone)]
+pub struct DemoArgs {
+    /// Requests of the optimization phase (the baseline and after phases add `baseline` each).
+    pub requests: usize,
+    /// Requests of the baseline phase (replayed again, identically, after adoption).
+    pub baseline: usize,
+    /// How much faster than real time the simulated models answer.
+    pub speed: f64,
+    pub concurrency: usize,
+    pub seed: u64,
+    /// Requests between two optimization cycles.
+    pub cycle_every: usize,
+    pub data_dir: Option<PathBuf>,
+    /// Use only the first this many prompts of the workload (more repeats, fewer subjects).
+    pub prompts: Option<usize>,
+    /// Progress lines on stderr.
+    pub progress: bool,
+}
+
+impl Default for DemoArgs {
+    fn default() -> DemoArgs {
+        DemoArgs {
+            requests: 60_000,
+            baseline: 5_000,
+            speed: 1_000.0,
+            concurrency: 32,
+            seed: 7,
+            cycle_every: 2_500,
+            data_dir: None,
+            prompts: None,
+            progress: true,
+        }
+    }
+}
+
+/// The optimizer settings of the demo: every strategy on, routing per MMLU subject.
+pub fn demo_optimizer_config() -> OptimizerConfig {
+    OptimizerConfig {
+        mode: Mode::Observe,
+        environment: "demo".to_owned(),
+        lookback_ms: 30 * 86_400_000,
+        max_running_experiments: 80,
+        experiment_coverage: 1.0,
+        min_saving_usd_per_day: 0.0,
+        experiment_max_duration_ms: 30 * 86_400_000,
+        min_samples_per_arm: 100,
+        experiment_tuning_samples: 1_000,
+        alpha: 0.05,
+        strategies: BTreeMap::new(),
+        flags: BTreeMap::new(),
+        schedule: None,
+        settings: StrategySettings {
+            min_requests: 40,
+            cache_ttl_seconds: 86_400,
+            workload_tag: Some("subject".to_owned()),
+            routing_pairs: vec![(STRONG.to_owned(), WEAK.to_owned())],
+            ..StrategySettings::default()
+        },
+    }
+}
+
+/// The gateway's records of `[from_ms, to_ms)`, after the collector wrote what it holds.
+async fn records_between(state: &AppState, from_ms: i64, to_ms: i64) -> Result<Vec<RequestRecord>> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || -> Result<Vec<RequestRecord>> {
+        state.collector().flush().context("collector flush")?;
+        Ok(state.records().scan(&RecordQuery::range(from_ms, to_ms))?)
+    })
+    .await?
+}
+
+/// Runs the demo and returns its report; `out` gets the text report.
+pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> Result<DemoReport> {
+    if !(args.speed.is_finite() && args.speed > 0.0) {
+        bail!("--speed must be a positive number, got {}", args.speed);
+    }
+    if args.requests == 0 || args.baseline == 0 || args.concurrency == 0 || args.cycle_every == 0 {
+        bail!("--requests, --baseline, --concurrency and --cycle-every must be positive");
+    }
+    let mut items = workload()?;
+    if let Some(prompts) = args.prompts {
+        if prompts == 0 {
+            bail!("--prompts must be positive");
+        }
+        items.truncate(prompts);
+    }
+    let subjects = items
+        .iter()
+        .map(|item| item.subject.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let gaps = arrival_gaps()?;
+    let clock = Arc::new(ManualClock::new(START_MS));
+
+    // The simulated provider, with the workload's labels.
+    let mut labels = QualityLabels::default();
+    for item in &items {
+        labels.insert(
+            item.prompt.clone(),
+            QualityLabel {
+                weak_correct: item.weak_correct,
+                strong_correct: item.strong_correct,
+                weak_response: None,
+                strong_response: None,
+            },
+        );
+    }
+    let sim = SimServer::start_local(Arc::new(SimEngine::new(SimConfig {
+        seed: args.seed,
+        time_scale: 1.0 / args.speed,
+        models: vec![
+            SimModel {
+                names: vec![STRONG.to_owned()],
+                latency: latency::LARGE,
+                tier: QualityTier::Strong,
+            },
+            SimModel {
+                names: vec![WEAK.to_owned()],
+                latency: latency::SMALL,
+                tier: QualityTier::Weak,
+            },
+        ],
+        quality: Some(Arc::new(labels)),
+        clock: clock.clone(),
+        ..SimConfig::default()
+    })))
+    .await
+    .context("starting the simulated provider")?;
+
+    // The gateway, on a fresh store.
+    let data_dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            std::env::temp_dir().join(format!("llmopt-demo-{}-{}", std::process::id(), START_MS))
+        }
+    };
+    if data_dir.exists() {
+        bail!("data directory `{}` exists already: the demo needs a fresh one", data_dir.display());
+    }
+    let config_text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[storage]
+path = {path:?}
+[cache]
+ttl_s = 86400
+[providers.openai]
+kind = "openai"
+base_url = "{base}"
+[routes.openai]
+models = ["gpt-*"]
+provider = "openai"
+"#,
+        path = data_dir.display().to_string(),
+        base = sim.openai_base_url(),
+    );
+    let mut config = config::from_toml_str(&config_text).context("demo configuration")?;
+    config.optimizer = demo_optimizer_config();
+    let store = server::open_sled(&config.storage).await?;
+    let dyn_clock: Arc<dyn Clock> = clock.clone();
+    let state = AppState::build(GatewayInit {
+        config,
+        stores: Stores::sled(&store),
+        clock: dyn_clock,
+        secrets: Arc::new(|_: &str| None),
+        config_source: None,
+    })?;
+    let optimizer = state.optimizer().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::run_server(
+        listener,
+        state.clone(),
+        async {
+            let _ = stop_rx.await;
+        },
+        Duration::from_secs(5),
+    ));
+
+    let gateway = format!("http://{address}");
+    let mut client_config = OpenAiConfig::new("gateway", format!("{gateway}/v1"));
+    client_config.timeouts.first_byte = Duration::from_secs(120);
+    let driver = Driver {
+        client: OpenAiCompatible::new(client_config)?,
+        api: ApiClient::new(gateway.clone()),
+        clock: clock.clone(),
+        gaps,
+        next_gap: AtomicU64::new(0),
+        concurrency: args.concurrency,
+    };
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(args.seed);
+    let mut draw = |count: usize| -> Vec<usize> {
+        (0..count).map(|_| rng.gen_range(0..items.len())).collect()
+    };
+    let bar = |len: usize, label: &str| -> Option<indicatif::ProgressBar> {
+        args.progress.then(|| {
+            let bar = indicatif::ProgressBar::new(len as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix:>10} [{bar:40}] {pos}/{len} {per_sec} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_prefix(label.to_owned());
+            bar
+        })
+    };
+
+    // Phase 1: baseline.
+    let baseline_order = draw(args.baseline);
+    let baseline_items: Vec<&WorkItem> = baseline_order.iter().map(|&i| &items[i]).collect();
+    let from = clock.now_ms();
+    let started = Instant::now();
+    let progress = bar(baseline_items.len(), "baseline");
+    let baseline_outcomes = driver.replay(&baseline_items, progress.as_ref()).await;
+    if let Some(bar) = progress {
+        bar.finish();
+    }
+    let baseline_seconds = started.elapsed().as_secs_f64();
+    let baseline_records = records_between(&state, from, clock.now_ms() + 1).await?;
+    let baseline = phase_stats(&baseline_outcomes, &baseline_records, args.speed, baseline_seconds);
+    let first = {
+        let optimizer = optimizer.clone();
+        tokio::task::spawn_blocking(move || optimizer.run_cycle()).await??
+    };
+    let proposals = first.proposals.clone();
+
+    // Phase 2: optimize.
+    let mut auto = optimizer.config();
+    auto.mode = Mode::Auto;
+    optimizer.set_config(auto)?;
+    let mut sent = 0;
+    let mut cycles = 1;
+    let mut not_adopted = Vec::new();
+    let progress = bar(args.requests, "optimize");
+    while sent < args.requests {
+        let chunk = args.cycle_every.min(args.requests - sent);
+        let order = draw(chunk);
+        let chunk_items: Vec<&WorkItem> = order.iter().map(|&i| &items[i]).collect();
+        driver.replay(&chunk_items, progress.as_ref()).await;
+        sent += chunk;
+        {
+            let state = state.clone();
+            tokio::task::spawn_blocking(move || state.collector().flush()).await??;
+        }
+        let report = {
+            let optimizer = optimizer.clone();
+            tokio::task::spawn_blocking(move || optimizer.run_cycle()).await??
+        };
+        cycles += 1;
+        not_adopted.extend(report.not_adopted.clone());
+        let running = optimizer.engine().list().iter().filter(|e| e.status.is_active()).count();
+        if let Some(bar) = &progress {
+            bar.set_message(format!(
+                "cycle {cycles}: {running} experiments running, {} adopted",
+                optimizer.adoptions().len()
+            ));
+        }
+        if running == 0 && report.started.is_empty() && cycles > 2 {
+            break;
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish();
+    }
+
+    // Phase 3: the baseline's prompts again, adopted policy in force, cold response cache.
+    let mut frozen = optimizer.config();
+    frozen.mode = Mode::Observe;
+    optimizer.set_config(frozen)?;
+    // Experiments still running are paused: the after phase measures the adopted policy alone.
+    for experiment in optimizer.engine().list() {
+        if experiment.status == llmopt_experiments::ExperimentStatus::Running {
+            optimizer.engine().pause(&experiment.spec.id)?;
+        }
+    }
+    state.runtime().cache.clear();
+    let from = clock.now_ms();
+    let started = Instant::now();
+    let progress = bar(baseline_items.len(), "after");
+    let after_outcomes = driver.replay(&baseline_items, progress.as_ref()).await;
+    if let Some(bar) = progress {
+        bar.finish();
+    }
+    let after_seconds = started.elapsed().as_secs_f64();
+    let after_records = records_between(&state, from, clock.now_ms() + 1).await?;
+    let after = phase_stats(&after_outcomes, &after_records, args.speed, after_seconds);
+    // A last cycle (observe mode) measures every adoption on the after phase's records.
+    {
+        let optimizer = optimizer.clone();
+        tokio::task::spawn_blocking(move || optimizer.run_cycle()).await??;
+    }
+
+    // The report.
+    let experiments: Vec<ExperimentLine> = optimizer
+        .engine()
+        .list()
+        .into_iter()
+        .map(|experiment| {
+            let verdict = experiment
+                .last_decision
+                .as_ref()
+                .map(|decision| decision.reason.clone())
+                .unwrap_or_else(|| "no decision yet".to_owned());
+            ExperimentLine {
+                id: experiment.spec.id.clone(),
+                name: experiment.spec.name.clone(),
+                status: experiment.status.name().to_owned(),
+                requests: experiment
+                    .arms
+                    .iter()
+                    .map(|arm| (arm.name.clone(), arm.requests))
+                    .collect(),
+                verdict,
+            }
+        })
+        .collect();
+    let audit = optimizer.audit_log(0, 100_000)?;
+    let guardrail_stops: Vec<String> = audit
+        .iter()
+        .filter(|entry| entry.kind == "arm_stopped")
+        .map(|entry| {
+            format!("{}: {}", entry.subject, entry.detail["reason"].as_str().unwrap_or("guardrail"))
+        })
+        .collect();
+    let mut audit_kinds: BTreeMap<String, u64> = BTreeMap::new();
+    for entry in &audit {
+        *audit_kinds.entry(entry.kind.clone()).or_default() += 1;
+    }
+    let adopted = optimizer.adoptions();
+    let routed_subjects: Vec<String> = adopted
+        .iter()
+        .filter(|a| a.change.model.is_some())
+        .filter_map(|a| a.scope.tag.as_ref().map(|(_, value)| value.clone()))
+        .collect();
+    let (random, oracle) = references(&items);
+    let by_subject_weak =
+        after_outcomes.iter().filter(|o| o.served.starts_with(WEAK)).count() as f64;
+    let report = DemoReport {
+        workload: format!(
+            "{} MMLU prompts of {subjects} subjects (RouteLLM labels: Mixtral-8x7B as {WEAK}, GPT-4-1106 as {STRONG}); \
+             arrivals from the Azure conversation trace; models {}x faster than real time",
+            items.len(),
+            args.speed
+        ),
+        subjects,
+        measured_saving_share: if baseline.cost_usd > 0.0 {
+            1.0 - after.cost_usd / baseline.cost_usd
+        } else {
+            0.0
+        },
+        quality_ratio: if baseline.accuracy > 0.0 {
+            after.accuracy / baseline.accuracy
+        } else {
+            0.0
+        },
+        baseline,
+        after: after.clone(),
+        proposals,
+        experiments,
+        adopted,
+        not_adopted,
+        guardrail_stops,
+        routed_subjects,
+        strong_calls_avoided: by_subject_weak / after_outcomes.len().max(1) as f64,
+        random_routing_reference: random,
+        oracle_reference: oracle,
+        quality_budget_used: optimizer.quality_budget_used(),
+        optimization_requests: sent as u64,
+        cycles,
+        audit: audit_kinds,
+    };
+    write_report(&report, out)?;
+
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    sim.shutdown().await;
+    server::close_sled(state, store).await?;
+    if args.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+    Ok(report)
+}

@@ -1,0 +1,221 @@
+//! The optimizer's controls and state: proposals, experiments (list, show, stop, conclude,
+//! approve), the policy and its flags, on-demand cycles, the audit log and adoptions. Reads need
+//! a client key when authentication is on; writes need the admin token.
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::HeaderMap,
+};
+use llmopt_optimizer::{FeatureFlag, Policy};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    api::{admin, blocking, parse, read_body, reader},
+    error::ApiError,
+    state::AppState,
+};
+
+fn experiment_error(error: llmopt_experiments::Error) -> ApiError {
+    use llmopt_experiments::Error as E;
+    match error {
+        E::NotFound(_) => ApiError::not_found(error.to_string()),
+        E::UnknownArm { .. }
+        | E::InvalidSpec { .. }
+        | E::InvalidTransition { .. }
+        | E::Overlap { .. }
+        | E::AlreadyExists(_) => ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            llmopt_core::ErrorKind::InvalidRequest,
+            error.to_string(),
+        ),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+/// `GET /api/proposals`: the last cycle's proposals, best saving first.
+pub async fn proposals(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let optimizer = reader(&state, &headers)?;
+    Ok(Json(json!({"proposals": optimizer.proposals()})))
+}
+
+/// `GET /api/experiments`.
+pub async fn experiments(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let optimizer = reader(&state, &headers)?;
+    Ok(Json(json!({"experiments": optimizer.engine().list()})))
+}
+
+/// `GET /api/experiments/{id}`.
+pub async fn experiment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let optimizer = reader(&state, &headers)?;
+    let experiment = optimizer.engine().show(&id).map_err(experiment_error)?;
+    Ok(Json(json!(experiment)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConcludeBody {
+    #[serde(default)]
+    arm: Option<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /api/experiments/{id}/stop` (admin): `{"reason": "…"}`.
+pub async fn stop_experiment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Body,
+) -> Result<Json<Value>, ApiError> {
+    let optimizer = admin(&state, &headers)?;
+    let body: ConcludeBody = parse(&read_body(&state, body).await?, "stop request")?;
+    let reason =
+        if body.reason.is_empty() { "stopped through the API".to_owned() } else { body.reason };
+    let experiment =
+        blocking(move || optimizer.engine().stop(&id, &reason)).await?.map_err(experiment_error)?;
+    Ok(Json(json!(experiment)))
+}
+
+/// `POST /api/experiments/{id}/conclude` (admin): `{"arm": "treatment" | null, "reason": "…"}`.
+pub async fn conclude_experiment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Body,
+) -> Result<Json<Value>, ApiError> {
+    let optimizer = admin(&state, &headers)?;
+    let body: ConcludeBody = parse(&read_body(&state, body).await?, "conclude request")?;
+    let reason =
+        if body.reason.is_empty() { "concluded through the API".to_owned() } else { body.reason };
+    let experiment =
+        blocking(move || optimizer.engine().conclude(&id, body.arm.as_deref(), &reason))
+            .await?
+            .map_err(experiment_error)?;
+    Ok(Json(json!(experiment)))
+}
+
+/// `POST /api/experiments/{id}/approve` (admin): adopts a winner held in `experiment` mode.
+pub async fn approve_experiment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let optimizer = admin(&state, &headers)?;
+    let adoption = blocking(move || optimizer.approve(&id)).await?.map_err(|e| match e {
+        llmopt_optimizer::OptimizerError::NotAwaitingApproval(_) => {
+            ApiError::not_found(e.to_string())
+        }
+        other => ApiError::internal(other.to_string()),
+    })?;
+    Ok(Json(json!(adoption)))
+}
+
+/// `GET /api/policy`: the policy in force and its version.
+pub async fn policy(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let optimizer = reader(&state, &headers)?;
+    let current = optimizer.policy().current();
+    Ok(Json(json!({"version": current.version, "policy": current.policy})))
+}
+
+/// `PUT /api/policy` (admin): replaces the policy (validated; the old one stays on error).
+pub async fn replace_policy(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Json<Value>, ApiError> {
+    let optimizer = admin(&state, &headers)?;
+    let policy: Policy = parse(&read_body(&state, body).await?, "policy")?;
+    let now_ms = state.clock().now_ms();
+    let version =
+        blocking(move || optimizer.policy().replace(policy, "replaced through the API", now_ms))
+            .await?
+            .map_err(|e| ApiError::invalid_request(e.to_string()))?;
+    Ok(Json(json!({"version": version})))
+}
+
+/// `PUT /api/policy/flags/{name}` (admin): creates or changes one flag (switch off, ramp).
+pub async fn set_flag(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: axum::body::Body,
+) -> Result<Json<Value>, ApiError> {
+    let optimizer = admin(&state, &headers)?;
+    let flag: FeatureFlag = parse(&read_body(&state, body).await?, "flag")?;
+    let now_ms = state.clock().now_ms();
+    let version = blocking(move || {
+        optimizer.policy().update(&format!("flag {name} set through the API"), now_ms, |policy| {
+            policy.flags.insert(name.clone(), flag);
+        })
+    })
+    .await?
+    .map_err(|e| ApiError::invalid_request(e.to_string()))?;
+    Ok(Json(json!({"version": version})))
+}
+
+/// `POST /api/optimize` (admin): runs one cycle now and returns what it did.
+pub async fn optimize(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let optimizer = admin(&state, &headers)?;
+    let report = blocking(move || optimizer.run_cycle())
+        .await?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!(report)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+/// `GET /api/audit?after=SEQ&limit=N`: the optimizer's decisions, oldest first.
+pub async fn audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let optimizer = reader(&state, &headers)?;
+    let limit = query.limit.min(10_000);
+    let entries = blocking(move || optimizer.audit_log(query.after, limit))
+        .await?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!({"entries": entries})))
+}
+
+/// `GET /api/adoptions`: adopted changes with their measured savings.
+pub async fn adoptions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let optimizer = reader(&state, &headers)?;
+    Ok(Json(json!({
+        "adoptions": optimizer.adoptions(),
+        "quality_budget_used": optimizer.quality_budget_used(),
+        "pending_approval": optimizer.pending_approvals(),
+    })))
+}

@@ -1,0 +1,71 @@
+//! The routes beside the proxy, one module per audience:
+//! - [`ingest`]: what applications send besides their calls (feedback, batch ingest of calls
+//!   observed elsewhere);
+//! - [`reports`]: what a client key may read (usage and cost, forecasts, clusters);
+//! - [`control`]: the optimizer's controls and state (proposals, experiments, policy, flags,
+//!   cycles, audit, adoptions);
+//! - [`service`]: what operators and probes read (live statistics, `/metrics`, health,
+//!   readiness, configuration).
+//!
+//! Handlers are thin: authenticate, parse, call one function, map the result. Work that may
+//! touch the disk runs on a blocking thread ([`blocking`]).
+
+pub mod control;
+pub mod ingest;
+pub mod reports;
+pub mod service;
+
+use std::sync::Arc;
+
+use axum::{body::Bytes, http::HeaderMap};
+use llmopt_optimizer::Optimizer;
+
+use crate::{auth::AuthError, error::ApiError, state::AppState};
+
+pub(crate) fn auth_error(error: AuthError) -> ApiError {
+    match error {
+        AuthError::Missing | AuthError::Invalid => ApiError::unauthorized(error.to_string()),
+        AuthError::AdminRequired | AuthError::AdminDisabled => {
+            ApiError::forbidden(error.to_string())
+        }
+    }
+}
+
+/// Reads a body under the configured limit (413 otherwise).
+pub(crate) async fn read_body(state: &AppState, body: axum::body::Body) -> Result<Bytes, ApiError> {
+    let limit = state.runtime().config.limits.max_body_bytes;
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large(format!("request body exceeds {limit} bytes")))
+}
+
+/// The optimizer, for a caller with a client key (or any caller when authentication is off).
+pub(crate) fn reader(state: &AppState, headers: &HeaderMap) -> Result<Arc<Optimizer>, ApiError> {
+    state.runtime().auth.authenticate(headers).map_err(auth_error)?;
+    Ok(state.optimizer().clone())
+}
+
+/// The optimizer, for a caller with the admin token.
+pub(crate) fn admin(state: &AppState, headers: &HeaderMap) -> Result<Arc<Optimizer>, ApiError> {
+    state.runtime().auth.authorize_admin(headers).map_err(auth_error)?;
+    Ok(state.optimizer().clone())
+}
+
+/// Runs work that may touch the disk on a blocking thread.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::internal(format!("task failed: {e}")))
+}
+
+/// A JSON body; an empty body reads as `{}`.
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, ApiError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { body };
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid_request(format!("invalid {what}: {e}")))
+}

@@ -1,0 +1,181 @@
+//! Reports over the stored calls: usage and exact cost per window and group, cost forecasts
+//! with a budget projection, and workload clusters.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    Json,
+    extract::{Query, State},
+    http::HeaderMap,
+};
+use llmopt_analytics::{
+    cluster::{FeatureSpec, cluster_records},
+    forecast::{fit_auto, project_budget},
+};
+use llmopt_core::{AggregateQuery, GroupBy, Money, RecordFilter, RecordQuery};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    api::{auth_error, blocking},
+    error::ApiError,
+    state::AppState,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// Start, ms since the epoch (default: 24 h ago).
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    /// Window length in ms (default: one hour).
+    window_ms: Option<i64>,
+    /// `total`, `model`, `provider`, `tenant` or `tag:KEY`.
+    group_by: Option<String>,
+    model: Option<String>,
+    tenant: Option<String>,
+}
+
+fn group_by(text: Option<&str>) -> Result<GroupBy, ApiError> {
+    Ok(match text.unwrap_or("model") {
+        "total" => GroupBy::Total,
+        "model" => GroupBy::Model,
+        "provider" => GroupBy::Provider,
+        "tenant" => GroupBy::Tenant,
+        other => match other.strip_prefix("tag:") {
+            Some(key) if !key.is_empty() => GroupBy::Tag(key.to_owned()),
+            _ => {
+                return Err(ApiError::invalid_request(format!(
+                    "group_by `{other}`: expected total, model, provider, tenant or tag:KEY"
+                )));
+            }
+        },
+    })
+}
+
+/// `GET /api/usage`: requests, tokens, exact cost and latency per window and group, from the store.
+pub async fn usage(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<UsageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    state.runtime().auth.authenticate(&headers).map_err(auth_error)?;
+    let now = state.clock().now_ms();
+    let aggregate = AggregateQuery {
+        from_ms: query.from_ms.unwrap_or(now - 86_400_000),
+        to_ms: query.to_ms.unwrap_or(now + 1),
+        window_ms: query.window_ms.unwrap_or(3_600_000),
+        group_by: group_by(query.group_by.as_deref())?,
+        filter: RecordFilter {
+            model: query.model,
+            tenant: query.tenant,
+            ..RecordFilter::default()
+        },
+    };
+    aggregate.validate().map_err(|e| ApiError::invalid_request(e.to_string()))?;
+    let records = state.records().clone();
+    let rows = blocking(move || records.aggregate(&aggregate))
+        .await?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let total: Money = rows.iter().map(|row| row.cost).sum();
+    Ok(Json(
+        json!({"rows": rows, "total_cost_usd": total.as_usd_f64(), "total_cost_picodollars": total.picos().to_string()}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForecastQuery {
+    /// Window of the cost series, ms (default one hour).
+    window_ms: Option<i64>,
+    /// Windows to forecast (default 24).
+    horizon: Option<usize>,
+    /// History to fit on, ms (default 7 days).
+    history_ms: Option<i64>,
+    /// Budget for the forecast horizon in USD: adds the probability of going over it.
+    budget_usd: Option<f64>,
+}
+
+/// `GET /api/forecast`: cost per window, the best of linear / Holt / Holt–Winters by hold-out
+/// error, with 95 % intervals and an optional budget projection.
+pub async fn forecast(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<ForecastQuery>,
+) -> Result<Json<Value>, ApiError> {
+    state.runtime().auth.authenticate(&headers).map_err(auth_error)?;
+    let window_ms = query.window_ms.unwrap_or(3_600_000);
+    let horizon = query.horizon.unwrap_or(24).clamp(1, 10_000);
+    if window_ms <= 0 {
+        return Err(ApiError::invalid_request("window_ms must be positive"));
+    }
+    if let Some(budget) = query.budget_usd
+        && !(budget.is_finite() && budget >= 0.0)
+    {
+        return Err(ApiError::invalid_request("budget_usd must be a non-negative number"));
+    }
+    let now = state.clock().now_ms();
+    let from = now - query.history_ms.unwrap_or(7 * 86_400_000);
+    let records = state.records().clone();
+    let result = blocking(move || -> Result<Value, String> {
+        let rows = records
+            .aggregate(&AggregateQuery {
+                from_ms: from,
+                to_ms: now,
+                window_ms,
+                group_by: GroupBy::Total,
+                filter: RecordFilter::default(),
+            })
+            .map_err(|e| e.to_string())?;
+        // Dense series: windows without traffic cost zero.
+        let first = rows.first().map_or(now, |row| row.window_start_ms);
+        let count = ((now - first) / window_ms).max(0) as usize;
+        let mut series = vec![0.0; count];
+        let by_window: BTreeMap<i64, f64> =
+            rows.iter().map(|r| (r.window_start_ms, r.cost.as_usd_f64())).collect();
+        for (index, value) in series.iter_mut().enumerate() {
+            *value = by_window.get(&(first + index as i64 * window_ms)).copied().unwrap_or(0.0);
+        }
+        // Daily seasonality when the windows divide a day and there are three days of history.
+        let period = (86_400_000 % window_ms == 0)
+            .then(|| (86_400_000 / window_ms) as usize)
+            .filter(|&period| period >= 2 && series.len() >= 3 * period);
+        let holdout = (series.len() / 5).max(1);
+        let fitted = fit_auto(&series, period, holdout).map_err(|e| e.to_string())?;
+        let forecast = fitted.model.forecast(horizon, 0.95).map_err(|e| e.to_string())?;
+        let budget = query
+            .budget_usd
+            .map(|budget| {
+                let budget = Money::from_usd_f64(budget).unwrap_or(Money::ZERO);
+                project_budget(&fitted.model, Money::ZERO, horizon, budget)
+            })
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        Ok(json!({"window_ms": window_ms, "history": series, "method": fitted.model.method,
+                  "candidates": fitted.scores, "forecast": forecast, "budget": budget}))
+    })
+    .await?
+    .map_err(|message| ApiError::invalid_request(format!("cannot forecast: {message}")))?;
+    Ok(Json(result))
+}
+
+/// `GET /api/clusters`: workload clusters of the last day's records (k by silhouette).
+pub async fn clusters(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    state.runtime().auth.authenticate(&headers).map_err(auth_error)?;
+    let records = state.records().clone();
+    let now = state.clock().now_ms();
+    let result = blocking(move || -> Result<Value, String> {
+        let mut query = RecordQuery::range(now - 86_400_000, now + 1);
+        query.limit = Some(200_000);
+        let records = records.scan(&query).map_err(|e| e.to_string())?;
+        let clusters = cluster_records(&records, &FeatureSpec::default(), 2..=8, 42)
+            .map_err(|e| e.to_string())?;
+        Ok(json!(clusters))
+    })
+    .await?
+    .map_err(|message| ApiError::invalid_request(format!("cannot cluster: {message}")))?;
+    Ok(Json(result))
+}

@@ -1,0 +1,481 @@
+//! Prometheus metrics (prometheus-client), updated once per finished call from its record.
+//!
+//! Everything is derived from the [`RequestRecord`] the call produced, so `/metrics` and the
+//! stored records cannot disagree. Collector counters (queue depth, drops) are read at scrape
+//! time. Cost is exported in USD as a float counter: Prometheus has no integers, and exact sums
+//! live in the store anyway.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, atomic::AtomicU64},
+};
+
+use llmopt_collector::CollectorMetrics;
+use llmopt_core::{RequestRecord, Status};
+use llmopt_optimizer::LoopMetrics;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub provider: String,
+    pub model: String,
+    pub endpoint: String,
+    pub status: String,
+    pub cache: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub provider: String,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub provider: String,
+    pub model: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub outcome: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs … ~105 s, doubling: covers gateway overhead and long generations alike.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 22))
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The series of one (provider, model), looked up once and kept. Looking a labelled series up in
+/// a `Family` builds its label strings and hashes them on every call: about a dozen allocations
+/// per proxied request. prometheus-client metrics are shared handles, so a kept clone updates the
+/// registered series. Series are still created on first use only, as the families would.
+#[derive(Debug, Default)]
+struct ModelSeries {
+    /// By (endpoint, status, cache outcome), all static strings; a handful per model.
+    requests: Mutex<Vec<(CallKey, Counter)>>,
+    /// input, output, cache_read, cache_write.
+    tokens: [OnceLock<Counter>; 4],
+    cost_usd: OnceLock<Counter<f64, AtomicU64>>,
+    saved_usd: OnceLock<Counter<f64, AtomicU64>>,
+    latency: OnceLock<Histogram>,
+    ttft: OnceLock<Histogram>,
+}
+
+/// (endpoint, status, cache outcome) of a call.
+type CallKey = (&'static str, &'static str, &'static str);
+
+const TOKEN_KINDS: [&str; 4] = ["input", "output", "cache_read", "cache_write"];
+
+/// provider → model → series.
+type SeriesCache = RwLock<HashMap<String, HashMap<String, Arc<ModelSeries>>>>;
+
+/// Every metric the gateway exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<CallLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    tokens: Family<TokenLabels, Counter>,
+    cost_usd: Family<ModelLabels, Counter<f64, AtomicU64>>,
+    saved_usd: Family<ModelLabels, Counter<f64, AtomicU64>>,
+    cache: Family<CacheLabels, Counter>,
+    latency: HistogramFamily<ModelLabels>,
+    ttft: HistogramFamily<ModelLabels>,
+    overhead: Histogram,
+    /// Cache outcome counters (hit, miss, bypass), kept like [`ModelSeries`].
+    cache_outcomes: [OnceLock<Counter>; 3],
+    series: SeriesCache,
+    collector_queue_depth: Gauge,
+    collector_dropped: Gauge,
+    collector_rejected: Gauge,
+    collector_written: Gauge,
+    collector_write_errors: Gauge,
+    in_flight: Gauge,
+    config_reloads: Family<CacheLabels, Counter>,
+    optimizer: OptimizerMetrics,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StrategyLabels {
+    pub strategy: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub strategy: String,
+    pub outcome: String,
+}
+
+/// The loop's metrics, synchronised from `LoopMetrics` snapshots at scrape time.
+#[derive(Debug)]
+struct OptimizerMetrics {
+    runs: Counter,
+    failed_runs: Counter,
+    duration: Histogram,
+    cost_reduction: Gauge<f64, AtomicU64>,
+    active_experiments: Gauge,
+    quality_budget_used: Gauge<f64, AtomicU64>,
+    proposals: Family<StrategyLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
+    /// What has been exported already, to turn snapshots into counter increments.
+    synced: std::sync::Mutex<LoopMetrics>,
+}
+
+impl OptimizerMetrics {
+    fn register(registry: &mut Registry) -> OptimizerMetrics {
+        let metrics = OptimizerMetrics {
+            runs: Counter::default(),
+            failed_runs: Counter::default(),
+            duration: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
+            cost_reduction: Gauge::default(),
+            active_experiments: Gauge::default(),
+            quality_budget_used: Gauge::default(),
+            proposals: Family::default(),
+            decisions: Family::default(),
+            synced: std::sync::Mutex::new(LoopMetrics::default()),
+        };
+        registry.register("optimizer_runs", "Optimization cycles run", metrics.runs.clone());
+        registry.register(
+            "optimizer_failed_runs",
+            "Optimization cycles that failed",
+            metrics.failed_runs.clone(),
+        );
+        registry.register(
+            "optimizer_duration_seconds",
+            "Duration of optimization cycles",
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "optimizer_cost_reduction",
+            "Measured saving of adopted changes, USD per day",
+            metrics.cost_reduction.clone(),
+        );
+        registry.register(
+            "optimizer_active_experiments",
+            "Experiments running",
+            metrics.active_experiments.clone(),
+        );
+        registry.register(
+            "optimizer_quality_budget_used",
+            "Share of the routing quality budget spent by adoptions",
+            metrics.quality_budget_used.clone(),
+        );
+        registry.register(
+            "optimizer_proposals",
+            "Proposals made, by strategy",
+            metrics.proposals.clone(),
+        );
+        registry.register(
+            "optimizer_decisions",
+            "Experiment decisions, by strategy and outcome",
+            metrics.decisions.clone(),
+        );
+        metrics
+    }
+
+    fn sync(&self, now: &LoopMetrics, quality_budget_used: f64) {
+        let mut synced = self.synced.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.runs.inc_by(now.runs.saturating_sub(synced.runs));
+        self.failed_runs.inc_by(now.failed_runs.saturating_sub(synced.failed_runs));
+        for duration in now.durations_seconds.iter().skip(synced.durations_seconds.len()) {
+            self.duration.observe(*duration);
+        }
+        self.cost_reduction.set(now.cost_reduction_usd_per_day);
+        self.active_experiments.set(i64::try_from(now.active_experiments).unwrap_or(i64::MAX));
+        self.quality_budget_used.set(quality_budget_used);
+        for (strategy, count) in &now.proposals {
+            let before = synced.proposals.get(strategy).copied().unwrap_or(0);
+            self.proposals
+                .get_or_create(&StrategyLabels { strategy: strategy.clone() })
+                .inc_by(count.saturating_sub(before));
+        }
+        for ((strategy, outcome), count) in &now.decisions {
+            let before =
+                synced.decisions.get(&(strategy.clone(), outcome.clone())).copied().unwrap_or(0);
+            self.decisions
+                .get_or_create(&DecisionLabels {
+                    strategy: strategy.clone(),
+                    outcome: outcome.clone(),
+                })
+                .inc_by(count.saturating_sub(before));
+        }
+        *synced = now.clone();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        // No registry prefix: the gateway's names carry `llmopt_` themselves, and the loop's use the
+        // names existing dashboards know (`optimizer_runs_total`, …).
+        let mut registry = Registry::default();
+        let requests = Family::<CallLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let tokens = Family::<TokenLabels, Counter>::default();
+        let cost_usd = Family::<ModelLabels, Counter<f64, AtomicU64>>::default();
+        let saved_usd = Family::<ModelLabels, Counter<f64, AtomicU64>>::default();
+        let cache = Family::<CacheLabels, Counter>::default();
+        let latency: HistogramFamily<ModelLabels> = Family::new_with_constructor(latency_histogram);
+        let ttft: HistogramFamily<ModelLabels> = Family::new_with_constructor(latency_histogram);
+        let overhead = latency_histogram();
+        let config_reloads = Family::<CacheLabels, Counter>::default();
+        registry.register("llmopt_requests", "Calls through the gateway", requests.clone());
+        registry.register("llmopt_errors", "Failed calls by error kind", errors.clone());
+        registry.register(
+            "llmopt_tokens",
+            "Tokens by kind (input, output, cache_read, cache_write)",
+            tokens.clone(),
+        );
+        registry.register("llmopt_cost_usd", "Provider cost of calls, USD", cost_usd.clone());
+        registry.register(
+            "llmopt_saved_usd",
+            "Cost saved by response-cache hits, USD",
+            saved_usd.clone(),
+        );
+        registry.register("llmopt_cache", "Response-cache outcomes", cache.clone());
+        registry.register("llmopt_request_duration_seconds", "Total call latency", latency.clone());
+        registry.register(
+            "llmopt_time_to_first_token_seconds",
+            "Time to first token",
+            ttft.clone(),
+        );
+        registry.register(
+            "llmopt_gateway_overhead_seconds",
+            "Total time minus upstream time, per call",
+            overhead.clone(),
+        );
+        let collector_queue_depth = Gauge::default();
+        let collector_dropped = Gauge::default();
+        let collector_rejected = Gauge::default();
+        let collector_written = Gauge::default();
+        let collector_write_errors = Gauge::default();
+        let in_flight = Gauge::default();
+        registry.register(
+            "llmopt_collector_queue_depth",
+            "Records waiting for the writer",
+            collector_queue_depth.clone(),
+        );
+        registry.register(
+            "llmopt_collector_dropped",
+            "Records dropped on a full queue (total)",
+            collector_dropped.clone(),
+        );
+        registry.register(
+            "llmopt_collector_rejected",
+            "Records refused by validation (total)",
+            collector_rejected.clone(),
+        );
+        registry.register(
+            "llmopt_collector_written",
+            "Records written to the store (total)",
+            collector_written.clone(),
+        );
+        registry.register(
+            "llmopt_collector_write_errors",
+            "Failed store calls (total)",
+            collector_write_errors.clone(),
+        );
+        registry.register(
+            "llmopt_in_flight_requests",
+            "Proxied calls in flight",
+            in_flight.clone(),
+        );
+        registry.register(
+            "llmopt_config_reloads",
+            "Configuration reloads by outcome",
+            config_reloads.clone(),
+        );
+        let optimizer = OptimizerMetrics::register(&mut registry);
+        Metrics {
+            optimizer,
+            registry,
+            requests,
+            errors,
+            tokens,
+            cost_usd,
+            saved_usd,
+            cache,
+            latency,
+            ttft,
+            overhead,
+            cache_outcomes: Default::default(),
+            series: RwLock::default(),
+            collector_queue_depth,
+            collector_dropped,
+            collector_rejected,
+            collector_written,
+            collector_write_errors,
+            in_flight,
+            config_reloads,
+        }
+    }
+
+    /// Counts one finished call.
+    pub fn observe(&self, record: &RequestRecord) {
+        let provider = record.provider.as_str();
+        let model = record.served_model.as_str();
+        let status = match record.status {
+            Status::Ok => "ok",
+            Status::Error(kind) => kind.as_str(),
+        };
+        let endpoint = match record.endpoint {
+            llmopt_core::Endpoint::ChatCompletions => "chat_completions",
+            llmopt_core::Endpoint::Messages => "messages",
+            llmopt_core::Endpoint::External => "external",
+        };
+        let cache = record.cache.as_str();
+        let series = self.model_series(provider, model);
+        let model_labels =
+            || ModelLabels { provider: provider.to_owned(), model: model.to_owned() };
+        {
+            let mut requests = series.requests.lock().unwrap_or_else(PoisonError::into_inner);
+            let key = (endpoint, status, cache);
+            match requests.iter().find(|(labels, _)| *labels == key) {
+                Some((_, counter)) => {
+                    counter.inc();
+                }
+                None => {
+                    let counter = self
+                        .requests
+                        .get_or_create(&CallLabels {
+                            provider: provider.to_owned(),
+                            model: model.to_owned(),
+                            endpoint: endpoint.to_owned(),
+                            status: status.to_owned(),
+                            cache: cache.to_owned(),
+                        })
+                        .clone();
+                    counter.inc();
+                    requests.push((key, counter));
+                }
+            }
+        }
+        if let Status::Error(kind) = record.status {
+            self.errors.get_or_create(&ErrorLabels { kind: kind.as_str().to_owned() }).inc();
+        }
+        let outcome_index = match record.cache {
+            llmopt_core::CacheOutcome::Hit => 0,
+            llmopt_core::CacheOutcome::Miss => 1,
+            llmopt_core::CacheOutcome::Bypass => 2,
+        };
+        self.cache_outcomes[outcome_index]
+            .get_or_init(|| {
+                self.cache.get_or_create(&CacheLabels { outcome: cache.to_owned() }).clone()
+            })
+            .inc();
+        if let Some(usage) = &record.usage {
+            let counts = [
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_read_tokens,
+                usage.cache_write_tokens(),
+            ];
+            for ((kind, count), counter) in TOKEN_KINDS.iter().zip(counts).zip(&series.tokens) {
+                if count > 0 {
+                    counter
+                        .get_or_init(|| {
+                            self.tokens
+                                .get_or_create(&TokenLabels {
+                                    provider: provider.to_owned(),
+                                    model: model.to_owned(),
+                                    kind: (*kind).to_owned(),
+                                })
+                                .clone()
+                        })
+                        .inc_by(count);
+                }
+            }
+        }
+        if let Some(cost) = record.cost.filter(|c| !c.is_zero()) {
+            series
+                .cost_usd
+                .get_or_init(|| self.cost_usd.get_or_create(&model_labels()).clone())
+                .inc_by(cost.as_usd_f64());
+        }
+        if let Some(saved) = record.saved_cost.filter(|c| !c.is_zero()) {
+            series
+                .saved_usd
+                .get_or_init(|| self.saved_usd.get_or_create(&model_labels()).clone())
+                .inc_by(saved.as_usd_f64());
+        }
+        series
+            .latency
+            .get_or_init(|| self.latency.get_or_create(&model_labels()).clone())
+            .observe(record.latency_us as f64 / 1e6);
+        if let Some(ttft) = record.ttft_us {
+            series
+                .ttft
+                .get_or_init(|| self.ttft.get_or_create(&model_labels()).clone())
+                .observe(ttft as f64 / 1e6);
+        }
+        if let Some(upstream) = record.upstream_us {
+            self.overhead.observe(record.latency_us.saturating_sub(upstream) as f64 / 1e6);
+        }
+    }
+
+    /// The kept series of one (provider, model), made on first use.
+    fn model_series(&self, provider: &str, model: &str) -> Arc<ModelSeries> {
+        {
+            let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(found) = series.get(provider).and_then(|models| models.get(model)) {
+                return Arc::clone(found);
+            }
+        }
+        let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(
+            series.entry(provider.to_owned()).or_default().entry(model.to_owned()).or_default(),
+        )
+    }
+
+    pub fn in_flight(&self) -> &Gauge {
+        &self.in_flight
+    }
+
+    pub fn count_reload(&self, applied: bool) {
+        let outcome = if applied { "applied" } else { "rejected" };
+        self.config_reloads.get_or_create(&CacheLabels { outcome: outcome.to_owned() }).inc();
+    }
+
+    /// The text exposition, with collector gauges and the loop's counters read now.
+    pub fn render(
+        &self,
+        collector: &CollectorMetrics,
+        loop_metrics: &LoopMetrics,
+        quality_budget_used: f64,
+    ) -> String {
+        self.optimizer.sync(loop_metrics, quality_budget_used);
+        let as_gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.collector_queue_depth.set(as_gauge(collector.queue_depth));
+        self.collector_dropped.set(as_gauge(collector.dropped));
+        self.collector_rejected.set(as_gauge(collector.rejected));
+        self.collector_written.set(as_gauge(collector.written));
+        self.collector_write_errors.set(as_gauge(collector.write_errors));
+        let mut text = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}

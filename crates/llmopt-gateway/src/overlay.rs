@@ -1,0 +1,186 @@
+//! The optimizer's live policy laid over the configuration's routes: adopted rules and running
+//! experiments adjust each request's decision ([`OptimizerOverlay::apply`]), finished calls and
+//! their feedback are counted in their experiment arms, and cycles run on the configured cron
+//! schedule ([`spawn_schedule`]) and on demand (`POST /api/optimize`).
+
+use std::{sync::Arc, time::Duration};
+
+use llmopt_core::{
+    Clock, Endpoint, ExperimentArm, Feedback, PriceCatalog, RequestId, RequestRecord,
+    usage::Protocol,
+};
+use llmopt_experiments::{Engine, UnitIds};
+use llmopt_optimizer::{
+    LivePolicy, Optimizer, OptimizerConfig, Policy, RequestContext, strategies,
+};
+
+use crate::{
+    routing::{Candidate, RouteDecision, RouteInput},
+    state::{Runtime, Stores},
+};
+
+/// Tags that name the unit of assignment when a client sends them (else the request is the unit).
+pub const USER_TAG: &str = "user";
+pub const SESSION_TAG: &str = "session";
+
+/// The optimizer as the gateway sees it: its live policy and experiments, applied per request.
+pub struct OptimizerOverlay {
+    optimizer: Arc<Optimizer>,
+    /// Request id → experiment arm, for feedback that arrives after the call (bounded).
+    arms: moka::sync::Cache<String, ExperimentArm>,
+}
+
+impl std::fmt::Debug for OptimizerOverlay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OptimizerOverlay")
+            .field("optimizer", &self.optimizer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OptimizerOverlay {
+    /// Opens the optimizer over the given stores (experiments and policy are loaded from them).
+    pub fn open(
+        stores: &Stores,
+        catalog: Arc<PriceCatalog>,
+        clock: Arc<dyn Clock>,
+        config: OptimizerConfig,
+    ) -> Result<OptimizerOverlay, String> {
+        let engine = Arc::new(
+            Engine::open(Arc::clone(&stores.experiments), clock.clone())
+                .map_err(|e| format!("experiments: {e}"))?,
+        );
+        let policy = Arc::new(
+            LivePolicy::load(Arc::clone(&stores.policies), Policy::default())
+                .map_err(|e| format!("policy: {e}"))?,
+        );
+        let optimizer = Optimizer::new(
+            Arc::clone(&stores.records),
+            engine,
+            policy,
+            Arc::clone(&stores.policies),
+            catalog,
+            clock,
+            strategies::all(),
+            config,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(OptimizerOverlay {
+            optimizer: Arc::new(optimizer),
+            arms: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_idle(Duration::from_secs(24 * 3600))
+                .build(),
+        })
+    }
+
+    pub fn optimizer(&self) -> &Arc<Optimizer> {
+        &self.optimizer
+    }
+
+    /// Adjusts the configuration's decision for one request: model substitution, `max_tokens`
+    /// cap, cache on or off, timeout and experiment arm. `runtime` resolves providers for a
+    /// substituted model.
+    pub fn apply(&self, runtime: &Runtime, input: &RouteInput<'_>, decision: &mut RouteDecision) {
+        // Read in place: cloning the whole configuration on every request is wasted work.
+        let environment = self.optimizer.with_config(|config| config.environment.clone());
+        let context = RequestContext {
+            model: input.model,
+            tenant: input.tenant,
+            tags: input.tags,
+            endpoint: match input.protocol {
+                Protocol::OpenAi => Endpoint::ChatCompletions,
+                Protocol::Anthropic => Endpoint::Messages,
+            },
+            unit_id: input
+                .tags
+                .get(USER_TAG)
+                .or_else(|| input.tags.get(SESSION_TAG))
+                .map_or(input.request_id, String::as_str),
+            environment: &environment,
+        };
+        let units = UnitIds {
+            request: input.request_id,
+            user: input.tags.get(USER_TAG).map(String::as_str),
+            session: input.tags.get(SESSION_TAG).map(String::as_str),
+        };
+        let routing = self.optimizer.route(&context, &units);
+        let policy = routing.decision;
+        if let Some(model) = &policy.model {
+            let substituted = RouteInput { model, ..*input };
+            match (&policy.provider, runtime.routes.decide(&substituted)) {
+                (Some(provider), _) => {
+                    decision
+                        .candidates
+                        .insert(0, Candidate { provider: provider.clone(), model: model.clone() });
+                }
+                (None, Some(routed)) => decision.candidates = routed.candidates,
+                // No route serves the substitute: keep the client's model rather than fail.
+                (None, None) => {
+                    tracing::warn!(%model, "policy names a model no route serves; ignored")
+                }
+            }
+        }
+        if let Some(cap) = policy.max_tokens_cap {
+            decision.max_tokens_cap = Some(decision.max_tokens_cap.map_or(cap, |own| own.min(cap)));
+        }
+        if let Some(cache) = policy.cache {
+            decision.cache = cache.enabled;
+        }
+        if let Some(timeout_ms) = policy.timeout_ms {
+            decision.timeout = Some(Duration::from_millis(timeout_ms));
+        }
+        if let Some(arm) = routing.arm {
+            self.arms.insert(input.request_id.to_owned(), arm.clone());
+            decision.experiment = Some(arm);
+        }
+    }
+
+    /// Sees every finished call's record before the collector takes it (experiment counts).
+    pub fn on_record(&self, record: &RequestRecord) {
+        if record.experiment.is_some() {
+            self.optimizer.observe(record);
+        }
+    }
+
+    /// Sees quality feedback that was joined to a stored call.
+    pub fn on_feedback(&self, id: &RequestId, feedback: &Feedback) {
+        if let Some(arm) = self.arms.get(id.as_str()) {
+            self.optimizer.observe_feedback(&arm, &feedback.metric, feedback.value.as_f64());
+        }
+    }
+}
+
+/// Runs cycles on a cron schedule until the process ends. Each cycle runs on a blocking thread.
+pub fn spawn_schedule(
+    optimizer: Arc<Optimizer>,
+    schedule: &str,
+) -> crate::Result<tokio::task::JoinHandle<()>> {
+    let cron = croner::Cron::new(schedule)
+        .with_seconds_optional()
+        .parse()
+        .map_err(|e| crate::Error::Config(format!("optimizer.schedule `{schedule}`: {e}")))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let now = chrono_now();
+            let Ok(next) = cron.find_next_occurrence(&now, false) else { break };
+            let wait = (next - now).to_std().unwrap_or(Duration::from_secs(60));
+            tokio::time::sleep(wait).await;
+            let optimizer = optimizer.clone();
+            match tokio::task::spawn_blocking(move || optimizer.run_cycle()).await {
+                Ok(Ok(report)) => tracing::info!(
+                    proposals = report.proposals.len(),
+                    started = report.started.len(),
+                    adopted = report.adopted.len(),
+                    "optimization cycle"
+                ),
+                Ok(Err(error)) => tracing::error!(%error, "optimization cycle failed"),
+                Err(error) => tracing::error!(%error, "optimization cycle panicked"),
+            }
+        }
+    }))
+}
+
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}

@@ -1,0 +1,492 @@
+//! The two proxy routes, `POST /v1/chat/completions` and `POST /v1/messages`.
+//!
+//! The path of one call (DESIGN.md): limits and authentication, parse only the top level of the
+//! body ([`ChatRequest`]: raw JSON values, nothing re-encoded), ask the policy, consult the
+//! response cache, call the provider with the fallback chain, pass the answer through as bytes
+//! (a stream event by event), and turn the call into exactly one [`RequestRecord`] for the
+//! collector, whatever happened: refusal, upstream error, cache hit, complete stream, or a client
+//! that went away mid-stream (detected when the response body is dropped before its end).
+//!
+//! [`forward`] tries the candidates (one path for whole and streamed answers); [`stream`] is
+//! the body of a streamed answer that records the call when it ends.
+
+mod forward;
+mod stream;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use llmopt_core::{
+    CacheOutcome, Endpoint, ErrorKind, ExperimentArm, Fingerprint, Fingerprints, Money,
+    RequestRecord, Status, Tags, Usage, fingerprint, usage::Protocol,
+};
+use llmopt_llm::ChatRequest;
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::{
+    cache::{AnswerShape, CacheKey, CachedAnswer},
+    error::ApiError,
+    routing::{RouteDecision, RouteInput},
+    state::{AppState, InFlightGuard, Runtime},
+};
+
+/// Request headers passed to the provider (never authentication, which the provider sets).
+const FORWARDED_REQUEST_HEADERS: &[&str] = &[
+    "anthropic-version",
+    "anthropic-beta",
+    "openai-organization",
+    "openai-project",
+    "openai-beta",
+];
+
+pub async fn chat_completions(State(state): State<AppState>, request: Request) -> Response {
+    proxy(state, Protocol::OpenAi, request).await
+}
+
+pub async fn messages(State(state): State<AppState>, request: Request) -> Response {
+    proxy(state, Protocol::Anthropic, request).await
+}
+
+/// A UUIDv7 request id made from the record's own timestamp: the store then finds the record by
+/// the time its id carries, with no id index entry (see `llmopt_storage::records`). 74 random
+/// bits keep ids made in the same millisecond apart.
+pub fn request_id_at(ts_ms: i64) -> String {
+    match u64::try_from(ts_ms) {
+        Ok(ms) => {
+            let nanos = u32::try_from(ms % 1_000).unwrap_or(0) * 1_000_000;
+            let timestamp = uuid::Timestamp::from_unix(uuid::NoContext, ms / 1_000, nanos);
+            uuid::Uuid::new_v7(timestamp).to_string()
+        }
+        Err(_) => uuid::Uuid::now_v7().to_string(),
+    }
+}
+
+async fn proxy(state: AppState, protocol: Protocol, request: Request) -> Response {
+    let ts_ms = state.clock().now_ms();
+    let request_id = request_id_at(ts_ms);
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let call = ProxiedCall {
+        state: state.clone(),
+        runtime: state.runtime(),
+        request_id,
+        start: Instant::now(),
+        ts_ms,
+        protocol,
+        tenant: None,
+        tags: Tags::new(),
+        requested_model: None,
+        fingerprints: Fingerprints::default(),
+        stream: false,
+        max_tokens: None,
+        experiment: None,
+        upstream_time: Duration::ZERO,
+        span: span.clone(),
+        _in_flight: None,
+    };
+    handle(call, request).instrument(span).await
+}
+
+/// Everything known about one call so far; turns into its record at the end.
+struct ProxiedCall {
+    state: AppState,
+    runtime: Arc<Runtime>,
+    request_id: String,
+    start: Instant,
+    ts_ms: i64,
+    protocol: Protocol,
+    tenant: Option<String>,
+    tags: Tags,
+    requested_model: Option<String>,
+    fingerprints: Fingerprints,
+    stream: bool,
+    max_tokens: Option<u32>,
+    experiment: Option<ExperimentArm>,
+    /// Time spent waiting on providers, all attempts.
+    upstream_time: Duration,
+    span: tracing::Span,
+    _in_flight: Option<InFlightGuard>,
+}
+
+impl ProxiedCall {
+    fn endpoint(&self) -> Endpoint {
+        match self.protocol {
+            Protocol::OpenAi => Endpoint::ChatCompletions,
+            Protocol::Anthropic => Endpoint::Messages,
+        }
+    }
+
+    fn record(&self, provider: &str, served_model: &str, status: Status) -> RequestRecord {
+        let requested = self.requested_model.clone().unwrap_or_else(|| "unknown".to_owned());
+        let served =
+            if served_model.is_empty() { requested.clone() } else { served_model.to_owned() };
+        let mut record = RequestRecord::new(self.request_id.clone(), self.ts_ms, provider, served);
+        record.requested_model = requested.into();
+        record.tenant = self.tenant.clone().map(Into::into);
+        record.endpoint = self.endpoint();
+        record.tags = self.tags.clone();
+        record.status = status;
+        record.latency_us = micros(self.start.elapsed());
+        record.stream = self.stream;
+        record.experiment = self.experiment.clone();
+        record.fingerprints = self.fingerprints.clone();
+        record.max_tokens = self.max_tokens;
+        record
+    }
+
+    /// Hands the record to the collector and the metrics, and logs the call.
+    fn finish(&self, record: RequestRecord) {
+        let _entered = self.span.enter();
+        self.state.metrics().observe(&record);
+        match record.status {
+            Status::Ok => tracing::info!(
+                provider = %record.provider, model = %record.served_model,
+                cache = record.cache.as_str(), latency_us = record.latency_us, "call ok"
+            ),
+            Status::Error(kind) => tracing::warn!(
+                provider = %record.provider, model = %record.served_model,
+                error = kind.as_str(), latency_us = record.latency_us, "call failed"
+            ),
+        }
+        self.state.on_record(&record);
+        if let Err(error) = self.state.collector().record(record) {
+            tracing::warn!(%error, "record not collected");
+        }
+    }
+
+    /// Refuses the call (gateway-side), records the refusal, answers in the caller's shape.
+    fn refuse(&self, error: ApiError) -> Response {
+        let mut record = self.record("gateway", "", Status::Error(error.kind));
+        record.cost = None;
+        self.finish(record);
+        self.respond_error(error)
+    }
+
+    fn respond_error(&self, error: ApiError) -> Response {
+        let mut response = error.into_response_for(self.protocol);
+        self.add_headers(response.headers_mut(), None, CacheOutcome::Bypass);
+        response
+    }
+
+    fn add_headers(
+        &self,
+        headers: &mut HeaderMap,
+        served_model: Option<&str>,
+        cache: CacheOutcome,
+    ) {
+        if let Ok(value) = HeaderValue::from_str(&self.request_id) {
+            headers.insert(HeaderName::from_static("x-request-id"), value);
+        }
+        if let Some(value) = served_model.and_then(|m| HeaderValue::from_str(m).ok()) {
+            headers.insert(HeaderName::from_static("x-llmopt-served-model"), value);
+        }
+        headers.insert(
+            HeaderName::from_static("x-llmopt-cache"),
+            HeaderValue::from_static(cache.as_str()),
+        );
+        if let Some(arm) = &self.experiment
+            && let Ok(value) = HeaderValue::from_str(&format!("{}:{}", arm.experiment_id, arm.arm))
+        {
+            headers.insert(HeaderName::from_static("x-llmopt-experiment-arm"), value);
+        }
+    }
+
+    /// Exact cost of `usage` at `model`'s price; `None` when the model has no price.
+    fn cost(&self, models: &[&str], usage: &Usage) -> Option<Money> {
+        models
+            .iter()
+            .find_map(|model| self.runtime.catalog.cost(model, usage).ok())
+            .map(|breakdown| breakdown.total)
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Sum of header name and value lengths.
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum()
+}
+
+/// `x-llmopt-tags: k=v,k2=v2`.
+pub fn parse_tags(headers: &HeaderMap) -> Tags {
+    let mut tags = Tags::new();
+    for value in headers.get_all("x-llmopt-tags") {
+        let Ok(text) = value.to_str() else { continue };
+        for pair in text.split(',') {
+            if let Some((key, value)) = pair.split_once('=') {
+                let (key, value) = (key.trim(), value.trim());
+                if !key.is_empty() {
+                    tags.insert(key.to_owned(), value.to_owned());
+                }
+            }
+        }
+    }
+    tags
+}
+
+async fn handle(mut call: ProxiedCall, request: Request) -> Response {
+    let limits = call.runtime.config.limits.clone();
+    let (parts, body) = request.into_parts();
+    call.tags = parse_tags(&parts.headers);
+    if header_bytes(&parts.headers) > limits.max_header_bytes {
+        let mut error = ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorKind::Gateway,
+            format!("request headers exceed {} bytes", limits.max_header_bytes),
+        );
+        error.retry_after_s = None;
+        return call.refuse(error);
+    }
+    match call.runtime.auth.authenticate(&parts.headers) {
+        Ok(authenticated) => call.tenant = authenticated.tenant().map(str::to_owned),
+        Err(error) => return call.refuse(ApiError::unauthorized(error.to_string())),
+    }
+    match call.state.try_enter(limits.max_concurrent_requests) {
+        Some(guard) => call._in_flight = Some(guard),
+        None => {
+            return call.refuse(ApiError::too_many(format!(
+                "more than {} requests in flight",
+                limits.max_concurrent_requests
+            )));
+        }
+    }
+    let declared_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared_length.is_some_and(|length| length > limits.max_body_bytes) {
+        return call.refuse(ApiError::too_large(format!(
+            "request body exceeds {} bytes",
+            limits.max_body_bytes
+        )));
+    }
+    let body = match axum::body::to_bytes(body, limits.max_body_bytes).await {
+        Ok(body) => body,
+        Err(_) => {
+            return call.refuse(ApiError::too_large(format!(
+                "request body exceeds {} bytes (or could not be read)",
+                limits.max_body_bytes
+            )));
+        }
+    };
+    let mut chat = match ChatRequest::from_slice(call.protocol, &body) {
+        Ok(chat) => chat,
+        Err(error) => {
+            return call.refuse(ApiError::invalid_request(format!(
+                "request body is not a JSON object: {error}"
+            )));
+        }
+    };
+    let Some(model) = chat.model() else {
+        return call.refuse(ApiError::invalid_request("`model` is required"));
+    };
+    call.requested_model = Some(model.clone());
+    call.stream = chat.is_stream();
+    // One full parse for fingerprints (of what the client asked, whatever model serves it).
+    let body_value = answer_fields(&chat);
+    call.fingerprints = Fingerprints {
+        request: Some(Fingerprint::of_json(&body_value)),
+        prefix: fingerprint::prefix_fingerprint(&body_value),
+        prefix_blocks: Vec::new(),
+    };
+    let decision = {
+        let input = RouteInput {
+            protocol: call.protocol,
+            model: &model,
+            tenant: call.tenant.as_deref(),
+            tags: &call.tags,
+            request_id: &call.request_id,
+        };
+        call.state.decide(&call.runtime, &input)
+    };
+    let Some(decision) = decision else {
+        let mut error = ApiError::not_found(format!(
+            "no route serves model `{model}`; add one under [routes] in the configuration"
+        ));
+        error.kind = ErrorKind::NotFound;
+        return call.refuse(error);
+    };
+    call.experiment = decision.experiment.clone();
+    let max_tokens_field = match call.protocol {
+        Protocol::OpenAi if chat.fields.contains_key("max_completion_tokens") => {
+            "max_completion_tokens"
+        }
+        _ => "max_tokens",
+    };
+    let mut max_tokens: Option<u32> = chat.get(max_tokens_field);
+    if let Some(cap) = decision.max_tokens_cap
+        && max_tokens.is_none_or(|requested| requested > cap)
+    {
+        if let Err(error) = chat.set(max_tokens_field, &cap) {
+            return call.refuse(ApiError::internal(format!("cannot cap max_tokens: {error}")));
+        }
+        max_tokens = Some(cap);
+    }
+    call.max_tokens = max_tokens;
+    chat.headers = FORWARDED_REQUEST_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = parts.headers.get(*name)?.to_str().ok()?;
+            Some(((*name).to_owned(), value.to_owned()))
+        })
+        .collect();
+
+    let cache_key =
+        cache_key_for(&call, &decision, &chat, &body_value, max_tokens_field, max_tokens);
+    if let Some(key) = &cache_key
+        && let Some(answer) = call.runtime.cache.get(key)
+    {
+        return answer_from_cache(call, &decision, &answer);
+    }
+    let cache_outcome = if cache_key.is_some() { CacheOutcome::Miss } else { CacheOutcome::Bypass };
+    forward::forward(call, decision, chat, &model, cache_key, cache_outcome).await
+}
+
+/// The request's answer-changing fields as one JSON object, each raw field parsed once: the
+/// object `fingerprint::request_fingerprint` would build from the whole body, without parsing
+/// the body a second time or copying it.
+fn answer_fields(chat: &ChatRequest) -> Value {
+    let mut fields = serde_json::Map::new();
+    for (key, raw) in &chat.fields {
+        if fingerprint::FIELDS_NOT_IN_KEY.contains(&key.as_str()) {
+            continue;
+        }
+        if let Ok(value) = serde_json::from_str::<Value>(raw.get()) {
+            fields.insert(key.clone(), value);
+        }
+    }
+    Value::Object(fields)
+}
+
+/// The cache key, or `None` when the cache does not apply to this request.
+fn cache_key_for(
+    call: &ProxiedCall,
+    decision: &RouteDecision,
+    chat: &ChatRequest,
+    body_value: &Value,
+    max_tokens_field: &str,
+    max_tokens: Option<u32>,
+) -> Option<CacheKey> {
+    if !decision.cache {
+        return None;
+    }
+    let settings = &call.runtime.config.cache;
+    let temperature: Option<f64> = chat.get("temperature");
+    // No temperature means the provider default (1.0): not deterministic either.
+    let deterministic = temperature.is_some_and(|t| t <= 0.0);
+    if !deterministic && !settings.allow_nonzero_temperature {
+        return None;
+    }
+    let primary = decision.candidates.first()?;
+    // The key is over the request as the provider will see it: served model and capped limit.
+    let mut upstream_value = body_value.clone();
+    if let Some(object) = upstream_value.as_object_mut() {
+        object.insert("model".to_owned(), Value::from(primary.model.clone()));
+        if let Some(limit) = max_tokens {
+            object.insert(max_tokens_field.to_owned(), Value::from(limit));
+        }
+    }
+    let fingerprint = fingerprint::cache_key(
+        call.tenant.as_deref(),
+        &primary.provider,
+        &primary.model,
+        &upstream_value,
+    );
+    let include_usage = chat
+        .get::<Value>("stream_options")
+        .and_then(|options| options.get("include_usage").and_then(Value::as_bool))
+        .unwrap_or(false);
+    let shape = match (call.stream, call.protocol, include_usage) {
+        (false, _, _) => AnswerShape::Json,
+        (true, Protocol::OpenAi, true) => AnswerShape::SseWithUsage,
+        (true, _, _) => AnswerShape::Sse,
+    };
+    Some(CacheKey { fingerprint, shape })
+}
+
+fn answer_from_cache(
+    call: ProxiedCall,
+    decision: &RouteDecision,
+    answer: &CachedAnswer,
+) -> Response {
+    let provider = decision.candidates.first().map_or("cache", |c| c.provider.as_str());
+    let mut record = call.record(provider, &answer.served_model, Status::Ok);
+    record.cache = CacheOutcome::Hit;
+    record.cost = Some(Money::default());
+    record.saved_cost = answer.cost;
+    record.stop_reason = answer.stop_reason.clone();
+    record.ttft_us = Some(record.latency_us);
+    let mut response = Response::new(Body::from(answer.body.clone()));
+    *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    if let Ok(value) = HeaderValue::from_str(&answer.content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    call.add_headers(response.headers_mut(), Some(&answer.served_model), CacheOutcome::Hit);
+    call.finish(record);
+    response
+}
+
+/// Answers `GET` on a proxy route with the caller's error shape (SDKs only POST).
+pub async fn method_not_allowed() -> impl IntoResponse {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorKind::InvalidRequest, "use POST")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn answer_fields_fingerprint_equals_the_core_request_fingerprint() {
+        let body = json!({
+            "model": "gpt-4o", "stream": true, "stream_options": {"include_usage": true},
+            "user": "u1", "temperature": 0, "seed": 3,
+            "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"b": 1, "a": 2}}}]
+        });
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let chat = ChatRequest::from_slice(Protocol::OpenAi, &bytes).unwrap();
+        let fields = answer_fields(&chat);
+        assert_eq!(Fingerprint::of_json(&fields), fingerprint::request_fingerprint(&body));
+        assert_eq!(
+            fingerprint::prefix_fingerprint(&fields),
+            fingerprint::prefix_fingerprint(&body)
+        );
+    }
+
+    #[test]
+    fn request_ids_carry_the_record_time() {
+        let ts_ms = 1_767_225_600_123;
+        let first = request_id_at(ts_ms);
+        let second = request_id_at(ts_ms);
+        assert_ne!(first, second, "random bits keep ids of one millisecond apart");
+        for id in [&first, &second] {
+            let uuid = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(uuid.get_version_num(), 7);
+            let (secs, nanos) = uuid.get_timestamp().unwrap().to_unix();
+            assert_eq!(secs * 1_000 + u64::from(nanos) / 1_000_000, ts_ms as u64);
+        }
+    }
+
+    #[test]
+    fn tags_header_is_parsed() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-llmopt-tags", HeaderValue::from_static("a=1, b = two ,bad,=x"));
+        let tags = parse_tags(&headers);
+        assert_eq!(tags.len(), 2);
+        assert_eq!(tags["a"], "1");
+        assert_eq!(tags["b"], "two");
+    }
+}

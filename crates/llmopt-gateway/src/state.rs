@@ -1,0 +1,352 @@
+//! Shared state of the server, and the hot-swappable [`Runtime`] built from configuration.
+//!
+//! A request loads the current `Arc<Runtime>` once (an `ArcSwap` read: no lock) and uses that
+//! snapshot to the end, so a configuration reload never changes providers or routes under a
+//! request in flight: new requests see the new runtime, old ones finish with the old one.
+//! Process-wide parts (collector, metrics, clock, counters) live beside it in [`Shared`] and
+//! survive reloads.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use llmopt_collector::Collector;
+use llmopt_core::{
+    Clock, ExperimentStore, Feedback, MemoryExperimentStore, MemoryPolicyStore, MemoryRecordStore,
+    PolicyStore, PriceCatalog, RecordStore, RequestId, RequestRecord,
+};
+use llmopt_llm::Provider;
+use llmopt_optimizer::Optimizer;
+use tokio::sync::broadcast;
+
+use crate::{
+    auth::Authenticator,
+    cache::ResponseCache,
+    config::{Config, ConfigSource},
+    error::{Error, Result},
+    metrics::Metrics,
+    overlay::OptimizerOverlay,
+    providers::build_providers,
+    routing::{RouteDecision, RouteInput, RouteTable},
+};
+
+/// Reads a secret (an environment variable in production, a map in tests).
+pub type SecretSource = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The secret source of production: the process environment.
+pub fn environment_secrets() -> SecretSource {
+    Arc::new(|name: &str| std::env::var(name).ok().filter(|value| !value.is_empty()))
+}
+
+/// The stores a gateway runs on: records, experiments and the policy. Every replica of a
+/// deployment that shares them sees the same calls, experiments and adopted rules.
+#[derive(Debug, Clone)]
+pub struct Stores {
+    pub records: Arc<dyn RecordStore>,
+    pub experiments: Arc<dyn ExperimentStore>,
+    pub policies: Arc<dyn PolicyStore>,
+}
+
+impl Stores {
+    /// In-memory stores: tests, benches, and programs that keep nothing.
+    pub fn memory() -> Stores {
+        Stores {
+            records: Arc::new(MemoryRecordStore::new()),
+            experiments: Arc::new(MemoryExperimentStore::new()),
+            policies: Arc::new(MemoryPolicyStore::new()),
+        }
+    }
+
+    /// The three stores of one sled database.
+    pub fn sled(store: &llmopt_storage::SledStore) -> Stores {
+        Stores {
+            records: store.records(),
+            experiments: store.experiments(),
+            policies: store.policy(),
+        }
+    }
+}
+
+/// What a gateway is built from. [`AppState::build`] turns it into a complete state: the
+/// collector started on the record store, the runtime built from the configuration, and the
+/// optimizer opened on the stores; nothing is installed afterwards.
+pub struct GatewayInit {
+    pub config: Config,
+    pub stores: Stores,
+    pub clock: Arc<dyn Clock>,
+    pub secrets: SecretSource,
+    /// Where `POST /api/config/reload` and the file watcher reload from (`None`: no reload).
+    pub config_source: Option<ConfigSource>,
+}
+
+impl std::fmt::Debug for GatewayInit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayInit")
+            .field("stores", &self.stores)
+            .field("config_source", &self.config_source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything built from one configuration.
+#[derive(Debug)]
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub providers: HashMap<String, Arc<dyn Provider>>,
+    pub routes: RouteTable,
+    pub auth: Authenticator,
+    pub cache: ResponseCache,
+    pub catalog: Arc<PriceCatalog>,
+}
+
+impl Runtime {
+    /// Builds providers, routes, auth, cache and prices. `previous`: the runtime being
+    /// replaced, whose cache is kept when its bounds did not change.
+    pub fn build(
+        config: Config,
+        secrets: &SecretSource,
+        previous: Option<&Runtime>,
+    ) -> Result<Runtime> {
+        let providers = build_providers(&config, secrets)?;
+        let routes = RouteTable::from_config(&config);
+        let admin_token = config.auth.admin_token_env.as_deref().and_then(|name| secrets(name));
+        let auth = Authenticator::new(&config.auth, admin_token.as_deref());
+        let ttl = Duration::from_secs(config.cache.ttl_s);
+        let cache = match previous {
+            Some(previous)
+                if previous.cache.same_bounds(
+                    ttl,
+                    config.cache.max_bytes,
+                    config.cache.max_entry_bytes,
+                ) =>
+            {
+                previous.cache.clone()
+            }
+            _ => ResponseCache::new(ttl, config.cache.max_bytes, config.cache.max_entry_bytes),
+        };
+        let mut catalog = PriceCatalog::builtin();
+        if let Some(file) = &config.pricing.file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| Error::Config(format!("pricing.file `{}`: {e}", file.display())))?;
+            let extra = PriceCatalog::from_toml_str(&text)
+                .map_err(|e| Error::Config(format!("pricing.file `{}`: {e}", file.display())))?;
+            catalog.merge(extra).map_err(|e| Error::Config(format!("pricing.file: {e}")))?;
+        }
+        Ok(Runtime {
+            config: Arc::new(config),
+            providers,
+            routes,
+            auth,
+            cache,
+            catalog: Arc::new(catalog),
+        })
+    }
+}
+
+/// What happened to a configuration change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadEvent {
+    Applied,
+    Rejected(String),
+}
+
+/// Process-wide state.
+#[derive(Debug)]
+pub struct Shared {
+    runtime: ArcSwap<Runtime>,
+    overlay: OptimizerOverlay,
+    records: Arc<dyn RecordStore>,
+    pub collector: Collector,
+    pub metrics: Metrics,
+    pub clock: Arc<dyn Clock>,
+    pub secrets_source: SecretSourceDebug,
+    pub config_source: Option<ConfigSource>,
+    in_flight: AtomicUsize,
+    ready: AtomicBool,
+    reload_events: broadcast::Sender<ReloadEvent>,
+}
+
+/// A [`SecretSource`] that prints nothing.
+#[derive(Clone)]
+pub struct SecretSourceDebug(pub SecretSource);
+
+impl std::fmt::Debug for SecretSourceDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretSource")
+    }
+}
+
+/// The state handlers share: a cheap clone of one `Arc`.
+#[derive(Debug, Clone)]
+pub struct AppState(pub Arc<Shared>);
+
+impl AppState {
+    /// Starts the collector, builds the runtime and opens the optimizer: a state every handler
+    /// can use as it is.
+    pub fn build(init: GatewayInit) -> Result<AppState> {
+        let GatewayInit { config, stores, clock, secrets, config_source } = init;
+        let collector = Collector::start(
+            Arc::clone(&stores.records),
+            Arc::clone(&clock),
+            config.collector.collector_config(),
+        );
+        let runtime = Runtime::build(config, &secrets, None)?;
+        let overlay = OptimizerOverlay::open(
+            &stores,
+            Arc::clone(&runtime.catalog),
+            Arc::clone(&clock),
+            runtime.config.optimizer.clone(),
+        )
+        .map_err(|e| Error::Config(format!("optimizer: {e}")))?;
+        let (reload_events, _) = broadcast::channel(16);
+        Ok(AppState(Arc::new(Shared {
+            runtime: ArcSwap::from_pointee(runtime),
+            overlay,
+            records: stores.records,
+            collector,
+            metrics: Metrics::new(),
+            clock,
+            secrets_source: SecretSourceDebug(secrets),
+            config_source,
+            in_flight: AtomicUsize::new(0),
+            ready: AtomicBool::new(true),
+            reload_events,
+        })))
+    }
+
+    /// The current runtime snapshot.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.0.runtime.load_full()
+    }
+
+    pub fn collector(&self) -> &Collector {
+        &self.0.collector
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.0.clock
+    }
+
+    /// The record store reports read (usage, forecast, clusters).
+    pub fn records(&self) -> &Arc<dyn RecordStore> {
+        &self.0.records
+    }
+
+    /// The optimizer: live policy, experiments and cycles.
+    pub fn optimizer(&self) -> &Arc<Optimizer> {
+        self.0.overlay.optimizer()
+    }
+
+    /// The decision for one request: configuration routes, then the live policy.
+    pub fn decide(&self, runtime: &Runtime, input: &RouteInput<'_>) -> Option<RouteDecision> {
+        let mut decision = runtime.routes.decide(input)?;
+        self.0.overlay.apply(runtime, input, &mut decision);
+        Some(decision)
+    }
+
+    /// Hands a finished call's record to the live policy (before the collector takes it).
+    pub fn on_record(&self, record: &RequestRecord) {
+        self.0.overlay.on_record(record);
+    }
+
+    /// Hands joined feedback to the live policy.
+    pub fn on_feedback(&self, id: &RequestId, feedback: &Feedback) {
+        self.0.overlay.on_feedback(id, feedback);
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.0.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.ready.load(Ordering::SeqCst)
+    }
+
+    /// Counts a request in flight if under `limit`; the guard releases it.
+    pub fn try_enter(&self, limit: usize) -> Option<InFlightGuard> {
+        let previous = self.0.in_flight.fetch_add(1, Ordering::AcqRel);
+        if previous >= limit {
+            self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        self.0.metrics.in_flight().inc();
+        Some(InFlightGuard(self.clone()))
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.0.in_flight.load(Ordering::Acquire)
+    }
+
+    pub fn subscribe_reloads(&self) -> broadcast::Receiver<ReloadEvent> {
+        self.0.reload_events.subscribe()
+    }
+
+    /// Replaces the runtime with one built from `config`. Sections that need a restart
+    /// (server, storage, collector, logging) are reported, not applied.
+    pub fn apply_config(&self, config: Config) -> Result<()> {
+        let current = self.runtime();
+        let runtime = Runtime::build(config, &self.0.secrets_source.0, Some(&current))?;
+        let old = &current.config;
+        let new = &runtime.config;
+        if old.server != new.server
+            || old.storage != new.storage
+            || old.collector != new.collector
+            || old.logging != new.logging
+        {
+            tracing::warn!(
+                "configuration change in server, storage, collector or logging needs a restart; \
+                 the rest is applied"
+            );
+        }
+        if old.optimizer != new.optimizer {
+            self.optimizer()
+                .set_config(new.optimizer.clone())
+                .map_err(|e| Error::Config(e.to_string()))?;
+        }
+        self.0.runtime.store(Arc::new(runtime));
+        Ok(())
+    }
+
+    /// Loads the configuration files again and applies them; an invalid configuration is logged
+    /// and ignored, and the old one stays.
+    pub fn reload(&self) -> ReloadEvent {
+        let outcome = match &self.0.config_source {
+            None => Err(Error::Config("no configuration source to reload from".to_owned())),
+            Some(source) => source.load().and_then(|config| self.apply_config(config)),
+        };
+        let event = match outcome {
+            Ok(()) => {
+                tracing::info!("configuration reloaded");
+                ReloadEvent::Applied
+            }
+            Err(error) => {
+                tracing::error!(%error, "configuration change rejected; keeping the previous one");
+                ReloadEvent::Rejected(error.to_string())
+            }
+        };
+        self.0.metrics.count_reload(event == ReloadEvent::Applied);
+        let _ = self.0.reload_events.send(event.clone());
+        event
+    }
+}
+
+/// Releases one in-flight slot on drop.
+#[derive(Debug)]
+pub struct InFlightGuard(AppState);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.0.metrics.in_flight().dec();
+    }
+}

@@ -1,0 +1,12 @@
+//! Integration tests of the gateway library: router tests with `oneshot`, end-to-end tests on
+//! real loopback ports against the llm crate's simulated server.
+
+#![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
+#![allow(clippy::result_large_err, reason = "figment's Jail closures return its own error type")]
+
+mod config;
+mod deploy_metrics;
+mod proxy;
+mod reload;
+mod router;
+mod support;

@@ -1,0 +1,385 @@
+//! Adopting winners into the live policy: the quality budget of routing changes, approvals in
+//! mode `experiment`, the policy rules an adoption writes, and the saving measured on the
+//! records served under each adoption.
+//!
+//! **Model routing and the quality budget.** Routing a workload to a cheaper model changes
+//! answers. Requiring every workload to keep 95 % of its own quality would only ever route the
+//! workloads where the cheap model is as good; what users want is 95 % of the quality of the
+//! whole model's traffic. So routing experiments run with a wide exploration guardrail (which
+//! stops workloads whose quality collapses), and adoption spends a global budget. Routing
+//! workload `s` (traffic share `w_s`) changes the model's relative quality by `w_s·d_s/Q`, where
+//! `d_s` is the experiment's estimated quality drop with anytime-valid half-width `h_s` and `Q`
+//! the model's mean quality. The experiments run on disjoint traffic, so their errors are
+//! independent and the bound on the total drop of the adopted set `A` is
+//! `Σ w_s·d_s/Q + sqrt(Σ (w_s·h_s/Q)²)`: the half-widths add in quadrature, not linearly (adding
+//! them linearly would bound each workload at once, far more conservatively than the question
+//! asked). A winner is adopted when that bound, with it included, stays within
+//! `max_quality_drop`; winners of one cycle are taken in order of saving per unit of budget, and
+//! the rest are not adopted, with the reason logged.
+
+use llmopt_core::{Money, RequestRecord, ScopeFilter};
+use llmopt_experiments::{
+    PolicyChange, assignment::Scope as ExperimentScope, decision::Decision as EngineDecision,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{CycleReport, Mode, Optimizer, OptimizerConfig, OptimizerError, lock};
+use crate::{
+    policy::{Action, FeatureFlag, FlagConditions, Rule, Scope},
+    strategy::StrategyKind,
+};
+
+/// A change adopted into the policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Adoption {
+    pub experiment_id: String,
+    pub proposal_id: String,
+    pub strategy: Option<StrategyKind>,
+    pub scope: Scope,
+    pub change: PolicyChange,
+    pub adopted_ms: i64,
+    /// Control arm's mean cost per request when the experiment concluded (USD).
+    pub control_cost_per_request: f64,
+    /// Treatment's mean cost per request (USD).
+    pub treatment_cost_per_request: f64,
+    /// Share of the quality budget this adoption spent (routing only): the increase of the
+    /// adopted set's bound when it joined.
+    pub quality_budget_used: f64,
+    /// Its quality drop relative to the model's quality (routing only).
+    #[serde(default)]
+    pub quality_drop: Option<QualityDrop>,
+    /// Saving measured on the records served under it since adoption, against the control's
+    /// cost per request (USD per day; updated every cycle).
+    pub measured_saving_usd_per_day: Option<f64>,
+    pub measured_requests: u64,
+}
+
+/// A routing change's effect on the model's relative quality: estimate and anytime-valid
+/// half-width, both already multiplied by the workload's traffic share.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct QualityDrop {
+    pub share: f64,
+    pub estimate: f64,
+    pub half_width: f64,
+}
+
+/// The bound on the total relative quality drop of a set of routing changes.
+pub fn quality_bound<'a>(drops: impl IntoIterator<Item = &'a QualityDrop>) -> f64 {
+    let (mut estimate, mut variance) = (0.0, 0.0);
+    for drop in drops {
+        estimate += drop.estimate;
+        variance += drop.half_width * drop.half_width;
+    }
+    (estimate + variance.sqrt()).max(0.0)
+}
+
+/// A winner held for approval (mode `experiment`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingApproval {
+    pub experiment_id: String,
+    pub arm: String,
+    /// Reserved in the quality budget while it waits (routing only).
+    #[serde(default)]
+    pub quality_drop: Option<QualityDrop>,
+    pub decision: EngineDecision,
+}
+
+/// A policy scope as an experiment scope.
+pub fn experiment_scope(scope: &Scope) -> ExperimentScope {
+    ExperimentScope {
+        model: scope.model.clone(),
+        tenant: scope.tenant.clone(),
+        tag: scope.tag.clone(),
+        cluster: None,
+    }
+}
+
+fn policy_scope(scope: &ExperimentScope) -> Scope {
+    Scope {
+        model: scope.model.clone(),
+        tenant: scope.tenant.clone(),
+        tag: scope.tag.clone(),
+        endpoint: None,
+    }
+}
+
+/// The policy rules that make an arm's change permanent, gated by one flag named after the
+/// experiment so an operator can ramp it or switch it off at once.
+pub fn rules_for(
+    experiment_id: &str,
+    scope: &Scope,
+    change: &PolicyChange,
+    cache_ttl_seconds: u64,
+) -> Vec<Rule> {
+    let mut actions = Vec::new();
+    if let Some(model) = &change.model {
+        actions.push(("route", Action::RouteModel { model: model.clone(), provider: None }));
+    }
+    if let Some(enabled) = change.response_cache {
+        actions.push((
+            "cache",
+            Action::ResponseCache {
+                enabled,
+                ttl_seconds: Some(cache_ttl_seconds),
+                allow_sampling: false,
+            },
+        ));
+    }
+    if let Some(cap) = change.max_tokens_cap {
+        actions.push(("max_tokens", Action::MaxTokensCap { max_tokens: cap }));
+    }
+    if let Some(total_ms) = change.timeout_ms {
+        actions.push(("timeout", Action::Timeout { total_ms }));
+    }
+    if let Some(after_ms) = change.hedge_after_ms {
+        actions.push(("hedge", Action::Hedge { after_ms }));
+    }
+    actions
+        .into_iter()
+        .map(|(kind, action)| Rule {
+            id: format!("{experiment_id}:{kind}"),
+            scope: scope.clone(),
+            action,
+            flag: Some(experiment_id.to_owned()),
+            origin: format!("experiment {experiment_id}"),
+        })
+        .collect()
+}
+
+impl Optimizer {
+    /// Adopts routing winners in order of saving per unit of quality budget while it lasts.
+    pub(super) fn spend_quality_budget(
+        &self,
+        winners: Vec<(EngineDecision, String)>,
+        records: &[RequestRecord],
+        config: &OptimizerConfig,
+        now_ms: i64,
+        report: &mut CycleReport,
+    ) -> Result<(), OptimizerError> {
+        if winners.is_empty() {
+            return Ok(());
+        }
+        let quality_metric = &config.settings.quality_metric;
+        let mut candidates = Vec::new();
+        for (decision, arm) in winners {
+            let Ok(experiment) = self.engine.show(&decision.experiment_id) else { continue };
+            let scope = &experiment.spec.scope;
+            // Traffic share of the workload within its model, and the model's mean quality.
+            let model_only =
+                ScopeFilter { model: scope.model.as_deref(), ..ScopeFilter::default() };
+            let of_model: Vec<&RequestRecord> =
+                records.iter().filter(|r| model_only.matches_record(r)).collect();
+            let in_scope = of_model.iter().filter(|r| scope.matches_record(r)).count();
+            let share = in_scope as f64 / of_model.len().max(1) as f64;
+            let quality = decision
+                .guardrails
+                .iter()
+                .find(|g| g.arm == arm && g.metric == format!("quality:{quality_metric}"));
+            let (drop, half, control_quality) =
+                match quality.and_then(|c| c.degradation.map(|d| (d, c.control_mean))) {
+                    Some((degradation, control)) => (
+                        degradation.estimate,
+                        (degradation.upper - degradation.estimate).max(0.0),
+                        control,
+                    ),
+                    None => (f64::NAN, f64::NAN, 0.0),
+                };
+            let model_quality: llmopt_core::Moments =
+                of_model.iter().filter_map(|r| r.feedback_value(quality_metric)).collect();
+            let reference_quality =
+                if model_quality.count > 0 { model_quality.mean } else { control_quality };
+            let effect = QualityDrop {
+                share,
+                estimate: share * drop / reference_quality.max(1e-9),
+                half_width: share * half / reference_quality.max(1e-9),
+            };
+            let saving = decision
+                .primary
+                .iter()
+                .find(|c| c.arm == arm)
+                .map_or(0.0, |c| c.control_mean - c.treatment_mean);
+            candidates.push((decision, arm, effect, saving * share));
+        }
+        // Best saving per unit of budget first; free ones (no measurable drop) first of all.
+        candidates.sort_by(|a, b| {
+            let ratio = |c: &(EngineDecision, String, QualityDrop, f64)| {
+                let cost = c.2.estimate + c.2.half_width;
+                if cost <= 0.0 { f64::INFINITY } else { c.3 / cost }
+            };
+            ratio(b).total_cmp(&ratio(a))
+        });
+        for (decision, arm, effect, _) in candidates {
+            let measured = effect.estimate.is_finite() && effect.half_width.is_finite();
+            let (before, after) = {
+                let state = lock(&self.state);
+                let before = quality_bound(&state.ledger);
+                let after = quality_bound(state.ledger.iter().chain(std::iter::once(&effect)));
+                (before, after)
+            };
+            if measured && after <= config.settings.max_quality_drop {
+                if config.mode == Mode::Auto {
+                    self.adopt(&decision, &arm, Some(effect), after - before, now_ms)?;
+                    report.adopted.push(decision.experiment_id.clone());
+                } else {
+                    lock(&self.state).ledger.push(effect);
+                    self.hold_for_approval(&decision, &arm, Some(effect), now_ms)?;
+                    report.awaiting_approval.push(decision.experiment_id.clone());
+                }
+            } else {
+                let reason = if measured {
+                    format!(
+                        "quality budget: the adopted set's bound would reach {:.4} of the {:.4} allowed (now {:.4})",
+                        after, config.settings.max_quality_drop, before
+                    )
+                } else {
+                    "no quality measurement: routing is never adopted without one".to_owned()
+                };
+                self.audit_entry(
+                    now_ms,
+                    "not_adopted",
+                    &decision.experiment_id,
+                    json!({"reason": reason, "decision": decision}),
+                )?;
+                report.not_adopted.push((decision.experiment_id.clone(), reason));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn hold_for_approval(
+        &self,
+        decision: &EngineDecision,
+        arm: &str,
+        quality_drop: Option<QualityDrop>,
+        now_ms: i64,
+    ) -> Result<(), OptimizerError> {
+        let pending = PendingApproval {
+            experiment_id: decision.experiment_id.clone(),
+            arm: arm.to_owned(),
+            quality_drop,
+            decision: decision.clone(),
+        };
+        self.audit_entry(now_ms, "awaiting_approval", &decision.experiment_id, json!(decision))?;
+        lock(&self.state).pending.insert(decision.experiment_id.clone(), pending);
+        Ok(())
+    }
+
+    /// Adopts a winner held for approval (mode `experiment`).
+    pub fn approve(&self, experiment_id: &str) -> Result<Adoption, OptimizerError> {
+        let pending = lock(&self.state)
+            .pending
+            .remove(experiment_id)
+            .ok_or_else(|| OptimizerError::NotAwaitingApproval(experiment_id.to_owned()))?;
+        let now_ms = self.clock.now_ms();
+        // The reservation becomes the adoption's own entry.
+        let budget = match pending.quality_drop {
+            Some(reserved) => {
+                let mut state = lock(&self.state);
+                if let Some(index) = state.ledger.iter().position(|d| *d == reserved) {
+                    state.ledger.remove(index);
+                }
+                let before = quality_bound(&state.ledger);
+                quality_bound(state.ledger.iter().chain(std::iter::once(&reserved))) - before
+            }
+            None => 0.0,
+        };
+        self.adopt(&pending.decision, &pending.arm, pending.quality_drop, budget, now_ms)
+    }
+
+    pub(super) fn adopt(
+        &self,
+        decision: &EngineDecision,
+        arm: &str,
+        quality_drop: Option<QualityDrop>,
+        budget: f64,
+        now_ms: i64,
+    ) -> Result<Adoption, OptimizerError> {
+        let experiment = self.engine.show(&decision.experiment_id)?;
+        let change = experiment
+            .spec
+            .arms
+            .iter()
+            .find(|a| a.name == arm)
+            .map(|a| a.change.clone())
+            .unwrap_or_default();
+        let scope = policy_scope(&experiment.spec.scope);
+        let ttl = self.config().settings.cache_ttl_seconds;
+        let rules = rules_for(&decision.experiment_id, &scope, &change, ttl);
+        let flag_name = decision.experiment_id.clone();
+        self.policy.update(&format!("adopt {}", decision.experiment_id), now_ms, |policy| {
+            policy.flags.insert(
+                flag_name.clone(),
+                FeatureFlag {
+                    enabled: true,
+                    rollout_percent: 100.0,
+                    conditions: FlagConditions::default(),
+                },
+            );
+            policy.rules.retain(|rule| rule.flag.as_deref() != Some(flag_name.as_str()));
+            // Newest adoptions first: they were proven against the policy before them.
+            policy.rules.splice(0..0, rules.clone());
+        })?;
+        let comparison = decision.primary.iter().find(|c| c.arm == arm);
+        let proposal = lock(&self.state).experiments.get(&decision.experiment_id).cloned();
+        let costs = experiment
+            .arms
+            .iter()
+            .map(|a| if a.requests == 0 { 0.0 } else { a.cost.as_usd_f64() / a.requests as f64 })
+            .collect::<Vec<_>>();
+        let treatment_index = experiment.arm_index(arm).unwrap_or(1);
+        let adoption = Adoption {
+            experiment_id: decision.experiment_id.clone(),
+            proposal_id: proposal
+                .as_ref()
+                .map(|p| p.id.clone())
+                .unwrap_or_else(|| experiment.spec.hypothesis.clone()),
+            strategy: proposal.as_ref().map(|p| p.strategy),
+            scope,
+            change,
+            adopted_ms: now_ms,
+            control_cost_per_request: costs.first().copied().unwrap_or(0.0),
+            treatment_cost_per_request: costs.get(treatment_index).copied().unwrap_or(0.0),
+            quality_budget_used: budget,
+            quality_drop,
+            measured_saving_usd_per_day: None,
+            measured_requests: 0,
+        };
+        self.audit_entry(
+            now_ms,
+            "adopted",
+            &decision.experiment_id,
+            json!({"adoption": adoption, "decision": decision, "primary": comparison}),
+        )?;
+        let mut state = lock(&self.state);
+        state.ledger.extend(quality_drop);
+        state.adoptions.push(adoption.clone());
+        Ok(adoption)
+    }
+
+    /// Measures each adoption's saving on the records served since it: the control arm's cost
+    /// per request minus what the requests actually cost.
+    pub(super) fn refresh_measurements(&self, records: &[RequestRecord], now_ms: i64) {
+        let mut state = lock(&self.state);
+        let mut total = 0.0;
+        for adoption in &mut state.adoptions {
+            let scope = &adoption.scope;
+            let after: Vec<&RequestRecord> = records
+                .iter()
+                .filter(|r| r.ts_ms >= adoption.adopted_ms && r.experiment.is_none())
+                .filter(|r| scope.matches_record(r))
+                .collect();
+            if after.is_empty() {
+                continue;
+            }
+            let actual: Money = after.iter().filter_map(|r| r.cost).sum();
+            let counterfactual = adoption.control_cost_per_request * after.len() as f64;
+            let span_days = ((now_ms - adoption.adopted_ms).max(1) as f64 / 86_400_000.0).max(1e-9);
+            let saving = (counterfactual - actual.as_usd_f64()) / span_days;
+            adoption.measured_saving_usd_per_day = Some(saving);
+            adoption.measured_requests = after.len() as u64;
+            total += saving;
+        }
+        state.metrics.cost_reduction_usd_per_day = total;
+    }
+}

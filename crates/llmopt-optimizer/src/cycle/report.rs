@@ -1,0 +1,39 @@
+//! What one cycle reports, and the loop's counters over all cycles.
+
+use std::collections::BTreeMap;
+
+use llmopt_experiments::decision::Decision as EngineDecision;
+use serde::{Deserialize, Serialize};
+
+use crate::strategy::Proposal;
+
+/// What one cycle did.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CycleReport {
+    pub at_ms: i64,
+    pub duration_ms: f64,
+    pub records_read: usize,
+    pub proposals: Vec<Proposal>,
+    pub started: Vec<String>,
+    pub decisions: Vec<EngineDecision>,
+    pub adopted: Vec<String>,
+    pub not_adopted: Vec<(String, String)>,
+    pub rejected: Vec<String>,
+    pub awaiting_approval: Vec<String>,
+}
+
+/// Counters of the loop, exported by the binary as Prometheus metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LoopMetrics {
+    pub runs: u64,
+    pub failed_runs: u64,
+    pub last_duration_seconds: f64,
+    pub durations_seconds: Vec<f64>,
+    /// Measured saving of adopted changes, USD per day.
+    pub cost_reduction_usd_per_day: f64,
+    pub active_experiments: u64,
+    /// (strategy, count) of proposals made, over all cycles.
+    pub proposals: BTreeMap<String, u64>,
+    /// (strategy, outcome) → count of decisions.
+    pub decisions: BTreeMap<(String, String), u64>,
+}
