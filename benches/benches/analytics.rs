@@ -1,14 +1,16 @@
-//! Analytics: k-means on 1,000,000 × 4 points (k = 8, given initial centres) with our Lloyd
-//! iteration and with linfa, against scikit-learn's `KMeans(lloyd, n_init=1)` measured by
-//! `scripts/reference/bench_kmeans.py` on the same generated data; Welch's test, percentiles
-//! and a Holt–Winters fit on 10,000 points.
+//! Analytics: the product's k-means (linfa, `cluster::kmeans_with`) on 1,000,000 × 4 points,
+//! k = 8, against scikit-learn's `KMeans(lloyd, n_init=1)` measured by
+//! `scripts/reference/bench_kmeans.py` on the same generated data, like for like: the same
+//! initial centres (the first eight points), one run, at most 300 iterations and scikit-learn's
+//! `tol=1e-4` translated to linfa's scale (`cluster::sklearn_tolerance`). Then Welch's test,
+//! percentiles and a Holt–Winters fit on 10,000 points.
 //!
-//! Before measuring, the bench checks that our inertia equals scikit-learn's to 1e-6 relative
-//! (from `crates/llmopt-analytics/tests/data/kmeans_1m_sklearn.json`) and prints linfa's.
+//! Before measuring, the bench checks that the inertia equals scikit-learn's to 1e-6 relative
+//! (from `crates/llmopt-analytics/tests/data/kmeans_1m_sklearn.json`).
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use llmopt_analytics::{
-    cluster::{linfa_kmeans_from, lloyd_kmeans},
+    cluster::{KMeansSettings, KMeansStart, kmeans_with, sklearn_tolerance},
     forecast::{Method, fit},
     stats::{quantiles, welch_t_test},
 };
@@ -50,34 +52,29 @@ fn sklearn_reference() -> Option<serde_json::Value> {
 
 fn kmeans(c: &mut Criterion) {
     let points = blobs(1_000_000, 7);
-    let initial = points[..32].to_vec();
-    let ours = lloyd_kmeans(&points, 4, &initial, 300, 1e-4).expect("k-means runs");
     let matrix = Array2::from_shape_vec((1_000_000, 4), points.clone()).expect("shape");
-    let initial_matrix = Array2::from_shape_vec((8, 4), initial.clone()).expect("shape");
-    let (_, linfa_inertia) =
-        linfa_kmeans_from(&matrix, &initial_matrix, 300, 1e-4).expect("linfa runs");
-    println!(
-        "analytics/kmeans: ours inertia {:.6} in {} iterations; linfa inertia {linfa_inertia:.6}",
-        ours.inertia, ours.iterations
-    );
+    let initial = Array2::from_shape_vec((8, 4), points[..32].to_vec()).expect("shape");
+    // What `bench_kmeans.py` passes to scikit-learn: init = first 8 points, n_init=1,
+    // max_iter=300, tol=1e-4.
+    let settings = KMeansSettings {
+        start: KMeansStart::Centres(initial),
+        max_iterations: 300,
+        tolerance: sklearn_tolerance(matrix.view(), 1e-4),
+    };
+    let fit = kmeans_with(matrix.view(), &settings).expect("k-means runs");
+    println!("analytics/kmeans: linfa inertia {:.6}", fit.inertia);
     if let Some(reference) = sklearn_reference() {
         let expected = reference["inertia"].as_f64().unwrap_or(f64::NAN);
-        let relative = (ours.inertia - expected).abs() / expected;
+        let relative = (fit.inertia - expected).abs() / expected;
         println!(
-            "analytics/kmeans: scikit-learn inertia {expected:.6} in {} iterations; ours differs by {relative:e} (relative), linfa by {:e}",
-            reference["iterations"],
-            (linfa_inertia - expected).abs() / expected
+            "analytics/kmeans: scikit-learn inertia {expected:.6} in {} iterations; linfa differs by {relative:e} (relative)",
+            reference["iterations"]
         );
         assert!(relative <= 1e-6, "inertia differs from scikit-learn by {relative:e}");
     }
     let mut group = c.benchmark_group("analytics/kmeans_1m_x4_k8");
     group.sample_size(10);
-    group.bench_function("lloyd", |b| {
-        b.iter(|| lloyd_kmeans(black_box(&points), 4, &initial, 300, 1e-4))
-    });
-    group.bench_function("linfa", |b| {
-        b.iter(|| linfa_kmeans_from(black_box(&matrix), &initial_matrix, 300, 1e-4))
-    });
+    group.bench_function("linfa", |b| b.iter(|| kmeans_with(black_box(matrix.view()), &settings)));
     group.finish();
 }
 

@@ -33,7 +33,16 @@ fn core(c: &mut Criterion) {
     });
     c.bench_function("core/cache_key", |b| {
         b.iter(|| {
-            fingerprint::cache_key(Some("acme"), "openai", "gpt-4o-mini", black_box(&request))
+            fingerprint::cache_key(
+                &fingerprint::CacheScope {
+                    tenant: Some("acme"),
+                    protocol: "openai",
+                    provider: "openai",
+                    model: "gpt-4o-mini",
+                    headers: &[],
+                },
+                black_box(&request),
+            )
         })
     });
 }

@@ -3,8 +3,11 @@
 
 KMeans(algorithm="lloyd", n_init=1) on 1,000,000 × 4 points from the same generator as the Rust
 bench (`make_fixtures.blobs`, splitmix64 uniforms around eight centres), k = 8, initial centres =
-the first eight points. Prints one JSON object: the median wall time of `--repeats` fits, the
-inertia and the iteration count. With `--write`, also stores it in
+the first eight points, max_iter=300, tol=1e-4. The Rust bench runs the product's k-means (linfa)
+like for like: the same points and initial centres, one run, 300 iterations at most, and this
+`tol` translated to linfa's stopping rule (`llmopt_analytics::cluster::sklearn_tolerance`).
+Prints one JSON object: the median wall time of `--repeats` fits, the inertia and the iteration
+count. With `--write`, also stores it in
 `crates/llmopt-analytics/tests/data/kmeans_1m_sklearn.json`, which the Rust bench reads to check
 its inertia (the timing there is only what this machine measured when it was written; compare
 timings from the same run).

@@ -245,11 +245,16 @@ def blobs(n, seed):
 def kmeans_fixture():
     points = blobs(5000, 42)
     initial = points[:8].copy()
-    km = KMeans(n_clusters=8, init=initial, n_init=1, algorithm="lloyd", max_iter=300, tol=1e-4).fit(points)
+    tol = 1e-4
+    km = KMeans(n_clusters=8, init=initial, n_init=1, algorithm="lloyd", max_iter=300, tol=tol).fit(points)
     write("kmeans.json", {
         "generator": "blobs(n=5000, seed=42): BLOB_CENTRES[i % 8] + (splitmix64 uniform − 0.5) × 6; initial centres = first 8 points",
         "n": 5000,
         "seed": 42,
+        "max_iter": 300,
+        "tol": tol,
+        # What scikit-learn compares the squared centre shift with (sklearn.cluster._kmeans._tolerance).
+        "tol_squared_shift": float(np.mean(np.var(points, axis=0)) * tol),
         "first_point": floats(points[0]),
         "last_point": floats(points[-1]),
         "inertia": float(km.inertia_),
@@ -316,9 +321,15 @@ def traces_fixture():
     write("traces.json", payload)
 
 
+FIXTURES = {"stats": stats_fixture, "forecast": forecast_fixture, "kmeans": kmeans_fixture, "traces": traces_fixture}
+
+
 if __name__ == "__main__":
+    # `make_fixtures.py [NAME ...]`: only the named fixtures (stats, forecast, kmeans, traces).
+    names = sys.argv[1:] or list(FIXTURES)
+    unknown = [name for name in names if name not in FIXTURES]
+    if unknown:
+        sys.exit(f"unknown fixtures {unknown}; choose from {list(FIXTURES)}")
     OUT.mkdir(parents=True, exist_ok=True)
-    stats_fixture()
-    forecast_fixture()
-    kmeans_fixture()
-    traces_fixture()
+    for name in names:
+        FIXTURES[name]()

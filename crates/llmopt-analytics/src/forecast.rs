@@ -618,9 +618,52 @@ pub fn project_budget(
     })
 }
 
+/// The dense per-window series that forecasts are fitted on: one `(window start, value)` for
+/// every whole window of `window_ms` in `[from_ms, to_ms)`, the windows starting at `from_ms`
+/// (a last window that would end after `to_ms` is left out, being partly observed). The values
+/// of `points` (`(timestamp ms, value)`, in any order) are summed into the window holding their
+/// timestamp; points outside the windows are ignored, and a window without points is 0 (no
+/// traffic is zero requests and zero spend). Pass per-window aggregates (their window starts as
+/// timestamps) or raw per-call values alike. `window_ms` below 1 is taken as 1.
+pub fn dense_series(
+    points: impl IntoIterator<Item = (i64, f64)>,
+    window_ms: i64,
+    from_ms: i64,
+    to_ms: i64,
+) -> Vec<(i64, f64)> {
+    let window = window_ms.max(1);
+    let count = usize::try_from(to_ms.saturating_sub(from_ms).max(0) / window).unwrap_or(0);
+    let mut series: Vec<(i64, f64)> =
+        (0..count).map(|index| (from_ms + index as i64 * window, 0.0)).collect();
+    for (ts_ms, value) in points {
+        // Before `from_ms`, the offset is negative (and `/` would round it to window 0).
+        let index = ts_ms
+            .checked_sub(from_ms)
+            .filter(|offset| *offset >= 0)
+            .and_then(|offset| usize::try_from(offset / window).ok());
+        if let Some(slot) = index.and_then(|index| series.get_mut(index)) {
+            slot.1 += value;
+        }
+    }
+    series
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dense_series_fills_whole_windows_and_sums_their_points() {
+        // Windows of 10 from 100 to 145: 100, 110, 120, 130 (140–150 ends after 145).
+        let points = [(125, 2.0), (99, 9.0), (100, 1.0), (121, 0.5), (140, 7.0), (139, 4.0)];
+        assert_eq!(
+            dense_series(points, 10, 100, 145),
+            [(100, 1.0), (110, 0.0), (120, 2.5), (130, 4.0)]
+        );
+        assert!(dense_series(points, 10, 100, 100).is_empty());
+        assert!(dense_series(points, 10, 100, 50).is_empty());
+        assert_eq!(dense_series([(5, 1.0)], 0, 4, 6), [(4, 0.0), (5, 1.0)]);
+    }
 
     #[test]
     fn linear_trend_recovers_a_line_exactly() {

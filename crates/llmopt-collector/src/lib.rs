@@ -312,16 +312,30 @@ impl Collector {
         Ok(state)
     }
 
-    /// Joins feedback to a record, wherever it is: still queued, being written, or stored.
-    /// `Ok(false)` when no record has that id.
-    pub fn add_feedback(&self, id: &RequestId, feedback: Feedback) -> Result<bool> {
+    /// Joins feedback to a record, wherever it is: still queued, being written, or stored
+    /// (one value per metric, the latest wins: `llmopt_core::store::join_feedback`).
+    /// `tenant`: when set, only a record of that tenant is joined (a client key may give
+    /// feedback on its own calls only); another tenant's record reads as unknown.
+    /// `Ok(false)` when no such record exists.
+    pub fn add_feedback(
+        &self,
+        id: &RequestId,
+        tenant: Option<&str>,
+        feedback: Feedback,
+    ) -> Result<bool> {
         let shared = &*self.inner.shared;
+        let of_tenant = |record: &RequestRecord| {
+            tenant.is_none_or(|tenant| record.tenant.as_ref().is_some_and(|t| t.as_str() == tenant))
+        };
         {
             let mut state = lock(&shared.queue);
             // The queue is short in steady state (the writer drains it every interval), so a
             // linear search costs less than an id index maintained on every `record`.
             if let Some(queued) = state.queue.iter_mut().rev().find(|record| &record.id == id) {
-                queued.feedback.push(feedback);
+                if !of_tenant(queued) {
+                    return Ok(false);
+                }
+                llmopt_core::store::join_feedback(queued, feedback);
                 return Ok(true);
             }
         }
@@ -330,7 +344,10 @@ impl Collector {
             // (queue → in flight → store), so checking in this order misses nothing. The read
             // lock is held while deferring, so the writer cannot finish the batch in between.
             let in_flight = shared.in_flight.read().unwrap_or_else(PoisonError::into_inner);
-            if in_flight.iter().any(|record| &record.id == id) {
+            if let Some(record) = in_flight.iter().find(|record| &record.id == id) {
+                if !of_tenant(record) {
+                    return Ok(false);
+                }
                 shared
                     .deferred_feedback
                     .lock()
@@ -339,6 +356,12 @@ impl Collector {
                     .or_default()
                     .push(feedback);
                 return Ok(true);
+            }
+        }
+        if tenant.is_some() {
+            match shared.store.get(id)? {
+                Some(record) if of_tenant(&record) => {}
+                _ => return Ok(false),
             }
         }
         Ok(shared.store.add_feedback(id, feedback)?)

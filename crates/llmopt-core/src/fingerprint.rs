@@ -76,17 +76,39 @@ pub fn request_fingerprint(body: &Value) -> Fingerprint {
     }
 }
 
-/// The response-cache key: the request fingerprint bound to tenant, provider and the model that
-/// will answer. One tenant never shares a key with another.
-pub fn cache_key(tenant: Option<&str>, provider: &str, model: &str, body: &Value) -> Fingerprint {
+/// What a cached answer is bound to besides the request body: who asked, in which protocol,
+/// which provider and model will answer, and the forwarded headers that change the answer
+/// (`anthropic-version`, `anthropic-beta`, …; names lowercase).
+#[derive(Debug, Clone, Copy)]
+pub struct CacheScope<'a> {
+    pub tenant: Option<&'a str>,
+    /// `openai` or `anthropic`: the same body means different answers in each.
+    pub protocol: &'a str,
+    pub provider: &'a str,
+    pub model: &'a str,
+    pub headers: &'a [(String, String)],
+}
+
+/// The response-cache key: the request fingerprint bound to its [`CacheScope`]. One tenant
+/// never shares a key with another, nor one protocol or header set with another.
+pub fn cache_key(scope: &CacheScope<'_>, body: &Value) -> Fingerprint {
     let request = request_fingerprint(body);
-    let mut bytes = Vec::with_capacity(64 + provider.len() + model.len());
+    let mut bytes = Vec::with_capacity(128 + scope.provider.len() + scope.model.len());
     // Length-prefixed parts so that ("ab","c") and ("a","bc") differ.
-    for part in [tenant.unwrap_or(""), provider, model] {
-        bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(part.as_bytes());
+    let mut part = |text: &str| {
+        bytes.extend_from_slice(&(text.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(text.as_bytes());
+    };
+    for text in [scope.tenant.unwrap_or(""), scope.protocol, scope.provider, scope.model] {
+        part(text);
     }
-    bytes.push(u8::from(tenant.is_some()));
+    let mut headers: Vec<&(String, String)> = scope.headers.iter().collect();
+    headers.sort();
+    for (name, value) in headers {
+        part(name);
+        part(value);
+    }
+    bytes.push(u8::from(scope.tenant.is_some()));
     bytes.extend_from_slice(&request.0.to_le_bytes());
     Fingerprint::of_bytes(&bytes)
 }
@@ -183,7 +205,11 @@ mod tests {
     #[test]
     fn everything_that_changes_the_answer_changes_the_key() {
         let base = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
-        let base_key = cache_key(Some("t1"), "openai", "m", &base);
+        let key = |tenant: Option<&str>, provider: &str, model: &str, body: &Value| {
+            let scope = CacheScope { tenant, protocol: "openai", provider, model, headers: &[] };
+            cache_key(&scope, body)
+        };
+        let base_key = key(Some("t1"), "openai", "m", &base);
         let variants = [
             json!({"model": "m", "messages": [{"role": "user", "content": "hi!"}]}),
             json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5}),
@@ -194,12 +220,12 @@ mod tests {
             json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 1}),
         ];
         for variant in &variants {
-            assert_ne!(cache_key(Some("t1"), "openai", "m", variant), base_key, "{variant}");
+            assert_ne!(key(Some("t1"), "openai", "m", variant), base_key, "{variant}");
         }
-        assert_ne!(cache_key(Some("t2"), "openai", "m", &base), base_key);
-        assert_ne!(cache_key(None, "openai", "m", &base), base_key);
-        assert_ne!(cache_key(Some("t1"), "azure", "m", &base), base_key);
-        assert_ne!(cache_key(Some("t1"), "openai", "m2", &base), base_key);
+        assert_ne!(key(Some("t2"), "openai", "m", &base), base_key);
+        assert_ne!(key(None, "openai", "m", &base), base_key);
+        assert_ne!(key(Some("t1"), "azure", "m", &base), base_key);
+        assert_ne!(key(Some("t1"), "openai", "m2", &base), base_key);
     }
 
     #[test]

@@ -81,7 +81,7 @@ impl RecordStore for MemoryRecordStore {
         };
         match inner.by_time.get_mut(&key) {
             Some(record) => {
-                record.feedback.push(feedback);
+                crate::store::join_feedback(record, feedback);
                 Ok(true)
             }
             None => Ok(false),

@@ -55,6 +55,13 @@ pub struct RequestRecord {
     /// `None` when the cost is unknown (usage unknown, or a model with no price).
     #[serde(default)]
     pub cost: Option<Money>,
+    /// The call ended before its answer did: the stream was cut upstream, timed out, or the
+    /// client left. `usage` and `cost` then count only what the provider had reported by then
+    /// (Anthropic: the input side from `message_start` and the output so far), a lower bound
+    /// of what the call cost; `usage` stays `None` when nothing was reported (an OpenAI stream
+    /// reports usage only in its last chunk). `false` for every complete answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incomplete: bool,
     /// For cache hits: what the call would have cost at the provider.
     #[serde(default)]
     pub saved_cost: Option<Money>,
@@ -263,6 +270,7 @@ impl RequestRecord {
             upstream_us: None,
             usage: None,
             cost: None,
+            incomplete: false,
             saved_cost: None,
             cache: CacheOutcome::Bypass,
             stream: false,
@@ -321,6 +329,12 @@ impl RequestRecord {
     /// Truncated by the output limit (`length` for OpenAI, `max_tokens` for Anthropic).
     pub fn truncated(&self) -> bool {
         matches!(self.stop_reason.as_deref(), Some("length" | "max_tokens"))
+    }
+
+    /// The cost is known and complete: neither unknown (`None`) nor the lower bound of an
+    /// incomplete call.
+    pub fn cost_is_exact(&self) -> bool {
+        self.cost.is_some() && !self.incomplete
     }
 
     pub fn latency_ms(&self) -> f64 {

@@ -158,6 +158,16 @@ pub struct AggregateRow {
     pub latency_p99_ms: f64,
 }
 
+/// Joins feedback to a record: one value per metric, the latest wins (feedback is idempotent:
+/// posting the same metric again replaces, never adds). Every store and the collector's queue
+/// join through this one function.
+pub fn join_feedback(record: &mut RequestRecord, feedback: Feedback) {
+    match record.feedback.iter_mut().find(|existing| existing.metric == feedback.metric) {
+        Some(existing) => *existing = feedback,
+        None => record.feedback.push(feedback),
+    }
+}
+
 /// Append-mostly storage of [`RequestRecord`]s.
 pub trait RecordStore: Send + Sync + std::fmt::Debug {
     /// Stores a batch. Records are independent: ids must be unique (a duplicate id replaces).
@@ -165,7 +175,8 @@ pub trait RecordStore: Send + Sync + std::fmt::Debug {
     /// Records in `[from, to)` matching the filter, oldest first.
     fn scan(&self, query: &RecordQuery) -> Result<Vec<RequestRecord>, StoreError>;
     fn get(&self, id: &RequestId) -> Result<Option<RequestRecord>, StoreError>;
-    /// Joins quality feedback to a stored record. `Ok(false)` when the id is unknown.
+    /// Joins quality feedback to a stored record with [`join_feedback`] (one value per metric,
+    /// the latest wins). `Ok(false)` when the id is unknown.
     fn add_feedback(&self, id: &RequestId, feedback: Feedback) -> Result<bool, StoreError>;
     fn aggregate(&self, query: &AggregateQuery) -> Result<Vec<AggregateRow>, StoreError>;
     /// Deletes raw records older than `before_ms`; returns how many went.

@@ -157,9 +157,16 @@ fn feedback_joins(store: &dyn RecordStore) {
     assert!(store.add_feedback(&RequestId::new("req-000003"), rating.clone()).unwrap());
     assert!(!store.add_feedback(&RequestId::new("missing"), feedback.clone()).unwrap());
     let got = store.get(&RequestId::new("req-000003")).unwrap().unwrap();
-    assert_eq!(got.feedback, vec![feedback, rating]);
+    assert_eq!(got.feedback, vec![feedback, rating.clone()]);
     let scanned = store.scan(&RecordQuery::range(T0 + 1_000, T0 + 2_000)).unwrap();
     assert!(scanned.iter().any(|r| r.id.as_str() == "req-000003" && r.feedback.len() == 2));
+    // Idempotent per metric: the same metric again replaces its value, the latest wins.
+    let changed =
+        Feedback { metric: "correct".into(), value: FeedbackValue::Bool(false), ts_ms: T0 + 5 };
+    assert!(store.add_feedback(&RequestId::new("req-000003"), changed.clone()).unwrap());
+    assert!(store.add_feedback(&RequestId::new("req-000003"), changed.clone()).unwrap());
+    let got = store.get(&RequestId::new("req-000003")).unwrap().unwrap();
+    assert_eq!(got.feedback, vec![changed, rating]);
 }
 
 fn aggregates(store: &dyn RecordStore) {

@@ -216,13 +216,23 @@ pub enum Protocol {
 /// Follows a stream event by event and extracts its usage and stop reason.
 ///
 /// Feed it the `data:` payload of every SSE event ([`crate::usage::SseDecoder`] splits a byte
-/// stream into events). [`StreamUsage::usage`] is `None` until the event that completes the usage
-/// has been seen: a stream cut before it has *unknown* usage, never zero.
+/// stream into events). [`StreamUsage::usage`] is the usage seen so far, so that a stream cut
+/// part way still accounts for what the provider had already reported:
+/// - Anthropic: `message_start` reports the input side (uncached, cache reads and writes) and
+///   the output so far; each `message_delta` reports the cumulative output. After
+///   `message_start` alone the usage is that partial one; after `message_delta` it is final.
+/// - OpenAI: usage comes only in the last chunk (with `stream_options.include_usage`), so a
+///   stream cut before it has no usage at all: `None`, *unknown*, never zero.
+///
+/// [`StreamUsage::usage_is_final`] says whether the event that completes the usage was seen.
 #[derive(Debug, Clone)]
 pub struct StreamUsage {
     protocol: Protocol,
     usage: Option<Usage>,
-    /// Anthropic: input usage from `message_start`, waiting for `message_delta`.
+    /// The usage came from the event that completes it (OpenAI's usage chunk, Anthropic's
+    /// `message_delta`), not from `message_start` alone.
+    usage_final: bool,
+    /// Anthropic: input usage from `message_start`, merged into each `message_delta`'s.
     anthropic_start: Option<Value>,
     stop_reason: Option<String>,
     model: Option<String>,
@@ -235,6 +245,7 @@ impl StreamUsage {
         StreamUsage {
             protocol,
             usage: None,
+            usage_final: false,
             anthropic_start: None,
             stop_reason: None,
             model: None,
@@ -281,6 +292,7 @@ impl StreamUsage {
             Some(usage) if usage.is_object() => {
                 if let Ok(parsed) = Usage::from_openai_usage(usage) {
                     self.usage = Some(parsed);
+                    self.usage_final = true;
                 }
                 event.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty)
             }
@@ -295,6 +307,13 @@ impl StreamUsage {
                 self.model =
                     message.and_then(|m| m.get("model")).and_then(Value::as_str).map(str::to_owned);
                 self.anthropic_start = message.and_then(|m| m.get("usage")).cloned();
+                // The input side is known from here on: a stream cut before `message_delta`
+                // still has these tokens (and the output counted so far) as its usage.
+                if let Some(start) = self.anthropic_start.as_ref()
+                    && let Ok(parsed) = Usage::from_anthropic_usage(start)
+                {
+                    self.usage = Some(parsed);
+                }
             }
             Some("message_delta") => {
                 if let Some(reason) =
@@ -325,6 +344,7 @@ impl StreamUsage {
                     && let Ok(parsed) = Usage::from_anthropic_usage(&merged)
                 {
                     self.usage = Some(parsed);
+                    self.usage_final = true;
                 }
             }
             Some("message_stop") => self.finished = true,
@@ -333,9 +353,17 @@ impl StreamUsage {
         }
     }
 
-    /// The usage, once the event that completes it has been seen.
+    /// The usage seen so far: final once [`StreamUsage::usage_is_final`], otherwise what the
+    /// provider had reported before the stream stopped (Anthropic's `message_start`), a lower
+    /// bound. `None` when nothing was reported: unknown, never zero.
     pub fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    /// The event that completes the usage (OpenAI's usage chunk, Anthropic's `message_delta`)
+    /// was seen.
+    pub fn usage_is_final(&self) -> bool {
+        self.usage_final
     }
 
     pub fn stop_reason(&self) -> Option<&str> {

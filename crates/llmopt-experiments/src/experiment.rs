@@ -88,9 +88,13 @@ pub struct ArmState {
     pub weight: f64,
     pub requests: u64,
     pub errors: u64,
-    /// Exact total cost of the requests whose cost is known.
+    /// Total cost of the requests whose cost is known, exact, incomplete requests counted at
+    /// the lower bound of the usage they had reported.
     pub cost: Money,
     pub cost_unknown: u64,
+    /// Requests counted in `cost` at a lower bound (`incomplete`: a cut or abandoned stream).
+    #[serde(default)]
+    pub cost_incomplete: u64,
     pub feedback_events: u64,
     /// One entry per tracked metric, in `ExperimentSpec::tracked_metrics` order.
     pub metrics: Vec<MetricMoments>,
@@ -106,6 +110,7 @@ impl ArmState {
             errors: 0,
             cost: Money::ZERO,
             cost_unknown: 0,
+            cost_incomplete: 0,
             feedback_events: 0,
             metrics: tracked
                 .iter()
@@ -128,7 +133,10 @@ impl ArmState {
         self.requests += 1;
         self.errors += u64::from(!record.status.is_ok());
         match record.cost {
-            Some(cost) => self.cost += cost,
+            Some(cost) => {
+                self.cost += cost;
+                self.cost_incomplete += u64::from(record.incomplete);
+            }
             None => self.cost_unknown += 1,
         }
         let mut carried_feedback = false;
@@ -161,6 +169,7 @@ impl ArmState {
         self.errors += other.errors;
         self.cost += other.cost;
         self.cost_unknown += other.cost_unknown;
+        self.cost_incomplete += other.cost_incomplete;
         self.feedback_events += other.feedback_events;
         for entry in &mut self.metrics {
             if let Some(theirs) = other.moments(&entry.metric) {

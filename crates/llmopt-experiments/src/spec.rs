@@ -15,8 +15,29 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Metric {
-    /// Cost of the request in US dollars; requests with unknown cost are not counted.
+    /// Cost of the request in US dollars.
+    ///
+    /// **Incomplete and unknown costs.** A stream cut upstream or abandoned by its client is
+    /// recorded with the exact cost of the usage seen before it stopped, flagged `incomplete`:
+    /// a lower bound. Such a record counts with that lower bound. Dropping it instead would
+    /// favour the arm whose streams are cut more often (a slower model loses more long answers
+    /// to impatient clients, and those are its most expensive ones); counting its lower bound
+    /// keeps every dollar the provider is known to have billed. A record whose cost is unknown
+    /// (no usage at all, as in a cut OpenAI stream, or a model without a price) cannot be
+    /// counted and is left out, never counted as zero.
+    ///
+    /// What remains is a bias towards the arm with the larger share of inexact costs (lower
+    /// bounds or unknown), so a cost experiment also carries the guardrail
+    /// [`Guardrail::inexact_cost_share`] on [`Metric::InexactCostShare`]: a treatment is adopted
+    /// only once its share of inexact costs is shown to exceed the control's by less than the
+    /// allowance, which bounds the bias by the allowance times the cost missing from one such
+    /// record. An arm shown to exceed it is stopped. The other direction (the control hiding
+    /// more of its cost) only makes the treatment look worse, so it cannot cause a false
+    /// adoption.
     CostUsd,
+    /// Share of requests whose cost is not exact: a lower bound (`incomplete`) or unknown.
+    /// The guardrail that keeps [`Metric::CostUsd`] comparisons honest.
+    InexactCostShare,
     /// Total latency in milliseconds.
     LatencyMs,
     /// Time to first token in milliseconds (requests without it are not counted).
@@ -36,6 +57,7 @@ impl Metric {
     pub fn key(&self) -> String {
         match self {
             Metric::CostUsd => "cost_usd".to_owned(),
+            Metric::InexactCostShare => "inexact_cost_share".to_owned(),
             Metric::LatencyMs => "latency_ms".to_owned(),
             Metric::TtftMs => "ttft_ms".to_owned(),
             Metric::ErrorRate => "error_rate".to_owned(),
@@ -50,7 +72,9 @@ impl Metric {
 
     pub fn value_kind(&self) -> ValueKind {
         match self {
-            Metric::ErrorRate | Metric::SlowShare { .. } => ValueKind::Proportion,
+            Metric::ErrorRate | Metric::SlowShare { .. } | Metric::InexactCostShare => {
+                ValueKind::Proportion
+            }
             _ => ValueKind::Continuous,
         }
     }
@@ -64,10 +88,12 @@ impl Metric {
     }
 
     /// The value a record contributes; `None` when it contributes nothing (unknown cost, no
-    /// feedback of that name yet). For quality the last feedback of that name counts.
+    /// feedback of that name yet). For quality the last feedback of that name counts. An
+    /// incomplete record's cost is its lower bound (see [`Metric::CostUsd`]).
     pub fn value_of(&self, record: &RequestRecord) -> Option<f64> {
         match self {
             Metric::CostUsd => record.cost.map(|cost| cost.as_usd_f64()),
+            Metric::InexactCostShare => Some(if record.cost_is_exact() { 0.0 } else { 1.0 }),
             Metric::LatencyMs => Some(record.latency_ms()),
             Metric::TtftMs => record.ttft_us.map(|us| us as f64 / 1000.0),
             Metric::ErrorRate => Some(if record.status.is_ok() { 0.0 } else { 1.0 }),
@@ -131,6 +157,18 @@ impl Guardrail {
     pub fn latency_p95(baseline_p95_ms: f64, extra_share: f64) -> Guardrail {
         Guardrail {
             metric: Metric::SlowShare { threshold_ms: baseline_p95_ms },
+            max_degradation: Degradation::Absolute(extra_share),
+        }
+    }
+}
+
+impl Guardrail {
+    /// The guardrail every cost experiment needs (see [`Metric::CostUsd`]): the treatment's
+    /// share of requests with an inexact cost (a lower bound or unknown) may exceed the
+    /// control's by at most `extra_share` (e.g. `0.01`, one percentage point).
+    pub fn inexact_cost_share(extra_share: f64) -> Guardrail {
+        Guardrail {
+            metric: Metric::InexactCostShare,
             max_degradation: Degradation::Absolute(extra_share),
         }
     }

@@ -5,8 +5,6 @@
 //! arrives where its SDK puts it (`Authorization: Bearer` for OpenAI, `x-api-key` for
 //! Anthropic) and is never forwarded upstream: the provider uses its own secret.
 
-use std::collections::HashMap;
-
 use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
 
@@ -33,28 +31,70 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|t| !t.is_empty())
 }
 
-/// Outcome of authenticating a `/v1/*` call.
+/// Who is calling, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Authenticated {
-    /// Authentication is off: the tenant is whatever `x-llmopt-tenant` says (possibly none).
+pub enum Caller {
+    /// Authentication is off (no client keys): the tenant is the `x-llmopt-tenant` label the
+    /// client chose (possibly none). A label, not an identity: open mode isolates nothing.
     Open(Option<String>),
+    /// A client key: acts on its own tenant only.
     Tenant(String),
+    /// The admin token: the loop's controls, and reads of every tenant.
+    Admin,
 }
 
-impl Authenticated {
+impl Caller {
+    /// The tenant a call is recorded under.
     pub fn tenant(&self) -> Option<&str> {
         match self {
-            Authenticated::Open(tenant) => tenant.as_deref(),
-            Authenticated::Tenant(tenant) => Some(tenant),
+            Caller::Open(tenant) => tenant.as_deref(),
+            Caller::Tenant(tenant) => Some(tenant),
+            Caller::Admin => None,
+        }
+    }
+
+    /// The only tenant whose data this caller may read or change; `None`: every tenant.
+    pub fn only_tenant(&self) -> Option<&str> {
+        match self {
+            Caller::Tenant(tenant) => Some(tenant),
+            Caller::Open(_) | Caller::Admin => None,
+        }
+    }
+
+    /// The tenant a report is about: a client key's own (asking for another tenant's is
+    /// refused); for the admin and in open mode, the one asked for, or every tenant.
+    pub fn report_tenant(&self, asked: Option<String>) -> Result<Option<String>, AuthError> {
+        match (self.only_tenant(), asked) {
+            (Some(own), Some(asked)) if asked != own => Err(AuthError::OtherTenant),
+            (Some(own), _) => Ok(Some(own.to_owned())),
+            (None, asked) => Ok(asked),
         }
     }
 }
 
+/// What a route needs. The table in README ("Who can do what") is this enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The proxy routes: a client key (the call is recorded and billed to its tenant).
+    Proxy,
+    /// Feedback, ingest and the reports: a client key (own tenant) or the admin token.
+    Client,
+    /// `/metrics` (every tenant's figures): the admin token once client keys exist, unless
+    /// `auth.metrics_public` opens it for a scraper without a token.
+    Metrics,
+    /// The loop's state and the configuration: the admin token, once any key or token is
+    /// configured (a gateway with neither is open to read on loopback).
+    AdminRead,
+    /// The loop's controls: always the admin token.
+    AdminWrite,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Authenticator {
-    /// digest → tenant
-    tenants_by_digest: HashMap<String, String>,
-    admin_token_digest: Option<String>,
+    /// (digest, tenant) of every client key.
+    client_keys: Vec<([u8; 32], String)>,
+    admin_token_digest: Option<[u8; 32]>,
+    metrics_public: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,53 +107,121 @@ pub enum AuthError {
     AdminRequired,
     #[error("admin writes are disabled: no admin token is configured")]
     AdminDisabled,
+    #[error("the admin token is not a client key: proxy calls need a client key")]
+    AdminIsNotAClient,
+    #[error("a client key reads and acts on its own tenant only")]
+    OtherTenant,
+}
+
+impl AuthError {
+    /// 401 when no valid credential was presented, 403 when it is valid but not enough.
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(self, AuthError::Missing | AuthError::Invalid)
+    }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Equality that reads every byte whatever differs (no early exit).
+fn same(left: &[u8; 32], right: &[u8; 32]) -> bool {
+    left.iter().zip(right).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+fn from_hex(hex: &str) -> Option<[u8; 32]> {
+    let mut bytes = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (index, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(index * 2..index * 2 + 2)?, 16).ok()?;
+    }
+    Some(bytes)
 }
 
 impl Authenticator {
     /// `admin_token`: the token's value read from the environment by the caller.
     pub fn new(config: &AuthConfig, admin_token: Option<&str>) -> Authenticator {
         Authenticator {
-            tenants_by_digest: config
+            // Configuration validation has checked the digests are 64 hex digits.
+            client_keys: config
                 .keys
                 .iter()
-                .map(|key| (key.sha256.to_ascii_lowercase(), key.tenant.clone()))
+                .filter_map(|key| Some((from_hex(&key.sha256)?, key.tenant.clone())))
                 .collect(),
-            admin_token_digest: admin_token.filter(|t| !t.is_empty()).map(hash_key),
+            admin_token_digest: admin_token.filter(|t| !t.is_empty()).map(digest),
+            metrics_public: config.metrics_public,
         }
     }
 
+    /// Whether client keys are configured (otherwise the proxy is open).
     pub fn enabled(&self) -> bool {
-        !self.tenants_by_digest.is_empty()
+        !self.client_keys.is_empty()
     }
 
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Authenticated, AuthError> {
-        if !self.enabled() {
-            let tenant = headers
-                .get("x-llmopt-tenant")
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned);
-            return Ok(Authenticated::Open(tenant));
-        }
-        let key = presented_key(headers).ok_or(AuthError::Missing)?;
-        self.tenants_by_digest
-            .get(&hash_key(key))
-            .map(|tenant| Authenticated::Tenant(tenant.clone()))
-            .ok_or(AuthError::Invalid)
-    }
-
-    /// Checks the admin token of an `/api/*` write.
-    pub fn authorize_admin(&self, headers: &HeaderMap) -> Result<(), AuthError> {
-        let Some(expected) = &self.admin_token_digest else {
-            return Err(AuthError::AdminDisabled);
+    /// Who presented these headers. Every configured key is compared in full (constant time
+    /// in the presented key): the time taken does not tell which key, or how much of it,
+    /// matched.
+    fn identify(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+        let Some(presented) = presented_key(headers) else {
+            return Err(AuthError::Missing);
         };
-        let presented = presented_key(headers).ok_or(AuthError::AdminRequired)?;
-        // Digests of equal length compared in full: no early exit on the first difference.
-        let actual = hash_key(presented);
-        let difference =
-            actual.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if difference == 0 { Ok(()) } else { Err(AuthError::AdminRequired) }
+        let presented = digest(presented);
+        let admin = self.admin_token_digest.as_ref().is_some_and(|admin| same(admin, &presented));
+        let mut tenant = None;
+        for (key, key_tenant) in &self.client_keys {
+            if same(key, &presented) {
+                tenant = Some(key_tenant);
+            }
+        }
+        match (admin, tenant) {
+            (true, _) => Ok(Caller::Admin),
+            (false, Some(tenant)) => Ok(Caller::Tenant(tenant.clone())),
+            (false, None) => Err(AuthError::Invalid),
+        }
+    }
+
+    fn open_tenant(headers: &HeaderMap) -> Option<String> {
+        headers
+            .get("x-llmopt-tenant")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+    }
+
+    /// Checks that the caller may use a route that needs `access`.
+    pub fn authorize(&self, headers: &HeaderMap, access: Access) -> Result<Caller, AuthError> {
+        let open = !self.enabled();
+        match access {
+            Access::Metrics if self.metrics_public || open => Ok(Caller::Open(None)),
+            Access::Proxy | Access::Client if open => {
+                match presented_key(headers).map(|_| self.identify(headers)) {
+                    // In open mode the admin token still identifies the admin.
+                    Some(Ok(Caller::Admin)) if access != Access::Proxy => Ok(Caller::Admin),
+                    _ => Ok(Caller::Open(Self::open_tenant(headers))),
+                }
+            }
+            Access::Proxy => match self.identify(headers)? {
+                Caller::Admin => Err(AuthError::AdminIsNotAClient),
+                caller => Ok(caller),
+            },
+            Access::Client => self.identify(headers),
+            Access::AdminRead if open && self.admin_token_digest.is_none() => {
+                Ok(Caller::Open(None))
+            }
+            Access::Metrics | Access::AdminRead | Access::AdminWrite => {
+                if self.admin_token_digest.is_none() {
+                    return Err(AuthError::AdminDisabled);
+                }
+                match self.identify(headers) {
+                    Ok(Caller::Admin) => Ok(Caller::Admin),
+                    Ok(_) => Err(AuthError::AdminRequired),
+                    Err(error) => Err(error),
+                }
+            }
+        }
     }
 }
 
@@ -132,22 +240,64 @@ mod tests {
     }
 
     #[test]
-    fn keys_map_to_tenants() {
+    fn each_access_level_admits_whom_it_should() {
         let config = AuthConfig {
             keys: vec![ApiKeyConfig { sha256: hash_key("k1"), tenant: "team-a".into() }],
-            admin_token_env: None,
+            ..AuthConfig::default()
         };
         let auth = Authenticator::new(&config, Some("root"));
-        let mut headers = HeaderMap::new();
-        assert_eq!(auth.authenticate(&headers), Err(AuthError::Missing));
-        headers.insert("x-api-key", "k2".parse().unwrap());
-        assert_eq!(auth.authenticate(&headers), Err(AuthError::Invalid));
-        headers.insert("authorization", "Bearer k1".parse().unwrap());
-        assert_eq!(auth.authenticate(&headers), Ok(Authenticated::Tenant("team-a".into())));
-        assert_eq!(auth.authorize_admin(&headers), Err(AuthError::AdminRequired));
-        headers.insert("authorization", "Bearer root".parse().unwrap());
-        assert_eq!(auth.authorize_admin(&headers), Ok(()));
+        let with = |key: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(key) = key {
+                headers.insert("authorization", format!("Bearer {key}").parse().unwrap());
+            }
+            headers
+        };
+        let client = Ok(Caller::Tenant("team-a".into()));
+        for access in [Access::Proxy, Access::Client] {
+            assert_eq!(auth.authorize(&with(None), access), Err(AuthError::Missing));
+            assert_eq!(auth.authorize(&with(Some("k2")), access), Err(AuthError::Invalid));
+            assert_eq!(auth.authorize(&with(Some("k1")), access), client);
+        }
+        assert_eq!(
+            auth.authorize(&with(Some("root")), Access::Proxy),
+            Err(AuthError::AdminIsNotAClient)
+        );
+        assert_eq!(auth.authorize(&with(Some("root")), Access::Client), Ok(Caller::Admin));
+        for access in [Access::Metrics, Access::AdminRead, Access::AdminWrite] {
+            assert_eq!(auth.authorize(&with(Some("k1")), access), Err(AuthError::AdminRequired));
+            assert_eq!(auth.authorize(&with(None), access), Err(AuthError::Missing));
+            assert_eq!(auth.authorize(&with(Some("root")), access), Ok(Caller::Admin));
+        }
         let no_admin = Authenticator::new(&config, None);
-        assert_eq!(no_admin.authorize_admin(&headers), Err(AuthError::AdminDisabled));
+        assert_eq!(
+            no_admin.authorize(&with(Some("root")), Access::AdminRead),
+            Err(AuthError::AdminDisabled)
+        );
+    }
+
+    #[test]
+    fn open_mode_reads_are_open_and_writes_still_need_the_token() {
+        let open = Authenticator::new(&AuthConfig::default(), None);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-llmopt-tenant", "team-b".parse().unwrap());
+        assert_eq!(
+            open.authorize(&headers, Access::Proxy),
+            Ok(Caller::Open(Some("team-b".into())))
+        );
+        assert_eq!(open.authorize(&headers, Access::AdminRead), Ok(Caller::Open(None)));
+        assert_eq!(open.authorize(&headers, Access::AdminWrite), Err(AuthError::AdminDisabled));
+        let with_token = Authenticator::new(&AuthConfig::default(), Some("root"));
+        assert_eq!(with_token.authorize(&headers, Access::AdminRead), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn a_client_key_reports_on_its_own_tenant_only() {
+        let tenant = Caller::Tenant("a".into());
+        assert_eq!(tenant.report_tenant(None), Ok(Some("a".into())));
+        assert_eq!(tenant.report_tenant(Some("a".into())), Ok(Some("a".into())));
+        assert_eq!(tenant.report_tenant(Some("b".into())), Err(AuthError::OtherTenant));
+        assert_eq!(Caller::Admin.report_tenant(Some("b".into())), Ok(Some("b".into())));
+        assert_eq!(Caller::Admin.report_tenant(None), Ok(None));
     }
 }

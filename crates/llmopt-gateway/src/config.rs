@@ -210,6 +210,11 @@ pub struct AuthConfig {
     /// Environment variable holding the admin token for `/api/*` writes. Unset or empty
     /// variable: admin writes are refused.
     pub admin_token_env: Option<String>,
+    /// Serve `/metrics` without a key (for a Prometheus that cannot send a bearer token).
+    pub metrics_public: bool,
+    /// Start without client keys on a non-loopback address: an open proxy that spends the
+    /// operator's provider keys for anyone who can reach it. Refused unless set explicitly.
+    pub allow_unauthenticated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -323,6 +328,13 @@ pub struct ProviderConfig {
     /// Simulated provider: multiplies its delays (1 = real time, 0 = none).
     #[serde(default = "default_time_scale")]
     pub time_scale: f64,
+    /// OpenAI protocol (kinds `openai` and `simulated`): ask for usage in every stream
+    /// (`stream_options.include_usage`), hidden from clients that did not ask, so that every
+    /// stream is priced. Absent = on. Off for servers that refuse the option; their streams then
+    /// have unknown usage unless the client asks. Refused for `anthropic`, whose streams always
+    /// carry usage.
+    #[serde(default)]
+    pub include_usage: Option<bool>,
 }
 
 fn default_time_scale() -> f64 {
@@ -477,6 +489,12 @@ impl Config {
             }
             if provider.timeout_ms == 0 {
                 problems.push(format!("providers.{name}.timeout_ms must be positive"));
+            }
+            if provider.kind == ProviderKind::Anthropic && provider.include_usage.is_some() {
+                problems.push(format!(
+                    "providers.{name}.include_usage applies to OpenAI-protocol providers only \
+                     (Anthropic streams always carry usage)"
+                ));
             }
         }
         for (name, route) in &self.routes {

@@ -84,5 +84,37 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(service::metrics))
         .route("/health", get(service::health))
         .route("/ready", get(service::ready))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), catch_panic))
         .with_state(state)
+}
+
+/// A panic in a handler answers 500 in the caller's protocol shape (Anthropic's for
+/// `/v1/messages`, OpenAI's elsewhere), is counted in `/metrics` and logged; the connection and
+/// the gateway keep serving. Without it, the panic would end the connection's task and the
+/// client would see a reset. Needs `panic = "unwind"` (the release profile keeps it).
+async fn catch_panic(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use futures::FutureExt;
+    let protocol = if request.uri().path().starts_with("/v1/messages") {
+        llmopt_core::usage::Protocol::Anthropic
+    } else {
+        llmopt_core::usage::Protocol::OpenAi
+    };
+    let path = request.uri().path().to_owned();
+    match std::panic::AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(%path, panic = %message, "handler panicked; answered 500");
+            state.metrics().count_panic();
+            ApiError::internal("internal error in the gateway (logged)").into_response_for(protocol)
+        }
+    }
 }

@@ -110,6 +110,7 @@ pub struct Metrics {
     collector_write_errors: Gauge,
     in_flight: Gauge,
     config_reloads: Family<CacheLabels, Counter>,
+    handler_panics: Counter,
     optimizer: OptimizerMetrics,
 }
 
@@ -242,6 +243,12 @@ impl Metrics {
         let ttft: HistogramFamily<ModelLabels> = Family::new_with_constructor(latency_histogram);
         let overhead = latency_histogram();
         let config_reloads = Family::<CacheLabels, Counter>::default();
+        let handler_panics = Counter::default();
+        registry.register(
+            "llmopt_handler_panics",
+            "Handler panics caught and answered with a 500",
+            handler_panics.clone(),
+        );
         registry.register("llmopt_requests", "Calls through the gateway", requests.clone());
         registry.register("llmopt_errors", "Failed calls by error kind", errors.clone());
         registry.register(
@@ -330,6 +337,7 @@ impl Metrics {
             collector_write_errors,
             in_flight,
             config_reloads,
+            handler_panics,
         }
     }
 
@@ -452,6 +460,10 @@ impl Metrics {
 
     pub fn in_flight(&self) -> &Gauge {
         &self.in_flight
+    }
+
+    pub fn count_panic(&self) {
+        self.handler_panics.inc();
     }
 
     pub fn count_reload(&self, applied: bool) {

@@ -28,6 +28,9 @@ pub struct OptimizerOverlay {
     optimizer: Arc<Optimizer>,
     /// Request id → experiment arm, for feedback that arrives after the call (bounded).
     arms: moka::sync::Cache<String, ExperimentArm>,
+    /// (request id, metric) pairs already counted in an experiment: feedback counts once per
+    /// request and metric, so posting it again cannot push a guardrail or a verdict.
+    counted: moka::sync::Cache<(String, String), ()>,
 }
 
 impl std::fmt::Debug for OptimizerOverlay {
@@ -68,6 +71,10 @@ impl OptimizerOverlay {
         Ok(OptimizerOverlay {
             optimizer: Arc::new(optimizer),
             arms: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_idle(Duration::from_secs(24 * 3600))
+                .build(),
+            counted: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
@@ -143,9 +150,16 @@ impl OptimizerOverlay {
         }
     }
 
-    /// Sees quality feedback that was joined to a stored call.
+    /// Sees quality feedback that was joined to a stored call. The experiment counts the first
+    /// value of each (request, metric); the record keeps the latest (`join_feedback`).
     pub fn on_feedback(&self, id: &RequestId, feedback: &Feedback) {
-        if let Some(arm) = self.arms.get(id.as_str()) {
+        let Some(arm) = self.arms.get(id.as_str()) else { return };
+        let first = self
+            .counted
+            .entry((id.as_str().to_owned(), feedback.metric.clone()))
+            .or_insert(())
+            .is_fresh();
+        if first {
             self.optimizer.observe_feedback(&arm, &feedback.metric, feedback.value.as_f64());
         }
     }

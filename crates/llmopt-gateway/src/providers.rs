@@ -33,6 +33,11 @@ pub fn build_providers(
     Ok(providers)
 }
 
+/// Whether OpenAI-protocol streams ask for usage: on unless the provider turns it off.
+fn include_usage(config: &ProviderConfig) -> bool {
+    config.include_usage.unwrap_or(true)
+}
+
 fn timeouts(config: &ProviderConfig) -> Timeouts {
     let limit = Duration::from_millis(config.timeout_ms);
     Timeouts { connect: Duration::from_secs(5).min(limit), first_byte: limit, total: limit }
@@ -54,7 +59,9 @@ fn build_provider(
     let base_url = config.base_url.clone().unwrap_or_default();
     let client: Arc<dyn Provider> = match config.kind {
         ProviderKind::Openai => {
-            let mut settings = OpenAiConfig::new(name, base_url).with_timeouts(timeouts(config));
+            let mut settings = OpenAiConfig::new(name, base_url)
+                .with_timeouts(timeouts(config))
+                .with_include_usage(include_usage(config));
             if let Some(key) = key {
                 settings = settings.with_api_key(key);
             }
@@ -103,5 +110,5 @@ fn build_simulated(name: &str, config: &ProviderConfig) -> Result<Arc<dyn Provid
         time_scale: config.time_scale,
         ..defaults
     };
-    Ok(Arc::new(SimProvider::new(name, settings)))
+    Ok(Arc::new(SimProvider::new(name, settings).with_include_usage(include_usage(config))))
 }

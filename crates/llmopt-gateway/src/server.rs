@@ -22,6 +22,7 @@ use crate::{
 
 /// Runs the gateway until SIGTERM or SIGINT.
 pub async fn serve(source: ConfigSource, config: Config) -> Result<()> {
+    check_exposure(&config)?;
     let store = open_sled(&config.storage).await?;
     tracing::info!(path = %config.storage.path.display(), "store open");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -42,6 +43,9 @@ pub async fn serve(source: ConfigSource, config: Config) -> Result<()> {
     };
     let _watcher = watch_config(&source, state.clone())?;
     spawn_retention(store.clone(), Arc::clone(&clock));
+    if open_to_the_network(&state.runtime().config) {
+        spawn_open_proxy_warning(listen);
+    }
     let listener = TcpListener::bind(listen).await?;
     tracing::info!(address = %listener.local_addr()?, threads, "listening");
     state.set_ready(true);
@@ -53,6 +57,42 @@ pub async fn serve(source: ConfigSource, config: Config) -> Result<()> {
     }
     tracing::info!("stopped");
     result
+}
+
+/// Whether the gateway would serve a non-loopback address without client keys.
+fn open_to_the_network(config: &Config) -> bool {
+    !config.server.listen.ip().is_loopback() && config.auth.keys.is_empty()
+}
+
+/// Refuses to start an open proxy on the network: without client keys, anyone who reaches a
+/// non-loopback address spends the operator's provider keys. `auth.allow_unauthenticated =
+/// true` says it is meant (a private network, a proxy in front that authenticates).
+pub fn check_exposure(config: &Config) -> Result<()> {
+    if open_to_the_network(config) && !config.auth.allow_unauthenticated {
+        return Err(Error::Config(format!(
+            "refusing to listen on {} without client keys: anyone who can reach it would spend \
+             your provider keys. Add keys under [auth] keys (`llm-auto-optimizer config \
+             hash-key KEY` prints a digest), listen on 127.0.0.1, or set \
+             auth.allow_unauthenticated = true",
+            config.server.listen
+        )));
+    }
+    Ok(())
+}
+
+/// Says so at start and every hour while an open proxy serves the network.
+fn spawn_open_proxy_warning(listen: SocketAddr) {
+    tokio::spawn(async move {
+        let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            every_hour.tick().await;
+            tracing::warn!(
+                %listen,
+                "serving without client keys on a non-loopback address \
+                 (auth.allow_unauthenticated = true): anyone who reaches it spends the provider keys"
+            );
+        }
+    });
 }
 
 /// Opens the sled store of `[storage]` off the async workers.

@@ -348,7 +348,7 @@ pub(crate) async fn call_stream(
     protocol: Protocol,
     builder: reqwest::RequestBuilder,
     timeouts: &Timeouts,
-    strip_usage_chunk: bool,
+    hide_usage: bool,
 ) -> Result<crate::provider::ChatStream, ProviderError> {
     let started = Instant::now();
     let total_deadline = started + timeouts.total;
@@ -358,13 +358,12 @@ pub(crate) async fn call_stream(
     let headers = passable_headers(response.headers());
     let setup = crate::stream::StreamSetup {
         protocol,
-        strip_usage_chunk,
+        hide_usage,
         started,
         first_byte_deadline,
         total_deadline,
     };
-    let items = crate::stream::start(setup, body_stream(response)).await?;
-    Ok(crate::provider::ChatStream { status, headers, items })
+    crate::stream::start(setup, status, headers, body_stream(response)).await
 }
 
 #[cfg(test)]

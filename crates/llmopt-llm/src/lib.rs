@@ -6,8 +6,10 @@
 //!   ([`ChatRequest`]); a whole answer is the provider's body byte for byte; a stream is the
 //!   provider's SSE events byte for byte. Usage, model, stop reason and time to first token are
 //!   read on the way with the core normalisers ([`llmopt_core::Usage`],
-//!   [`llmopt_core::StreamUsage`], [`llmopt_core::SseDecoder`]). A stream cut before its usage
-//!   event has usage `None`: unknown, never zero.
+//!   [`llmopt_core::StreamUsage`], [`llmopt_core::SseDecoder`]). A stream cut part way keeps
+//!   the usage the provider had reported (Anthropic's `message_start`), a lower bound, and has
+//!   usage `None` when it reported none (OpenAI's comes last): unknown, never zero. What a
+//!   stream has seen stays readable through its [`StreamProgress`] after the stream is dropped.
 //! - **One pooled client per provider**, rustls, `TCP_NODELAY` on (loopback latency otherwise
 //!   gains ~40 ms from Nagle meeting delayed ACK), three timeouts ([`Timeouts`]).
 //! - **Resilience is decorators** ([`decorators`]), each a `Provider` around an
@@ -39,5 +41,6 @@ pub use http::Timeouts;
 pub use openai::{OpenAiCompatible, OpenAiConfig};
 pub use provider::{
     ChatRequest, ChatResponse, ChatStream, Provider, ProviderError, StreamItem, StreamOutcome,
+    StreamProgress,
 };
 pub use secret::SecretString;

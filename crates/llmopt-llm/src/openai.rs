@@ -1,9 +1,14 @@
 //! `OpenAiCompatible`: `POST {base}/chat/completions` with a bearer key. Works against OpenAI
 //! and servers that copy its API (vLLM, Ollama, Together, …).
 //!
-//! Streams always ask for usage (`stream_options.include_usage`), because a stream without it
-//! has unknown cost. When the caller did not ask, the extra usage-only chunk is stripped before
-//! it reaches the caller, so the caller sees exactly the stream it asked for.
+//! Streams ask for usage (`stream_options.include_usage`) unless the provider is configured not
+//! to ([`OpenAiConfig::include_usage`]), because a stream without it has unknown cost. When the
+//! caller did not ask itself, what the request adds to the stream is removed before it reaches
+//! the caller (the usage-only last chunk, and the `"usage": null` member OpenAI then puts in every
+//! chunk; see [`crate::stream`]), so the caller sees exactly the stream it asked for. Some
+//! OpenAI-compatible servers refuse `stream_options`; with `include_usage` off their streams
+//! pass as the caller sent them, and a stream whose caller did not ask for usage has unknown
+//! usage and cost.
 
 use std::fmt;
 
@@ -30,6 +35,10 @@ pub struct OpenAiConfig {
     pub timeouts: Timeouts,
     /// Headers sent on every call (`OpenAI-Organization`, `OpenAI-Project`, …).
     pub default_headers: Vec<(String, String)>,
+    /// Ask for usage in every stream (`stream_options.include_usage`), hiding it from callers
+    /// that did not ask. On by default (OpenAI supports it); turn it off for servers that
+    /// refuse the option.
+    pub include_usage: bool,
 }
 
 impl OpenAiConfig {
@@ -40,7 +49,13 @@ impl OpenAiConfig {
             api_key: None,
             timeouts: Timeouts::default(),
             default_headers: Vec::new(),
+            include_usage: true,
         }
+    }
+
+    pub fn with_include_usage(mut self, include_usage: bool) -> OpenAiConfig {
+        self.include_usage = include_usage;
+        self
     }
 
     pub fn with_api_key(mut self, key: impl Into<SecretString>) -> OpenAiConfig {
@@ -106,12 +121,18 @@ impl OpenAiCompatible {
     }
 }
 
-/// Makes a request a streaming one that reports usage. Returns whether the usage chunk must be
-/// stripped (the caller did not ask for it).
-pub(crate) fn prepare_openai_stream(request: &mut ChatRequest) -> Result<bool, ProviderError> {
+/// Makes a request a streaming one and, with `include_usage`, one that reports usage. Returns
+/// whether the usage must be hidden from the caller (asked for here, not by the caller).
+pub(crate) fn prepare_openai_stream(
+    request: &mut ChatRequest,
+    include_usage: bool,
+) -> Result<bool, ProviderError> {
     let invalid = |error: serde_json::Error| ProviderError::InvalidRequest(error.to_string());
     if !request.is_stream() {
         request.set("stream", &true).map_err(invalid)?;
+    }
+    if !include_usage {
+        return Ok(false);
     }
     let mut options = match request.get::<Value>("stream_options") {
         Some(Value::Object(options)) => options,
@@ -155,9 +176,9 @@ impl Provider for OpenAiCompatible {
         mut request: ChatRequest,
     ) -> BoxFuture<'_, Result<ChatStream, ProviderError>> {
         Box::pin(async move {
-            let strip = prepare_openai_stream(&mut request)?;
+            let hide_usage = prepare_openai_stream(&mut request, self.config.include_usage)?;
             let builder = self.builder(&request)?;
-            http::call_stream(Protocol::OpenAi, builder, &self.config.timeouts, strip).await
+            http::call_stream(Protocol::OpenAi, builder, &self.config.timeouts, hide_usage).await
         })
     }
 }

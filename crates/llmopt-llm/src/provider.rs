@@ -5,7 +5,12 @@
 //! `max_tokens` or `stream_options` without decoding (or losing) anything else the client sent:
 //! tools, response_format, seed, metadata, fields that do not exist yet.
 
-use std::{collections::BTreeMap, fmt, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use futures::{future::BoxFuture, stream::BoxStream};
@@ -105,6 +110,10 @@ pub struct ChatStream {
     /// Raw SSE bytes to forward, then exactly one [`StreamItem::End`] when the stream ends
     /// (cleanly or not). An `Err` item means the stream broke; an `End` still follows.
     pub items: BoxStream<'static, Result<StreamItem, ProviderError>>,
+    /// What the stream has shown so far, readable while it runs and after `items` is dropped
+    /// (a client that leaves mid-stream: the proxy drops the stream and still records the usage
+    /// seen up to then).
+    pub progress: StreamProgress,
 }
 
 impl fmt::Debug for ChatStream {
@@ -125,7 +134,10 @@ pub enum StreamItem {
 /// What a stream amounted to.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StreamOutcome {
-    /// `None` when the stream ended before its usage event: unknown, not zero.
+    /// The usage seen. When `complete`, the whole call's; otherwise what the provider reported
+    /// before the stream stopped, a lower bound (Anthropic: the input side from
+    /// `message_start` and the latest cumulative output). `None` when nothing was reported,
+    /// which is every cut OpenAI stream (its usage comes in the last chunk): unknown, not zero.
     pub usage: Option<Usage>,
     pub model: Option<String>,
     pub stop_reason: Option<String>,
@@ -134,6 +146,51 @@ pub struct StreamOutcome {
     pub elapsed: Duration,
     /// The stream ended with its terminal event (`[DONE]` / `message_stop`).
     pub complete: bool,
+}
+
+/// A live, shared view of a stream's [`StreamOutcome`] so far. The stream pipeline updates it
+/// when usage, model, stop reason or the first token change (a few times per stream, not per
+/// event); [`StreamProgress::snapshot`] reads it at any time, also after the stream itself was
+/// dropped. Cheap to clone (one `Arc`).
+#[derive(Debug, Clone, Default)]
+pub struct StreamProgress {
+    shared: Arc<Mutex<Progress>>,
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    seen: StreamOutcome,
+    started: Option<tokio::time::Instant>,
+}
+
+impl StreamProgress {
+    /// A progress whose `elapsed` counts from `started` (when the request was sent).
+    pub fn started_at(started: tokio::time::Instant) -> StreamProgress {
+        let progress = StreamProgress::default();
+        progress.lock().started = Some(started);
+        progress
+    }
+
+    /// The outcome so far, `elapsed` measured now. `complete` is `true` only once the stream's
+    /// terminal event was seen.
+    pub fn snapshot(&self) -> StreamOutcome {
+        let progress = self.lock();
+        let mut outcome = progress.seen.clone();
+        if let Some(started) = progress.started {
+            outcome.elapsed = started.elapsed();
+        }
+        outcome
+    }
+
+    /// Replaces what has been seen (`elapsed` is ignored: the snapshot measures it).
+    pub fn publish(&self, seen: StreamOutcome) {
+        self.lock().seen = seen;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
+        // A panic while holding this lock leaves plain data behind: still readable.
+        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Why a call failed, in kinds the gateway maps to the caller's protocol.

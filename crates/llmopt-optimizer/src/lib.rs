@@ -11,6 +11,7 @@
 //!   every decision with its numbers to the audit log.
 
 pub mod cycle;
+pub mod offline;
 pub mod policy;
 pub mod strategies;
 pub mod strategy;

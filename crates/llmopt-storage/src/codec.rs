@@ -8,7 +8,13 @@
 //!
 //! Evolution: a new schema appends fields and bumps [`SCHEMA_VERSION`]; the decoder keeps
 //! reading every older version (fields it lacks take their defaults) and refuses newer ones with
-//! a clear error. `tests/data/record_v1.bin` pins version 1.
+//! a clear error. `tests/data/record_v1.bin` pins version 1, `tests/data/record_v2.bin` version 2.
+//!
+//! Versions:
+//! 1. every field up to `feedback`;
+//! 2. one flags byte after `feedback`: bit 0 is `incomplete` (usage and cost are the lower
+//!    bound of a cut or abandoned stream). Other bits are refused, not ignored: a writer that
+//!    needs one bumps the schema.
 
 use llmopt_core::{
     CacheOutcome, Endpoint, ErrorKind, ExperimentArm, Feedback, FeedbackValue, Fingerprint,
@@ -17,7 +23,10 @@ use llmopt_core::{
 };
 
 /// The schema byte written in front of every record.
-pub const SCHEMA_VERSION: u8 = 1;
+pub const SCHEMA_VERSION: u8 = 2;
+
+/// Schema 2's flags byte: the record is `incomplete`.
+const FLAG_INCOMPLETE: u8 = 1;
 
 /// Encodes a record in the current schema.
 pub fn encode_record(record: &RequestRecord) -> Vec<u8> {
@@ -92,6 +101,7 @@ pub fn encode_record_into(record: &RequestRecord, out: &mut Vec<u8>) {
         }
         w.ivar(feedback.ts_ms);
     }
+    w.u8(if record.incomplete { FLAG_INCOMPLETE } else { 0 });
 }
 
 /// Decodes a record written by this or any older schema.
@@ -172,6 +182,15 @@ pub fn decode_record(bytes: &[u8]) -> Result<RequestRecord, StoreError> {
         };
         feedback.push(Feedback { metric, value, ts_ms: r.ivar()? });
     }
+    let incomplete = if schema >= 2 {
+        let flags = r.u8()?;
+        if flags & !FLAG_INCOMPLETE != 0 {
+            return Err(bad("unknown flags"));
+        }
+        flags & FLAG_INCOMPLETE != 0
+    } else {
+        false
+    };
     if r.at != bytes.len() {
         return Err(bad("trailing bytes"));
     }
@@ -191,6 +210,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<RequestRecord, StoreError> {
         upstream_us,
         usage,
         cost,
+        incomplete,
         saved_cost,
         cache,
         stream,
@@ -636,7 +656,7 @@ mod tests {
         let record = RequestRecord::new("r1", 1, "p", "m");
         let bytes = encode_record(&record);
         let expected: Vec<u8> = vec![
-            1, // schema
+            2, // schema
             1, // v
             2, b'r', b'1', // id
             2,    // ts 1 zig-zagged
@@ -652,9 +672,29 @@ mod tests {
             0, 0, 0, // no fingerprints, no blocks
             0, 0, // no max_tokens, no stop reason
             0, // no feedback
+            0, // flags (schema 2): complete
         ];
         assert_eq!(bytes, expected);
         assert_eq!(decode_record(&bytes).unwrap(), record);
+    }
+
+    #[test]
+    fn the_incomplete_flag_is_the_last_byte_and_version_one_lacks_it() {
+        let mut record = RequestRecord::new("r1", 1, "p", "m");
+        record.incomplete = true;
+        let mut bytes = encode_record(&record);
+        assert_eq!(bytes.last(), Some(&FLAG_INCOMPLETE));
+        assert_eq!(decode_record(&bytes).unwrap(), record);
+        // The same record in schema 1: no flags byte, and it decodes as complete.
+        bytes.pop();
+        bytes[0] = 1;
+        let old = decode_record(&bytes).unwrap();
+        assert!(!old.incomplete);
+        assert_eq!(old, RequestRecord { incomplete: false, ..record.clone() });
+        // Unknown flag bits are refused.
+        let mut unknown = encode_record(&record);
+        *unknown.last_mut().unwrap() = 0b10;
+        assert!(decode_record(&unknown).is_err());
     }
 
     #[test]

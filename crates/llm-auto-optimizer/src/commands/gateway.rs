@@ -20,7 +20,12 @@ pub fn serve(config_file: Option<PathBuf>) -> Result<()> {
         .thread_name("llmopt-control")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(llmopt_gateway::server::serve(source, config))?;
+    let grace = std::time::Duration::from_millis(config.server.shutdown_grace_ms);
+    let served = runtime.block_on(llmopt_gateway::server::serve(source, config));
+    // Blocking work still running (a report's query) is not waited for beyond the grace
+    // period and a second: every query's work is bounded, but shutdown must not depend on it.
+    runtime.shutdown_timeout(grace + std::time::Duration::from_secs(1));
+    served?;
     Ok(())
 }
 

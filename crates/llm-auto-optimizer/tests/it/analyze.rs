@@ -10,6 +10,7 @@ use std::{
 use llm_auto_optimizer::analyze::{
     AnalyzeArgs, MOONCAKE_BASE_MS, TraceFormatArg, analyze, load, render_text, run,
 };
+use llmopt_analytics::report::InputFormat;
 use llmopt_core::{Money, PriceCatalog, RequestRecord, Status, Usage};
 use llmopt_optimizer::StrategySettings;
 
@@ -86,10 +87,10 @@ fn azure_slice_counts_match_the_file() {
     let rate = summary["requests_per_second"].as_f64().unwrap();
     assert!((rate - 1000.0 / span).abs() < 1e-9);
     // Request windows of the forecast cover every request but those of the two edge windows.
-    let windows = &report.windows;
+    let windows = &report.sections.windows;
     let used_end = windows.first_used_start_ms + windows.used as i64 * windows.window_ms;
     let inside = loaded_count_between(&text, windows.first_used_start_ms, used_end);
-    let forecast = report.forecast.requests.as_ref().expect("enough windows to forecast");
+    let forecast = report.sections.forecast.requests.as_ref().expect("enough windows to forecast");
     assert!((forecast.observed_mean - inside as f64 / windows.used as f64).abs() < 1e-9);
 
     // The text rendering of the same report.
@@ -149,15 +150,16 @@ fn mooncake_slice_counts_and_prefix_reuse_match_the_file() {
 
     let loaded =
         load(&args(&path), &PriceCatalog::builtin(), &indicatif::ProgressBar::hidden()).unwrap();
-    assert_eq!(loaded.info.format, TraceFormatArg::Mooncake);
+    assert_eq!(loaded.info.format, InputFormat::Mooncake);
     let report = analyze(&loaded.records, &PriceCatalog::builtin(), &StrategySettings::default());
-    assert_eq!(report.summary.requests, requests);
-    assert_eq!(report.summary.input_tokens, input);
-    assert_eq!(report.summary.output_tokens, output);
-    assert_eq!(report.summary.total_cost, gpt_4o_mini_cost(input, output));
-    assert_eq!(report.summary.first_ts_ms, MOONCAKE_BASE_MS + first);
-    assert_eq!(report.summary.last_ts_ms, MOONCAKE_BASE_MS + last);
-    let prefix = report.cache.prefix.as_ref().expect("the Mooncake trace has prefix blocks");
+    assert_eq!(report.sections.summary.requests, requests);
+    assert_eq!(report.sections.summary.input_tokens, input);
+    assert_eq!(report.sections.summary.output_tokens, output);
+    assert_eq!(report.sections.summary.total_cost, gpt_4o_mini_cost(input, output));
+    assert_eq!(report.sections.summary.first_ts_ms, MOONCAKE_BASE_MS + first);
+    assert_eq!(report.sections.summary.last_ts_ms, MOONCAKE_BASE_MS + last);
+    let prefix =
+        report.sections.cache.prefix.as_ref().expect("the Mooncake trace has prefix blocks");
     assert_eq!(prefix.unlimited.blocks, blocks);
     assert_eq!(prefix.unlimited.blocks_seen_before, blocks_seen_before);
     assert!(
@@ -239,7 +241,7 @@ fn record_ndjson_round_trips_and_is_priced() {
     let file = write_temp(text.as_bytes());
     let catalog = PriceCatalog::builtin();
     let loaded = load(&args(file.path()), &catalog, &indicatif::ProgressBar::hidden()).unwrap();
-    assert_eq!(loaded.info.format, TraceFormatArg::Records);
+    assert_eq!(loaded.info.format, InputFormat::Records);
     assert_eq!(loaded.info.priced_as, None);
     // The records had no cost; the loader priced every one from its usage.
     assert_eq!(loaded.info.repriced, records.len() as u64);
@@ -258,16 +260,16 @@ fn record_ndjson_round_trips_and_is_priced() {
     }
     assert_eq!(loaded.records, expected);
     let report = analyze(&loaded.records, &catalog, &StrategySettings::default());
-    assert_eq!(report.summary.requests, 300);
+    assert_eq!(report.sections.summary.requests, 300);
     // i = 49, 99, …, 299: six errors.
-    assert_eq!(report.summary.errors, 6);
-    assert_eq!(report.summary.models, 2);
-    assert_eq!(report.cost_by_model.rows.iter().map(|r| r.requests).sum::<u64>(), 300);
+    assert_eq!(report.sections.summary.errors, 6);
+    assert_eq!(report.sections.summary.models, 2);
+    assert_eq!(report.sections.cost_by_model.rows.iter().map(|r| r.requests).sum::<u64>(), 300);
     // 300 records 7 s apart span 2,093 s: 10 s windows would hold 1.4 requests each (fewer
     // than 5), so one minute: 35 windows (00:00 … 00:34:53), 33 without the edges.
-    assert_eq!(report.windows.window_ms, 60_000);
-    assert_eq!(report.windows.total, 35);
-    assert_eq!(report.windows.used, 33);
+    assert_eq!(report.sections.windows.window_ms, 60_000);
+    assert_eq!(report.sections.windows.total, 35);
+    assert_eq!(report.sections.windows.used, 33);
     // The JSON document of the report parses back (`run --json` itself is exercised by the
     // tiny-input test, on a cheaper input).
     let value: serde_json::Value =
@@ -388,9 +390,10 @@ fn a_step_and_a_spike_in_traffic_are_found_in_their_windows() {
         }
     }
     let report = analyze(&records, &PriceCatalog::builtin(), &StrategySettings::default());
-    assert_eq!(report.windows.window_ms, 60_000);
-    assert_eq!((report.windows.total, report.windows.used), (80, 78));
+    assert_eq!(report.sections.windows.window_ms, 60_000);
+    assert_eq!((report.sections.windows.total, report.sections.windows.used), (80, 78));
     let requests = report
+        .sections
         .anomalies
         .iter()
         .find(|series| series.metric == llmopt_analytics::anomaly::SeriesMetric::Requests)
@@ -414,7 +417,7 @@ fn a_step_and_a_spike_in_traffic_are_found_in_their_windows() {
     // segment, 15 − 5 = +10 when PELT gives it a segment of its own.
     let magnitude = step.detection.magnitude;
     assert!((magnitude - 8.205_128).abs() < 1e-5 || (magnitude - 10.0).abs() < 1e-9, "{magnitude}");
-    let forecast = report.forecast.requests.as_ref().unwrap();
+    let forecast = report.sections.forecast.requests.as_ref().unwrap();
     assert!((forecast.observed_mean - (38.0 * 5.0 + 75.0 + 39.0 * 15.0) / 78.0).abs() < 1e-9);
 }
 
@@ -435,11 +438,11 @@ fn six_steady_days_project_the_month_with_the_forecast_model() {
         })
         .collect();
     let report = analyze(&records, &PriceCatalog::builtin(), &StrategySettings::default());
-    assert_eq!(report.summary.total_cost, Money::from_picos(864 * 210_000_000));
+    assert_eq!(report.sections.summary.total_cost, Money::from_picos(864 * 210_000_000));
     // Ten-minute windows would be 864 > 250; hourly windows hold 6 calls: 144, 142 used.
-    assert_eq!(report.windows.window_ms, 3_600_000);
-    assert_eq!((report.windows.total, report.windows.used), (144, 142));
-    let month = report.forecast.month.as_ref().expect("a month projection");
+    assert_eq!(report.sections.windows.window_ms, 3_600_000);
+    assert_eq!((report.sections.windows.total, report.sections.windows.used), (144, 142));
+    let month = report.sections.forecast.month.as_ref().expect("a month projection");
     // Span 6 days − 10 minutes; 30 days − span = 576 h 10 min → 576 whole hours to project.
     assert!((month.extrapolation_factor - 576.0 / 142.0).abs() < 1e-12);
     let projection = month.projection.as_ref().expect("within the extrapolation limit");

@@ -31,6 +31,25 @@ fn optimize_runs_one_cycle_on_the_configured_store() {
 }
 
 #[test]
+fn serve_refuses_to_be_an_open_proxy_on_the_network() {
+    let dir = fresh_dir("exposure");
+    let config = dir.join("config.toml");
+    let store = dir.join("store").display().to_string();
+    std::fs::write(
+        &config,
+        format!("[server]\nlisten = \"0.0.0.0:0\"\n[storage]\npath = {store:?}\n"),
+    )
+    .unwrap();
+    let output = binary().args(["serve", "--config"]).arg(&config).env_clear().output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("refusing to listen on 0.0.0.0:0 without client keys"), "{stderr}");
+    assert!(!dir.join("store").exists(), "refused before the store is opened");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn bad_input_is_one_line_and_a_non_zero_exit() {
     let cases: [&[&str]; 4] = [
         &["analyze", "/nonexistent/trace.jsonl"],

@@ -56,12 +56,12 @@ fn feedback_reaches_queued_in_flight_and_stored_records() {
     store.wait_until_writer_blocked();
     // r2 stays queued behind the blocked writer.
     collector.record(simple(2, T0, "m", 1)).unwrap();
-    assert!(collector.add_feedback(&RequestId::new("r0"), thumbs("in_flight")).unwrap());
-    assert!(collector.add_feedback(&RequestId::new("r2"), thumbs("queued")).unwrap());
-    assert!(!collector.add_feedback(&RequestId::new("nobody"), thumbs("x")).unwrap());
+    assert!(collector.add_feedback(&RequestId::new("r0"), None, thumbs("in_flight")).unwrap());
+    assert!(collector.add_feedback(&RequestId::new("r2"), None, thumbs("queued")).unwrap());
+    assert!(!collector.add_feedback(&RequestId::new("nobody"), None, thumbs("x")).unwrap());
     store.open_gate();
     collector.flush().unwrap();
-    assert!(collector.add_feedback(&RequestId::new("r1"), thumbs("stored")).unwrap());
+    assert!(collector.add_feedback(&RequestId::new("r1"), None, thumbs("stored")).unwrap());
     let metric_of = |id: &str| -> Vec<String> {
         store
             .get(&RequestId::new(id))
@@ -75,6 +75,26 @@ fn feedback_reaches_queued_in_flight_and_stored_records() {
     assert_eq!(metric_of("r0"), ["in_flight"]);
     assert_eq!(metric_of("r1"), ["stored"]);
     assert_eq!(metric_of("r2"), ["queued"]);
+}
+
+#[test]
+fn feedback_scoped_to_a_tenant_joins_only_its_records_and_replaces_per_metric() {
+    let store = Arc::new(MemoryRecordStore::new());
+    let collector = Collector::start(store.clone(), clock(), slow_ticks());
+    let mut record = simple(0, T0, "m", 1);
+    record.tenant = Some("team-a".into());
+    collector.record(record).unwrap();
+    let value =
+        |v: bool| Feedback { metric: "correct".into(), value: FeedbackValue::Bool(v), ts_ms: T0 };
+    let id = RequestId::new("r0");
+    // Queued, then stored: another tenant sees no such record either way.
+    assert!(!collector.add_feedback(&id, Some("team-b"), value(true)).unwrap());
+    assert!(collector.add_feedback(&id, Some("team-a"), value(true)).unwrap());
+    collector.flush().unwrap();
+    assert!(!collector.add_feedback(&id, Some("team-b"), value(false)).unwrap());
+    assert!(collector.add_feedback(&id, Some("team-a"), value(false)).unwrap());
+    let stored = store.get(&id).unwrap().unwrap();
+    assert_eq!(stored.feedback, vec![value(false)], "one value per metric, the latest");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, reason = "tests stop at the first failure")]
 
+mod cache_key;
 mod conformance;
 mod cost;
 mod usage;

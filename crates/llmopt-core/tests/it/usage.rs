@@ -63,6 +63,8 @@ struct StreamCase {
     file: &'static str,
     protocol: Protocol,
     usage: Option<Usage>,
+    /// The usage came from the event that completes it (not from `message_start` alone).
+    usage_final: bool,
     stop_reason: Option<&'static str>,
     finished: bool,
     usage_only_chunks: usize,
@@ -75,6 +77,7 @@ fn streams() {
             file: "openai_stream_with_usage.sse",
             protocol: Protocol::OpenAi,
             usage: Some(usage(1200, 1024, 0, 0, 2, 0)),
+            usage_final: true,
             stop_reason: Some("stop"),
             finished: true,
             usage_only_chunks: 1,
@@ -84,6 +87,7 @@ fn streams() {
             file: "openai_stream_without_usage.sse",
             protocol: Protocol::OpenAi,
             usage: None,
+            usage_final: false,
             stop_reason: Some("stop"),
             finished: true,
             usage_only_chunks: 0,
@@ -92,6 +96,7 @@ fn streams() {
             file: "openai_stream_cut.sse",
             protocol: Protocol::OpenAi,
             usage: None,
+            usage_final: false,
             stop_reason: None,
             finished: false,
             usage_only_chunks: 0,
@@ -101,15 +106,18 @@ fn streams() {
             file: "anthropic_stream.sse",
             protocol: Protocol::Anthropic,
             usage: Some(usage(2125, 2000, 100, 0, 15, 0)),
+            usage_final: true,
             stop_reason: Some("end_turn"),
             finished: true,
             usage_only_chunks: 0,
         },
-        // Cut before message_delta: output unknown, so usage is unknown (not input-only).
+        // Cut before message_delta: the input side from message_start (410 uncached) and the
+        // output it counted (1) are the usage seen, a lower bound; not final.
         StreamCase {
             file: "anthropic_stream_cut.sse",
             protocol: Protocol::Anthropic,
-            usage: None,
+            usage: Some(usage(410, 0, 0, 0, 1, 0)),
+            usage_final: false,
             stop_reason: None,
             finished: false,
             usage_only_chunks: 0,
@@ -117,7 +125,9 @@ fn streams() {
         StreamCase {
             file: "anthropic_stream_error.sse",
             protocol: Protocol::Anthropic,
-            usage: None,
+            // An error event after message_start: its input side (12) and output so far (1).
+            usage: Some(usage(12, 0, 0, 0, 1, 0)),
+            usage_final: false,
             stop_reason: None,
             finished: false,
             usage_only_chunks: 0,
@@ -139,6 +149,7 @@ fn streams() {
         forwarded.extend_from_slice(decoder.pending());
         assert_eq!(forwarded, bytes, "{}: every byte is forwarded as received", case.file);
         assert_eq!(tracker.usage(), case.usage, "{}", case.file);
+        assert_eq!(tracker.usage_is_final(), case.usage_final, "{}", case.file);
         assert_eq!(tracker.stop_reason(), case.stop_reason, "{}", case.file);
         assert_eq!(tracker.finished(), case.finished, "{}", case.file);
         assert_eq!(usage_only, case.usage_only_chunks, "{}", case.file);

@@ -2,6 +2,7 @@
 
 mod assignment;
 mod decisions;
+mod incomplete;
 mod lifecycle;
 mod reference;
 mod simulation;

@@ -4,7 +4,7 @@
 
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::HeaderMap,
 };
 use llmopt_optimizer::{FeatureFlag, Policy};
@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
-    api::{admin, blocking, parse, read_body, reader},
+    api::{ApiQuery, admin, blocking, parse, read_body, reader},
     error::ApiError,
     state::AppState,
 };
@@ -189,6 +189,9 @@ pub struct AuditQuery {
     limit: usize,
 }
 
+/// The most audit entries one `GET /api/audit` returns (page with `after`).
+pub const MAX_AUDIT_ENTRIES: usize = 10_000;
+
 fn default_limit() -> usize {
     100
 }
@@ -197,10 +200,15 @@ fn default_limit() -> usize {
 pub async fn audit(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<AuditQuery>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let optimizer = reader(&state, &headers)?;
-    let limit = query.limit.min(10_000);
+    if !(1..=MAX_AUDIT_ENTRIES).contains(&query.limit) {
+        return Err(ApiError::invalid_request(format!(
+            "limit must be between 1 and {MAX_AUDIT_ENTRIES} entries"
+        )));
+    }
+    let limit = query.limit;
     let entries = blocking(move || optimizer.audit_log(query.after, limit))
         .await?
         .map_err(|e| ApiError::internal(e.to_string()))?;

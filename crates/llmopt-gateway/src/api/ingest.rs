@@ -7,7 +7,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
-    api::{auth_error, read_body},
+    api::{authorize, read_body},
+    auth::Access,
     error::ApiError,
     state::AppState,
 };
@@ -26,7 +27,7 @@ pub async fn feedback(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
-    state.runtime().auth.authenticate(&headers).map_err(auth_error)?;
+    let caller = authorize(&state, &headers, Access::Client)?;
     let body = read_body(&state, body).await?;
     let parsed: FeedbackBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid_request(format!("invalid feedback: {e}")))?;
@@ -45,10 +46,13 @@ pub async fn feedback(
     let collector = state.collector().clone();
     let lookup_id = id.clone();
     let joined = feedback.clone();
-    let found = tokio::task::spawn_blocking(move || collector.add_feedback(&lookup_id, feedback))
-        .await
-        .map_err(|e| ApiError::internal(format!("feedback task failed: {e}")))?
-        .map_err(|e| ApiError::internal(format!("feedback not stored: {e}")))?;
+    let tenant = caller.only_tenant().map(str::to_owned);
+    let found = tokio::task::spawn_blocking(move || {
+        collector.add_feedback(&lookup_id, tenant.as_deref(), feedback)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("feedback task failed: {e}")))?
+    .map_err(|e| ApiError::internal(format!("feedback not stored: {e}")))?;
     if !found {
         return Err(ApiError::not_found(format!("no request with id `{id}`")));
     }
@@ -63,11 +67,9 @@ pub async fn ingest_records(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
-    let authenticated = state.runtime().auth.authenticate(&headers).map_err(auth_error)?;
-    let tenant = match authenticated {
-        crate::auth::Authenticated::Tenant(tenant) => Some(tenant),
-        crate::auth::Authenticated::Open(_) => None,
-    };
+    let caller = authorize(&state, &headers, Access::Client)?;
+    // A client key's records are its tenant's, whatever the items say.
+    let tenant = caller.only_tenant().map(str::to_owned);
     let body = read_body(&state, body).await?;
     let items = split_items(&body)?;
     let runtime = state.runtime();

@@ -20,15 +20,27 @@ use std::sync::Arc;
 use axum::{body::Bytes, http::HeaderMap};
 use llmopt_optimizer::Optimizer;
 
-use crate::{auth::AuthError, error::ApiError, state::AppState};
+use crate::{
+    auth::{Access, AuthError, Caller},
+    error::ApiError,
+    state::AppState,
+};
 
 pub(crate) fn auth_error(error: AuthError) -> ApiError {
-    match error {
-        AuthError::Missing | AuthError::Invalid => ApiError::unauthorized(error.to_string()),
-        AuthError::AdminRequired | AuthError::AdminDisabled => {
-            ApiError::forbidden(error.to_string())
-        }
+    if error.is_unauthenticated() {
+        ApiError::unauthorized(error.to_string())
+    } else {
+        ApiError::forbidden(error.to_string())
     }
+}
+
+/// The caller, if it may use a route that needs `access`.
+pub(crate) fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    access: Access,
+) -> Result<Caller, ApiError> {
+    state.runtime().auth.authorize(headers, access).map_err(auth_error)
 }
 
 /// Reads a body under the configured limit (413 otherwise).
@@ -39,16 +51,39 @@ pub(crate) async fn read_body(state: &AppState, body: axum::body::Body) -> Resul
         .map_err(|_| ApiError::too_large(format!("request body exceeds {limit} bytes")))
 }
 
-/// The optimizer, for a caller with a client key (or any caller when authentication is off).
+/// The optimizer, for a caller who may read the loop's state.
 pub(crate) fn reader(state: &AppState, headers: &HeaderMap) -> Result<Arc<Optimizer>, ApiError> {
-    state.runtime().auth.authenticate(headers).map_err(auth_error)?;
+    authorize(state, headers, Access::AdminRead)?;
     Ok(state.optimizer().clone())
 }
 
 /// The optimizer, for a caller with the admin token.
 pub(crate) fn admin(state: &AppState, headers: &HeaderMap) -> Result<Arc<Optimizer>, ApiError> {
-    state.runtime().auth.authorize_admin(headers).map_err(auth_error)?;
+    authorize(state, headers, Access::AdminWrite)?;
     Ok(state.optimizer().clone())
+}
+
+/// Query parameters, refused with a JSON 400 in the gateway's error shape (axum's own
+/// rejection is plain text) when a parameter is unknown or of the wrong type.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| ApiQuery(value))
+            .map_err(|rejection| ApiError::invalid_request(rejection.body_text()))
+    }
 }
 
 /// Runs work that may touch the disk on a blocking thread.

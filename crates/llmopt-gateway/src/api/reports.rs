@@ -3,11 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::{
-    Json,
-    extract::{Query, State},
-    http::HeaderMap,
-};
+use axum::{Json, extract::State, http::HeaderMap};
 use llmopt_analytics::{
     cluster::{FeatureSpec, cluster_records},
     forecast::{fit_auto, project_budget},
@@ -17,7 +13,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
-    api::{auth_error, blocking},
+    api::{ApiQuery, auth_error, authorize, blocking},
+    auth::Access,
     error::ApiError,
     state::AppState,
 };
@@ -34,6 +31,28 @@ pub struct UsageQuery {
     group_by: Option<String>,
     model: Option<String>,
     tenant: Option<String>,
+}
+
+/// The most windows one report may span: its work and its answer are bounded before it starts
+/// (a week of records in one-millisecond windows would otherwise allocate a bucket each).
+pub const MAX_WINDOWS: i64 = 10_000;
+
+/// Checks a report's time range and window before any work: a 400 that names the limit.
+fn check_windows(from_ms: i64, to_ms: i64, window_ms: i64) -> Result<(), ApiError> {
+    if window_ms <= 0 {
+        return Err(ApiError::invalid_request("window_ms must be positive"));
+    }
+    let span = to_ms.checked_sub(from_ms).filter(|span| *span >= 0).ok_or_else(|| {
+        ApiError::invalid_request(format!("the range [{from_ms}, {to_ms}) is empty or reversed"))
+    })?;
+    let windows = span / window_ms + i64::from(span % window_ms != 0);
+    if windows > MAX_WINDOWS {
+        return Err(ApiError::invalid_request(format!(
+            "the range spans {windows} windows of {window_ms} ms; at most {MAX_WINDOWS} are \
+             allowed: use a longer window_ms or a shorter range"
+        )));
+    }
+    Ok(())
 }
 
 fn group_by(text: Option<&str>) -> Result<GroupBy, ApiError> {
@@ -57,22 +76,20 @@ fn group_by(text: Option<&str>) -> Result<GroupBy, ApiError> {
 pub async fn usage(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<UsageQuery>,
+    ApiQuery(query): ApiQuery<UsageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    state.runtime().auth.authenticate(&headers).map_err(auth_error)?;
+    let caller = authorize(&state, &headers, Access::Client)?;
+    let tenant = caller.report_tenant(query.tenant).map_err(auth_error)?;
     let now = state.clock().now_ms();
     let aggregate = AggregateQuery {
-        from_ms: query.from_ms.unwrap_or(now - 86_400_000),
-        to_ms: query.to_ms.unwrap_or(now + 1),
+        from_ms: query.from_ms.unwrap_or(now.saturating_sub(86_400_000)),
+        to_ms: query.to_ms.unwrap_or(now.saturating_add(1)),
         window_ms: query.window_ms.unwrap_or(3_600_000),
         group_by: group_by(query.group_by.as_deref())?,
-        filter: RecordFilter {
-            model: query.model,
-            tenant: query.tenant,
-            ..RecordFilter::default()
-        },
+        filter: RecordFilter { model: query.model, tenant, ..RecordFilter::default() },
     };
     aggregate.validate().map_err(|e| ApiError::invalid_request(e.to_string()))?;
+    check_windows(aggregate.from_ms, aggregate.to_ms, aggregate.window_ms)?;
     let records = state.records().clone();
     let rows = blocking(move || records.aggregate(&aggregate))
         .await?
@@ -94,6 +111,8 @@ pub struct ForecastQuery {
     history_ms: Option<i64>,
     /// Budget for the forecast horizon in USD: adds the probability of going over it.
     budget_usd: Option<f64>,
+    /// The admin's choice of tenant (a client key always forecasts its own).
+    tenant: Option<String>,
 }
 
 /// `GET /api/forecast`: cost per window, the best of linear / Holt / Holt–Winters by hold-out
@@ -101,13 +120,16 @@ pub struct ForecastQuery {
 pub async fn forecast(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<ForecastQuery>,
+    ApiQuery(query): ApiQuery<ForecastQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    state.runtime().auth.authenticate(&headers).map_err(auth_error)?;
+    let caller = authorize(&state, &headers, Access::Client)?;
+    let tenant = caller.report_tenant(query.tenant.clone()).map_err(auth_error)?;
     let window_ms = query.window_ms.unwrap_or(3_600_000);
-    let horizon = query.horizon.unwrap_or(24).clamp(1, 10_000);
-    if window_ms <= 0 {
-        return Err(ApiError::invalid_request("window_ms must be positive"));
+    let horizon = query.horizon.unwrap_or(24);
+    if !(1..=MAX_WINDOWS as usize).contains(&horizon) {
+        return Err(ApiError::invalid_request(format!(
+            "horizon must be between 1 and {MAX_WINDOWS} windows"
+        )));
     }
     if let Some(budget) = query.budget_usd
         && !(budget.is_finite() && budget >= 0.0)
@@ -115,7 +137,8 @@ pub async fn forecast(
         return Err(ApiError::invalid_request("budget_usd must be a non-negative number"));
     }
     let now = state.clock().now_ms();
-    let from = now - query.history_ms.unwrap_or(7 * 86_400_000);
+    let from = now.saturating_sub(query.history_ms.unwrap_or(7 * 86_400_000));
+    check_windows(from, now, window_ms)?;
     let records = state.records().clone();
     let result = blocking(move || -> Result<Value, String> {
         let rows = records
@@ -124,7 +147,7 @@ pub async fn forecast(
                 to_ms: now,
                 window_ms,
                 group_by: GroupBy::Total,
-                filter: RecordFilter::default(),
+                filter: RecordFilter { tenant, ..RecordFilter::default() },
             })
             .map_err(|e| e.to_string())?;
         // Dense series: windows without traffic cost zero.
@@ -164,11 +187,14 @@ pub async fn clusters(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.runtime().auth.authenticate(&headers).map_err(auth_error)?;
+    let caller = authorize(&state, &headers, Access::Client)?;
+    let tenant = caller.only_tenant().map(str::to_owned);
     let records = state.records().clone();
     let now = state.clock().now_ms();
     let result = blocking(move || -> Result<Value, String> {
         let mut query = RecordQuery::range(now - 86_400_000, now + 1);
+        query.filter.tenant = tenant;
+        // Bounded work: at most this many records are read and clustered.
         query.limit = Some(200_000);
         let records = records.scan(&query).map_err(|e| e.to_string())?;
         let clusters = cluster_records(&records, &FeatureSpec::default(), 2..=8, 42)

@@ -7,21 +7,38 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use llmopt_collector::{LiveDimension, LiveStats};
 use serde_json::{Value, json};
 
 use crate::{
-    api::auth_error,
+    api::authorize,
+    auth::Access,
     error::ApiError,
     state::{AppState, ReloadEvent},
 };
 
-/// `GET /api/stats`: the collector's live statistics.
-pub async fn stats(State(state): State<AppState>) -> Response {
-    Json(state.collector().live_stats()).into_response()
+/// `GET /api/stats`: the collector's live statistics; a client key sees its tenant's series.
+pub async fn stats(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<LiveStats>, ApiError> {
+    let caller = authorize(&state, &headers, Access::Client)?;
+    let mut stats = state.collector().live_stats();
+    if let Some(tenant) = caller.only_tenant() {
+        stats
+            .series
+            .retain(|series| series.dimension == LiveDimension::Tenant && series.label == tenant);
+    }
+    Ok(Json(stats))
 }
 
-/// `GET /metrics`.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`: every tenant's figures, so the admin token (once client keys exist), unless
+/// `auth.metrics_public` opens it for a scraper.
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Access::Metrics)?;
     let optimizer = state.optimizer();
     let text = state.metrics().render(
         &state.collector().metrics(),
@@ -33,7 +50,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
-    response
+    Ok(response)
 }
 
 pub async fn health() -> Json<Value> {
@@ -50,8 +67,12 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `GET /api/config`: the effective configuration, secrets masked.
-pub async fn show_config(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// `GET /api/config` (admin): the effective configuration, secrets masked.
+pub async fn show_config(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Access::AdminRead)?;
     let text =
         state.runtime().config.render_masked().map_err(|e| ApiError::internal(e.to_string()))?;
     let mut response = text.into_response();
@@ -66,7 +87,7 @@ pub async fn reload_config(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.runtime().auth.authorize_admin(&headers).map_err(auth_error)?;
+    authorize(&state, &headers, Access::AdminWrite)?;
     let reloader = state.clone();
     let event = tokio::task::spawn_blocking(move || reloader.reload())
         .await

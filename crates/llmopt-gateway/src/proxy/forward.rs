@@ -40,15 +40,20 @@ pub(super) struct Answered<'a> {
     pub first_output: Option<Duration>,
     pub upstream_start: Instant,
     pub cache_outcome: CacheOutcome,
+    /// The answer stopped before its end (a cut stream, a client that left): `usage` is what
+    /// was seen by then, and the cost a lower bound.
+    pub incomplete: bool,
 }
 
 impl ProxiedCall {
     /// The record of an answered call: usage, exact cost (at the served model's price, else the
-    /// candidate's), stop reason, time to first output and upstream time.
+    /// candidate's), stop reason, time to first output and upstream time. For an incomplete
+    /// answer, the usage seen and its exact cost, which is a lower bound of the call's.
     pub(super) fn answered_record(&self, status: Status, answered: &Answered<'_>) -> RequestRecord {
         let candidate = answered.candidate;
         let mut record = self.record(&candidate.provider, &answered.served_model, status);
         record.cache = answered.cache_outcome;
+        record.incomplete = answered.incomplete;
         record.usage = answered.usage;
         record.cost = answered
             .usage
@@ -211,6 +216,7 @@ fn whole_response(
         first_output: Some(answer.first_byte),
         upstream_start,
         cache_outcome,
+        incomplete: false,
     };
     let record = call.answered_record(Status::Ok, &answered);
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);

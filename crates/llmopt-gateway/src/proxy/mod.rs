@@ -33,6 +33,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::{
+    auth::Access,
     cache::{AnswerShape, CacheKey, CachedAnswer},
     error::ApiError,
     routing::{RouteDecision, RouteInput},
@@ -247,9 +248,9 @@ async fn handle(mut call: ProxiedCall, request: Request) -> Response {
         error.retry_after_s = None;
         return call.refuse(error);
     }
-    match call.runtime.auth.authenticate(&parts.headers) {
-        Ok(authenticated) => call.tenant = authenticated.tenant().map(str::to_owned),
-        Err(error) => return call.refuse(ApiError::unauthorized(error.to_string())),
+    match call.runtime.auth.authorize(&parts.headers, Access::Proxy) {
+        Ok(caller) => call.tenant = caller.tenant().map(str::to_owned),
+        Err(error) => return call.refuse(crate::api::auth_error(error)),
     }
     match call.state.try_enter(limits.max_concurrent_requests) {
         Some(guard) => call._in_flight = Some(guard),
@@ -397,12 +398,17 @@ fn cache_key_for(
             object.insert(max_tokens_field.to_owned(), Value::from(limit));
         }
     }
-    let fingerprint = fingerprint::cache_key(
-        call.tenant.as_deref(),
-        &primary.provider,
-        &primary.model,
-        &upstream_value,
-    );
+    let scope = fingerprint::CacheScope {
+        tenant: call.tenant.as_deref(),
+        protocol: match call.protocol {
+            Protocol::OpenAi => "openai",
+            Protocol::Anthropic => "anthropic",
+        },
+        provider: &primary.provider,
+        model: &primary.model,
+        headers: &chat.headers,
+    };
+    let fingerprint = fingerprint::cache_key(&scope, &upstream_value);
     let include_usage = chat
         .get::<Value>("stream_options")
         .and_then(|options| options.get("include_usage").and_then(Value::as_bool))

@@ -1,5 +1,10 @@
 //! A streamed answer's response body: the provider's bytes forwarded event by event, the call
 //! recorded when the stream ends or, if the client goes away first, when hyper drops the body.
+//!
+//! Either way the record carries the usage seen: a stream cut upstream ends with an outcome
+//! holding what the provider had reported, and a body dropped mid-stream reads the same from
+//! the stream's shared [`StreamProgress`] (the llm crate's decoder keeps it up to date). Such a
+//! record is marked `incomplete`: its usage and cost are a lower bound.
 
 use std::{
     convert::Infallible,
@@ -16,12 +21,11 @@ use axum::{
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt, stream::BoxStream};
 use llmopt_core::{CacheOutcome, ErrorKind, Status, usage::Protocol};
-use llmopt_llm::{ProviderError, StreamItem, StreamOutcome};
+use llmopt_llm::{ProviderError, StreamItem, StreamOutcome, StreamProgress};
 
 use super::{
     ProxiedCall,
     forward::{Answered, copy_response_headers, error_kind},
-    micros,
 };
 use crate::{cache::CacheKey, routing::Candidate};
 
@@ -42,6 +46,7 @@ pub(super) fn stream_response(
     let capture = cache_key.map(|key| (key, BytesMut::new()));
     let body = RecordingStream {
         items: stream.items,
+        progress: stream.progress,
         call: Some(call),
         candidate,
         upstream_start,
@@ -60,6 +65,8 @@ pub(super) fn stream_response(
 /// stream ends, or, if the client goes away first, when hyper drops the body.
 struct RecordingStream {
     items: BoxStream<'static, Result<StreamItem, ProviderError>>,
+    /// What the stream has seen so far, still readable once `items` is dropped.
+    progress: StreamProgress,
     /// `Some` until the record is made.
     call: Option<ProxiedCall>,
     candidate: Candidate,
@@ -73,46 +80,54 @@ struct RecordingStream {
 }
 
 impl RecordingStream {
+    /// The stream ended: with its `End` outcome, or (`None`) without one, in which case what
+    /// was seen comes from the progress.
     fn complete(&mut self, outcome: Option<StreamOutcome>) {
         let Some(mut call) = self.call.take() else { return };
-        let outcome_complete = outcome.as_ref().is_some_and(|o| o.complete);
-        let status = match (&self.error, outcome_complete) {
+        let outcome = match outcome {
+            Some(outcome) => {
+                call.upstream_time += outcome.elapsed;
+                outcome
+            }
+            None => {
+                call.upstream_time += self.upstream_start.elapsed();
+                StreamOutcome { complete: false, ..self.progress.snapshot() }
+            }
+        };
+        let status = match (&self.error, outcome.complete) {
             (Some(error), _) => Status::Error(error_kind(error)),
             (None, true) => Status::Ok,
             (None, false) => Status::Error(ErrorKind::InvalidResponse),
         };
-        call.upstream_time +=
-            outcome.as_ref().map_or_else(|| self.upstream_start.elapsed(), |o| o.elapsed);
-        let answered = Answered {
-            candidate: &self.candidate,
-            served_model: outcome
-                .as_ref()
-                .and_then(|o| o.model.clone())
-                .unwrap_or_else(|| self.candidate.model.clone()),
-            usage: outcome.as_ref().and_then(|o| o.usage),
-            stop_reason: outcome.as_ref().and_then(|o| o.stop_reason.clone()),
-            first_output: outcome.as_ref().and_then(|o| o.time_to_first_token),
-            upstream_start: self.upstream_start,
-            cache_outcome: self.cache_outcome,
-        };
-        let record = call.answered_record(status, &answered);
+        let record = call.answered_record(status, &self.answered(&outcome));
         if let (Some((key, bytes)), Status::Ok) = (self.capture.take(), status) {
             call.cache_answer(key, 200, "text/event-stream".to_owned(), bytes.freeze(), &record);
         }
         call.finish(record);
     }
 
+    /// The client went away first (hyper dropped the body): the record has the usage seen so
+    /// far and is never cached.
     fn disconnected(&mut self) {
         let Some(mut call) = self.call.take() else { return };
         call.upstream_time += self.upstream_start.elapsed();
-        let mut record = call.record(
-            &self.candidate.provider,
-            &self.candidate.model,
-            Status::Error(ErrorKind::ClientDisconnected),
-        );
-        record.cache = self.cache_outcome;
-        record.upstream_us = Some(micros(call.upstream_time).min(record.latency_us));
+        let seen = self.progress.snapshot();
+        let record = call
+            .answered_record(Status::Error(ErrorKind::ClientDisconnected), &self.answered(&seen));
         call.finish(record);
+    }
+
+    fn answered(&self, outcome: &StreamOutcome) -> Answered<'_> {
+        Answered {
+            candidate: &self.candidate,
+            served_model: outcome.model.clone().unwrap_or_else(|| self.candidate.model.clone()),
+            usage: outcome.usage,
+            stop_reason: outcome.stop_reason.clone(),
+            first_output: outcome.time_to_first_token,
+            upstream_start: self.upstream_start,
+            cache_outcome: self.cache_outcome,
+            incomplete: !outcome.complete,
+        }
     }
 }
 

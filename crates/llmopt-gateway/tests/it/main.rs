@@ -4,9 +4,12 @@
 #![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
 #![allow(clippy::result_large_err, reason = "figment's Jail closures return its own error type")]
 
+mod access;
 mod config;
 mod deploy_metrics;
+mod parsing;
 mod proxy;
 mod reload;
 mod router;
+mod streams;
 mod support;

@@ -5,8 +5,8 @@
 //!
 //! For `chat`, the total timeout applies. For `chat_stream`, the first-byte timeout applies to
 //! the call (a stream resolves with its first bytes) and the total timeout to the whole stream:
-//! when it passes, the stream yields `Err(Timeout("total"))` and then its `End` (incomplete,
-//! usage unknown).
+//! when it passes, the stream yields `Err(Timeout("total"))` and then its `End`: incomplete,
+//! with the usage seen until then (the inner stream's [`crate::StreamProgress`]).
 
 use std::{fmt, sync::Arc};
 
@@ -69,35 +69,39 @@ impl Provider for Timeout {
                 .await
                 .unwrap_or(Err(ProviderError::Timeout("first byte")))?;
             let deadline = started + self.timeouts.total;
-            let ChatStream { status, headers, items } = stream;
+            let ChatStream { status, headers, items, progress } = stream;
             // The inner stream always ends with `End`; when the deadline cuts it first, this
-            // decorator makes the `End` itself, with usage unknown (`None`).
-            let stream = futures::stream::unfold(
-                (items, Phase::Running),
-                move |(mut items, phase)| async move {
-                    match phase {
-                        Phase::Done => None,
-                        Phase::Cut => {
-                            let outcome = StreamOutcome {
-                                elapsed: started.elapsed(),
-                                ..StreamOutcome::default()
-                            };
-                            Some((Ok(StreamItem::End(outcome)), (items, Phase::Done)))
-                        }
-                        Phase::Running => match tokio::time::timeout_at(deadline, items.next())
-                            .await
-                        {
-                            Ok(Some(item)) => Some((item, (items, Phase::Running))),
-                            Ok(None) => None,
-                            Err(_) => {
-                                Some((Err(ProviderError::Timeout("total")), (items, Phase::Cut)))
+            // decorator makes the `End` itself, with what the inner stream had seen.
+            let seen = progress.clone();
+            let stream =
+                futures::stream::unfold((items, Phase::Running), move |(mut items, phase)| {
+                    let seen = seen.clone();
+                    async move {
+                        match phase {
+                            Phase::Done => None,
+                            Phase::Cut => {
+                                let outcome = StreamOutcome {
+                                    elapsed: started.elapsed(),
+                                    complete: false,
+                                    ..seen.snapshot()
+                                };
+                                Some((Ok(StreamItem::End(outcome)), (items, Phase::Done)))
                             }
-                        },
+                            Phase::Running => {
+                                match tokio::time::timeout_at(deadline, items.next()).await {
+                                    Ok(Some(item)) => Some((item, (items, Phase::Running))),
+                                    Ok(None) => None,
+                                    Err(_) => Some((
+                                        Err(ProviderError::Timeout("total")),
+                                        (items, Phase::Cut),
+                                    )),
+                                }
+                            }
+                        }
                     }
-                },
-            )
-            .boxed();
-            Ok(ChatStream { status, headers, items: stream })
+                })
+                .boxed();
+            Ok(ChatStream { status, headers, items: stream, progress })
         })
     }
 }

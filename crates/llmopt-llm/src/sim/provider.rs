@@ -24,6 +24,8 @@ const NO_DEADLINE: Duration = Duration::from_secs(7 * 24 * 3600);
 pub struct SimProvider {
     id: String,
     engine: Arc<SimEngine>,
+    /// Ask for usage in OpenAI streams, as [`crate::OpenAiConfig::include_usage`] does.
+    include_usage: bool,
 }
 
 impl fmt::Debug for SimProvider {
@@ -34,12 +36,18 @@ impl fmt::Debug for SimProvider {
 
 impl SimProvider {
     pub fn new(id: impl Into<String>, config: SimConfig) -> SimProvider {
-        SimProvider { id: id.into(), engine: Arc::new(SimEngine::new(config)) }
+        SimProvider::with_engine(id, Arc::new(SimEngine::new(config)))
     }
 
     /// Shares an engine (and so its prompt cache and fault script) with a server.
     pub fn with_engine(id: impl Into<String>, engine: Arc<SimEngine>) -> SimProvider {
-        SimProvider { id: id.into(), engine }
+        SimProvider { id: id.into(), engine, include_usage: true }
+    }
+
+    /// Whether OpenAI streams ask for usage (on by default), as an OpenAI provider's setting.
+    pub fn with_include_usage(mut self, include_usage: bool) -> SimProvider {
+        self.include_usage = include_usage;
+        self
     }
 
     pub fn engine(&self) -> &Arc<SimEngine> {
@@ -99,8 +107,8 @@ impl Provider for SimProvider {
         mut request: ChatRequest,
     ) -> BoxFuture<'_, Result<ChatStream, ProviderError>> {
         Box::pin(async move {
-            let strip_usage_chunk = match request.protocol {
-                Protocol::OpenAi => prepare_openai_stream(&mut request)?,
+            let hide_usage = match request.protocol {
+                Protocol::OpenAi => prepare_openai_stream(&mut request, self.include_usage)?,
                 Protocol::Anthropic => {
                     request
                         .set("stream", &true)
@@ -120,13 +128,12 @@ impl Provider for SimProvider {
                     let body: ByteStream = futures::stream::iter([Ok(body)]).boxed();
                     let setup = StreamSetup {
                         protocol: request.protocol,
-                        strip_usage_chunk,
+                        hide_usage,
                         started,
                         first_byte_deadline: started + NO_DEADLINE,
                         total_deadline: started + NO_DEADLINE,
                     };
-                    let items = stream::start(setup, body).await?;
-                    Ok(ChatStream { status, headers, items })
+                    stream::start(setup, status, headers, body).await
                 }
                 SimReply::Stream { headers, events, cut_after, head_delay } => {
                     sleep_unless_zero(head_delay).await;
@@ -151,13 +158,12 @@ impl Provider for SimProvider {
                     };
                     let setup = StreamSetup {
                         protocol: request.protocol,
-                        strip_usage_chunk,
+                        hide_usage,
                         started,
                         first_byte_deadline: started + NO_DEADLINE,
                         total_deadline: started + NO_DEADLINE,
                     };
-                    let items = stream::start(setup, body).await?;
-                    Ok(ChatStream { status: 200, headers, items })
+                    stream::start(setup, 200, headers, body).await
                 }
             }
         })

@@ -91,19 +91,35 @@ async fn stream_error_event_is_forwarded_and_incomplete() {
     let upstream = Upstream::start(vec![Scripted::sse(&events)]).await;
     let collected = collect(client(&upstream).chat_stream(request()).await.unwrap()).await;
     assert_eq!(collected.bytes, events.concat().into_bytes());
-    assert_eq!(collected.outcome.usage, None, "no message_delta: usage unknown");
+    // No message_delta: the usage is message_start's, a lower bound (input 25 + 1500 read,
+    // the 1 output token counted so far).
+    assert_eq!(collected.outcome.usage, Some(START_USAGE));
     assert!(!collected.outcome.complete);
 }
 
+/// What `START` reports: the input side and the output counted so far.
+const START_USAGE: Usage = Usage {
+    input_tokens: 1525,
+    cache_read_tokens: 1500,
+    cache_write_5m_tokens: 0,
+    cache_write_1h_tokens: 0,
+    output_tokens: 1,
+    reasoning_tokens: 0,
+};
+
 #[tokio::test]
-async fn stream_cut_before_message_delta_has_unknown_usage() {
+async fn stream_cut_before_message_delta_keeps_the_usage_of_message_start() {
     let mut cut = Scripted::sse(&[START, BLOCK_START, DELTA]);
     cut.cut = true;
     let upstream = Upstream::start(vec![cut]).await;
-    let collected = collect(client(&upstream).chat_stream(request()).await.unwrap()).await;
+    let stream = client(&upstream).chat_stream(request()).await.unwrap();
+    let progress = stream.progress.clone();
+    let collected = collect(stream).await;
     assert_eq!(collected.bytes, [START, BLOCK_START, DELTA].concat().into_bytes());
     assert_eq!(collected.errors.len(), 1);
-    assert_eq!(collected.outcome.usage, None);
+    assert_eq!(collected.outcome.usage, Some(START_USAGE));
+    assert!(!collected.outcome.complete);
+    assert_eq!(progress.snapshot().usage, Some(START_USAGE), "the shared view agrees");
 }
 
 #[tokio::test]

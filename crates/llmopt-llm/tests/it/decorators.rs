@@ -129,7 +129,12 @@ impl Provider for Fake {
                         ..StreamOutcome::default()
                     }))]))
                     .boxed();
-                    Ok(ChatStream { status: 200, headers: Vec::new(), items })
+                    Ok(ChatStream {
+                        status: 200,
+                        headers: Vec::new(),
+                        items,
+                        progress: llmopt_llm::StreamProgress::default(),
+                    })
                 }
                 Step::Fail { after, error } => {
                     tokio::time::sleep(after).await;

@@ -223,6 +223,32 @@ async fn stream_keeps_usage_chunk_for_a_client_that_asked() {
 }
 
 #[tokio::test]
+async fn with_include_usage_off_the_request_and_stream_pass_as_the_client_sent_them() {
+    let upstream = Upstream::start(vec![
+        Scripted::sse(&[ROLE, HELLO, FINISH, DONE]),
+        Scripted::sse(&[ROLE, HELLO, FINISH, USAGE, DONE]),
+    ])
+    .await;
+    let provider = OpenAiCompatible::new(
+        OpenAiConfig::new("vllm", format!("{}/v1", upstream.base)).with_include_usage(false),
+    )
+    .unwrap();
+    let collected = collect(provider.chat_stream(simple()).await.unwrap()).await;
+    assert_eq!(collected.bytes, [ROLE, HELLO, FINISH, DONE].concat().into_bytes());
+    assert_eq!(collected.outcome.usage, None, "nobody asked: unknown, not zero");
+    // A client that asks itself still gets (and the gateway still reads) its usage.
+    let mut asking = simple();
+    asking.set("stream_options", &json!({"include_usage": true})).unwrap();
+    let collected = collect(provider.chat_stream(asking).await.unwrap()).await;
+    assert_eq!(collected.bytes, [ROLE, HELLO, FINISH, USAGE, DONE].concat().into_bytes());
+    assert_eq!(collected.outcome.usage.unwrap().input_tokens, 12);
+    let sent = upstream.received();
+    assert_eq!(sent[0].json().get("stream_options"), None, "nothing added");
+    assert_eq!(sent[0].json()["stream"], json!(true));
+    assert_eq!(sent[1].json()["stream_options"], json!({"include_usage": true}));
+}
+
+#[tokio::test]
 async fn stream_without_usage_has_unknown_usage() {
     // A server that ignores include_usage (older vLLM, some proxies).
     let upstream = Upstream::start(vec![Scripted::sse(&[ROLE, HELLO, FINISH, DONE])]).await;

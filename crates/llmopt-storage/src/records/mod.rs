@@ -201,7 +201,7 @@ impl RecordStore for SledRecordStore {
     fn add_feedback(&self, id: &RequestId, feedback: Feedback) -> Result<bool> {
         let _writer = self.lock_writer();
         let Some(mut located) = self.locate(id.as_str())? else { return Ok(false) };
-        located.record.feedback.push(feedback);
+        llmopt_core::store::join_feedback(&mut located.record, feedback);
         let updated = encode_record(&located.record);
         let entries: Vec<(u64, i64, &[u8])> = located
             .entries

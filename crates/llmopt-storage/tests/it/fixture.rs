@@ -1,10 +1,14 @@
-//! Version-1 bytes kept as a file: whatever the codec becomes, these must still decode to the
-//! same record. `full_record` (core's testsuite) is the independent expected value.
+//! Bytes of each record schema kept as files: whatever the codec becomes, these must still decode
+//! to the same record. `full_record` (core's testsuite) is the independent expected value.
+//!
+//! `LLMOPT_WRITE_FIXTURES=1` rewrites the file of the *current* schema only; the files of older
+//! schemas were written by older codecs and are never rewritten.
 
 use llmopt_core::{FeedbackValue, testsuite::full_record};
-use llmopt_storage::codec::{decode_record, encode_record};
+use llmopt_storage::codec::{SCHEMA_VERSION, decode_record, encode_record};
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/record_v1.bin");
+const FIXTURE_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/record_v1.bin");
+const FIXTURE_V2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/record_v2.bin");
 
 fn expected() -> llmopt_core::RequestRecord {
     let mut record = full_record(42, 1_767_225_600_000, "gpt-4o-mini", "acme");
@@ -16,14 +20,28 @@ fn expected() -> llmopt_core::RequestRecord {
     record
 }
 
+/// Version 2 adds the `incomplete` flag: the pinned record has it set.
+fn expected_v2() -> llmopt_core::RequestRecord {
+    llmopt_core::RequestRecord { incomplete: true, ..expected() }
+}
+
 #[test]
 fn version_one_bytes_still_decode() {
-    if std::env::var_os("LLMOPT_WRITE_FIXTURES").is_some() {
-        std::fs::write(FIXTURE, encode_record(&expected())).unwrap();
-    }
-    let bytes = std::fs::read(FIXTURE).unwrap();
+    let bytes = std::fs::read(FIXTURE_V1).unwrap();
     assert_eq!(bytes[0], 1, "schema byte");
-    assert_eq!(decode_record(&bytes).unwrap(), expected());
+    let record = decode_record(&bytes).unwrap();
+    assert!(!record.incomplete, "version 1 predates the flag: complete");
+    assert_eq!(record, expected());
+}
+
+#[test]
+fn version_two_bytes_still_decode() {
+    if std::env::var_os("LLMOPT_WRITE_FIXTURES").is_some() && SCHEMA_VERSION == 2 {
+        std::fs::write(FIXTURE_V2, encode_record(&expected_v2())).unwrap();
+    }
+    let bytes = std::fs::read(FIXTURE_V2).unwrap();
+    assert_eq!(bytes[0], 2, "schema byte");
+    assert_eq!(decode_record(&bytes).unwrap(), expected_v2());
 }
 
 #[test]

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the tools `cargo xtask ci` needs beyond the Rust toolchain, each only when missing:
+# CI runs on a clean clone, but often on a machine that already has them.
+#
+# - cargo-deny (checks `deny.toml`): built from crates.io, about 3 minutes on two cores. The
+#   version is pinned so that `deny.toml` is read the same way everywhere; an already installed
+#   cargo-deny of another version is used as it is.
+set -euo pipefail
+
+CARGO_DENY_VERSION="0.20.2"
+
+if cargo deny --version >/dev/null 2>&1; then
+    echo "cargo-deny present: $(cargo deny --version)" >&2
+else
+    echo "installing cargo-deny $CARGO_DENY_VERSION from crates.io (a few minutes)" >&2
+    cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION"
+fi
