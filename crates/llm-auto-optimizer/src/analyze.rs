@@ -522,12 +522,15 @@ pub fn render_text(report: &Report) -> String {
         for (rank, p) in report.proposals.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "  {}. {:<16} {}/day (95 %: {} … {}), risk {}",
+                "  {}. {:<16} {}/day ({}), risk {}",
                 rank + 1,
                 p.strategy.as_str(),
                 format_usd(p.saving.usd_per_day),
-                format_usd(p.saving.low),
-                format_usd(p.saving.high),
+                match p.saving.interval() {
+                    Some((low, high)) =>
+                        format!("95 %: {} … {}", format_usd(low), format_usd(high)),
+                    None => "point estimate: the data gives no interval".to_owned(),
+                },
                 format!("{:?}", p.risk).to_lowercase()
             );
             let _ = writeln!(out, "     {}", p.summary);

@@ -63,7 +63,8 @@ enum Command {
         /// Requests of the optimization phase.
         #[arg(long, default_value_t = 60_000)]
         requests: usize,
-        /// Requests of the baseline phase (replayed identically after adoption).
+        /// Held-out prompts measured, each once with the adopted changes off and once with
+        /// them on (at most the held-out set: every third prompt of each subject).
         #[arg(long, default_value_t = 5_000)]
         baseline: usize,
         /// How much faster than real time the simulated models answer.
@@ -86,6 +87,10 @@ enum Command {
         /// The report as JSON on stdout (the text report goes to stderr).
         #[arg(long)]
         json: bool,
+        /// Tag requests with their MMLU subject and route per subject (an oracle key real
+        /// traffic rarely has); by default workloads are discovered from the prompts' content.
+        #[arg(long)]
+        tags: bool,
     },
     /// Offline analysis of a trace: our records (NDJSON) or a public trace (Azure CSV, Mooncake
     /// JSONL): traffic and cost, forecast, anomalies, clusters, cache and prefix opportunities,
@@ -112,6 +117,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replays a labelled dataset (JSON lines or RouteLLM CSVs) through the routing learner on
+    /// prompts it has never seen, next to kNN, oracle and random baselines (RouteLLM metrics).
+    Evaluate(commands::evaluate::EvaluateArgs),
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -172,17 +180,23 @@ fn run(cli: Cli) -> Result<()> {
             data_dir,
             prompts,
             json,
-        } => commands::demo::demo(
-            requests,
-            baseline,
-            speed,
-            concurrency,
-            cycle_every,
-            seed,
-            data_dir,
-            prompts,
-            json,
-        ),
+            tags,
+        } => {
+            let args = llm_auto_optimizer::demo::DemoArgs {
+                requests,
+                baseline,
+                speed,
+                concurrency,
+                seed,
+                cycle_every,
+                data_dir,
+                prompts,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                tags,
+            };
+            commands::demo::demo(&args, json)
+        }
+        Command::Evaluate(args) => commands::evaluate::evaluate(args),
         Command::Config { command: ConfigCommand::Check { file } } => {
             commands::gateway::check_config(file)
         }

@@ -29,10 +29,12 @@ pub mod cluster;
 pub mod cost;
 pub mod error;
 pub mod forecast;
+pub mod labelled;
 pub mod report;
 pub mod stats;
 pub mod tails;
 pub mod traces;
+pub mod workload;
 
 pub use error::{Error, InputProblem, Result};
 pub use llmopt_core::Moments;

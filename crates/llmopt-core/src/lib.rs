@@ -52,7 +52,7 @@ pub use record::{
     CacheOutcome, Endpoint, ErrorKind, ExperimentArm, Feedback, FeedbackValue, Fingerprints,
     RecordValidationError, RequestRecord, Status, Tags,
 };
-pub use scope::{ScopeFilter, ScopeSubject};
+pub use scope::{ScopeFilter, ScopeSubject, WORKLOAD_TAG};
 pub use store::{
     AggregateQuery, AggregateRow, AuditEntry, ExperimentDoc, ExperimentStore, GroupBy, PolicyDoc,
     PolicyStore, RecordFilter, RecordQuery, RecordStore, StoreError,

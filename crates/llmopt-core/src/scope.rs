@@ -10,12 +10,17 @@
 //! - `tenant`: equal to the request's tenant; a request without a tenant does not match.
 //! - `tag`: the request carries that key with that value.
 //! - `endpoint`, `cluster`: equal; a request whose endpoint or cluster is not known does not
-//!   match (a stored record knows its endpoint, never its cluster).
+//!   match. `cluster` is the workload the gateway discovered from the request's content; a
+//!   stored record carries it as the reserved tag [`WORKLOAD_TAG`].
 
 use crate::{
     pattern::glob_matches,
     record::{Endpoint, RequestRecord, Tags},
 };
+
+/// The tag under which a record carries the workload (cluster) id the gateway assigned it from
+/// its content. Reserved: the gateway drops a client's own tag of this name.
+pub const WORKLOAD_TAG: &str = "llmopt.workload";
 
 /// The constraints of a scope, borrowed from whichever scope type holds them. `None`: any.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,14 +49,15 @@ pub struct ScopeSubject<'a> {
 }
 
 impl<'a> ScopeSubject<'a> {
-    /// A stored record as a subject: its requested model, tenant, tags and endpoint; no cluster.
+    /// A stored record as a subject: its requested model, tenant, tags, endpoint and the
+    /// workload it was assigned ([`WORKLOAD_TAG`]).
     pub fn of_record(record: &'a RequestRecord) -> ScopeSubject<'a> {
         ScopeSubject {
             model: record.requested_model.as_str(),
             tenant: record.tenant.as_ref().map(|tenant| tenant.as_str()),
             tags: &record.tags,
             endpoint: Some(record.endpoint),
-            cluster: None,
+            cluster: record.tags.get(WORKLOAD_TAG).map(String::as_str),
         }
     }
 }
@@ -105,7 +111,7 @@ mod tests {
                 true,
             ),
             (ScopeFilter { endpoint: Some(Endpoint::Messages), ..ScopeFilter::default() }, false),
-            // A record never knows its cluster.
+            // A record without a workload tag matches no cluster.
             (ScopeFilter { cluster: Some("3"), ..ScopeFilter::default() }, false),
             (
                 ScopeFilter {
@@ -139,5 +145,14 @@ mod tests {
         let no_tenant = ScopeSubject { tenant: None, ..live };
         assert!(!filter.matches(&no_tenant));
         assert!(ScopeFilter { cluster: Some("3"), ..ScopeFilter::default() }.matches(&live));
+        // The record of that request carries its workload as the reserved tag.
+        let mut tagged = record.clone();
+        tagged.tags.insert(WORKLOAD_TAG.to_owned(), "3".to_owned());
+        assert!(
+            ScopeFilter { cluster: Some("3"), ..ScopeFilter::default() }.matches_record(&tagged)
+        );
+        assert!(
+            !ScopeFilter { cluster: Some("4"), ..ScopeFilter::default() }.matches_record(&tagged)
+        );
     }
 }

@@ -2,7 +2,8 @@
 //! each with the numbers behind it. Pure over an [`Experiment`]; the engine persists the result.
 //!
 //! Rules, checked at every evaluation (all intervals are anytime-valid, so looking often is
-//! fine):
+//! fine; cost per call uses the bounded sequence of [`crate::stats::bounded`], every other
+//! metric the normal mixture of [`crate::stats`]):
 //! 1. **Guardrails first.** For each active treatment and guardrail, the degradation
 //!    (treatment worse than control, in the metric's units) gets a (1 − α) confidence sequence.
 //!    Its lower bound above the allowed degradation is a breach: the arm is stopped at once.
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     assignment::fnv1a_32,
+    cost,
     experiment::{ArmStatus, Experiment, ExperimentStatus, Outcome},
     spec::{Allocation, Metric},
     stats::{self, ArmSummary, Interval},
@@ -146,8 +148,11 @@ pub fn compare_primary(experiment: &Experiment, arm_index: usize) -> Comparison 
     let control = summary_of(experiment, 0, &key);
     let treatment = summary_of(experiment, arm_index, &key);
     let rho = stats::mixture_rho(alpha, spec.tuning_samples as f64);
-    let difference =
-        stats::sequential_difference(&control, &treatment, metric.value_kind(), alpha, rho);
+    let difference = if *metric == Metric::CostUsd {
+        cost::difference(experiment, arm_index, alpha)
+    } else {
+        stats::sequential_difference(&control, &treatment, metric.value_kind(), alpha, rho)
+    };
     let enough = control.count >= spec.min_samples_per_arm as f64
         && treatment.count >= spec.min_samples_per_arm as f64;
     let verdict = match difference {
@@ -192,14 +197,18 @@ pub fn check_guardrails(experiment: &Experiment, arm_index: usize) -> Vec<Guardr
             let control = summary_of(experiment, 0, &key);
             let treatment = summary_of(experiment, arm_index, &key);
             let allowed = guardrail.max_degradation.margin(control.mean);
-            let degradation = stats::sequential_difference(
-                &control,
-                &treatment,
-                metric.value_kind(),
-                spec.alpha,
-                rho,
-            )
-            .map(|d| {
+            let difference = if *metric == Metric::CostUsd {
+                cost::difference(experiment, arm_index, spec.alpha)
+            } else {
+                stats::sequential_difference(
+                    &control,
+                    &treatment,
+                    metric.value_kind(),
+                    spec.alpha,
+                    rho,
+                )
+            };
+            let degradation = difference.map(|d| {
                 if metric.lower_is_better() {
                     d
                 } else {

@@ -254,7 +254,7 @@ impl Engine {
         let Some(arm_index) = entry.experiment.arm_index(&assigned.arm) else {
             return false;
         };
-        entry.experiment.arms[arm_index].add_record(record, &entry.tracked);
+        entry.experiment.add_record(arm_index, record, &entry.tracked);
         entry.dirty = true;
         true
     }

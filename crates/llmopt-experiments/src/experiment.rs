@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use llmopt_core::{Moments, Money, RequestRecord};
 
-use crate::{decision::Decision, spec::ExperimentSpec, spec::Metric};
+use crate::{
+    decision::Decision, spec::ExperimentSpec, spec::Metric, stats::bounded::BoundedDifference,
+};
 
 /// Version of the stored body. Bump when a field changes meaning.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -98,6 +100,10 @@ pub struct ArmState {
     pub feedback_events: u64,
     /// One entry per tracked metric, in `ExperimentSpec::tracked_metrics` order.
     pub metrics: Vec<MetricMoments>,
+    /// A treatment's cost comparison with the control, fed with every record of the
+    /// experiment ([`crate::stats::bounded`]); absent on the control and without a cost metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_sequence: Option<BoundedDifference>,
 }
 
 impl ArmState {
@@ -116,6 +122,7 @@ impl ArmState {
                 .iter()
                 .map(|metric| MetricMoments { metric: metric.key(), moments: Moments::new() })
                 .collect(),
+            cost_sequence: None,
         }
     }
 
@@ -176,6 +183,9 @@ impl ArmState {
                 entry.moments.merge(theirs);
             }
         }
+        if let Some(theirs) = &other.cost_sequence {
+            self.cost_sequence.get_or_insert_with(BoundedDifference::default).merge(theirs);
+        }
     }
 }
 
@@ -232,6 +242,20 @@ impl Experiment {
 
     pub fn arm_index(&self, name: &str) -> Option<usize> {
         self.arms.iter().position(|arm| arm.name == name)
+    }
+
+    /// Counts a finished request in arm `arm_index`: its cost in the treatments' cost
+    /// sequences (which see every arm's records, in arrival order), then its values in the arm.
+    pub fn add_record(&mut self, arm_index: usize, record: &RequestRecord, tracked: &[Metric]) {
+        if arm_index >= self.arms.len() {
+            return;
+        }
+        if tracked.contains(&Metric::CostUsd)
+            && let Some(cost) = Metric::CostUsd.value_of(record)
+        {
+            crate::cost::observe(self, arm_index, cost);
+        }
+        self.arms[arm_index].add_record(record, tracked);
     }
 
     pub(crate) fn log(&mut self, at_ms: i64, what: impl Into<String>) {

@@ -15,6 +15,10 @@
 //! - **Sufficient statistics only.** Each arm keeps counts, exact cost ([`llmopt_core::Money`])
 //!   and mergeable Welford moments ([`llmopt_core::Moments`]) per tracked metric; records and
 //!   late feedback update them in O(1), and a decision never rereads raw records.
+//! - **Cut streams are not dropped.** A record whose stream was cut or abandoned counts at the
+//!   exact cost of the usage it had reported (a lower bound), and a cost experiment guards the
+//!   share of such inexact costs per arm, so an arm cannot look cheaper by losing more of its
+//!   answers ([`spec::Metric::CostUsd`] explains the method and its bound).
 //! - **Stable assignment.** A documented hash (GrowthBook's FNV-1a v2) of experiment id and unit
 //!   id into 10,000 buckets ([`assignment`]): replicas agree without talking. Overlapping
 //!   experiments are refused at start rather than layered.
@@ -30,6 +34,7 @@
 //! the metric drifts over time too.
 
 pub mod assignment;
+mod cost;
 pub mod decision;
 pub mod engine;
 pub mod error;

@@ -258,6 +258,14 @@ pub struct ExperimentSpec {
     /// Total sample size (both arms) at which the confidence sequence is narrowest.
     #[serde(default = "default_tuning_samples")]
     pub tuning_samples: u64,
+    /// The most a single call in this experiment's scope can cost, in any arm (USD): the
+    /// context window at the input price plus the longest answer (`max_tokens`, or the
+    /// model's output limit) at the output price, for the most expensive arm's model. The
+    /// cost comparison is exact for costs within it ([`crate::stats::bounded`]); without it,
+    /// each record's bound is a multiple of the largest earlier cost (the fallback rule
+    /// documented there), which is valid for an A/A test but slower to decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_bound_usd: Option<f64>,
 }
 
 fn default_coverage() -> f64 {
@@ -305,6 +313,7 @@ impl ExperimentSpec {
             max_duration_ms,
             alpha: default_alpha(),
             tuning_samples: default_tuning_samples(),
+            cost_bound_usd: None,
         }
     }
 
@@ -352,6 +361,9 @@ impl ExperimentSpec {
         }
         if self.tuning_samples == 0 {
             return Err(invalid("tuning_samples must be positive".to_owned()));
+        }
+        if self.cost_bound_usd.is_some_and(|bound| !(bound.is_finite() && bound > 0.0)) {
+            return Err(invalid("cost_bound_usd must be a positive number of dollars".to_owned()));
         }
         if let Allocation::Thompson { min_share } = self.allocation {
             if self.unit != Unit::Request {

@@ -28,6 +28,12 @@
 //! **Proportions** (error rate, slow share) use the variance `p̃(1 − p̃)` with
 //! `p̃ = (successes + 1)/(n + 2)`, so that an arm with no errors yet still has a positive
 //! variance instead of an interval of width zero.
+//!
+//! **Cost per call is the exception** ([`bounded`]): it is heavy-tailed, and the normal mixture's
+//! plug-in variance makes it declare false winners there; cost is compared with an
+//! empirical-Bernstein sequence for bounded observations instead, exact at every sample size.
+
+pub mod bounded;
 
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -119,6 +125,24 @@ pub fn confidence_sequence_half_width(
     let inner = 2.0 * (n * rho_squared + 1.0) / (n * n * rho_squared)
         * ((n * rho_squared + 1.0).sqrt() / alpha).ln();
     (scaled_variance * inner).sqrt()
+}
+
+/// The half-width of the same confidence sequence at another level: `half` was computed at
+/// `alpha` after `total_samples` observations with the mixing parameter tuned for
+/// `tuning_samples`; the result is the half-width at `new_alpha` (ρ re-tuned for it too). The
+/// half-width is `sqrt(V·N)` times a factor of `(N, α, ρ)`, so the estimated variance cancels.
+pub fn half_width_at_level(
+    half: f64,
+    total_samples: f64,
+    alpha: f64,
+    new_alpha: f64,
+    tuning_samples: f64,
+) -> f64 {
+    let unit = |level: f64| {
+        let rho = mixture_rho(level, tuning_samples);
+        confidence_sequence_half_width(1.0 / total_samples, total_samples, level, rho)
+    };
+    half * unit(new_alpha) / unit(alpha)
 }
 
 /// The anytime-valid interval for `treatment.mean − control.mean`; `None` below two
@@ -259,6 +283,17 @@ mod tests {
         let no_errors = ArmSummary { count: 1000.0, mean: 0.0, variance: 0.0 };
         let variance = no_errors.inference_variance(ValueKind::Proportion);
         assert!((variance - (1.0 / 1002.0) * (1001.0 / 1002.0)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn a_half_width_moves_to_another_level_with_its_variance() {
+        let (variance, n, tuning) = (0.3 / 800.0, 800.0, 5_000.0);
+        let at = |alpha: f64| {
+            confidence_sequence_half_width(variance, n, alpha, mixture_rho(alpha, tuning))
+        };
+        let moved = half_width_at_level(at(0.05), n, 0.05, 0.001, tuning);
+        assert!((moved - at(0.001)).abs() < 1e-12 * at(0.001));
+        assert!(moved > at(0.05));
     }
 
     #[test]

@@ -105,6 +105,7 @@ impl OptimizerOverlay {
                 .or_else(|| input.tags.get(SESSION_TAG))
                 .map_or(input.request_id, String::as_str),
             environment: &environment,
+            workload: input.workload,
         };
         let units = UnitIds {
             request: input.request_id,

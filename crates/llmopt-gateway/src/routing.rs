@@ -40,6 +40,8 @@ pub struct RouteInput<'a> {
     pub tenant: Option<&'a str>,
     pub tags: &'a Tags,
     pub request_id: &'a str,
+    /// The workload discovered from the request's content, if any.
+    pub workload: Option<&'a str>,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +157,7 @@ mod tests {
             tenant: None,
             tags: &tags,
             request_id: "r",
+            workload: None,
         })
     }
 

@@ -11,10 +11,12 @@
 //!   every decision with its numbers to the audit log.
 
 pub mod cycle;
+pub mod evaluation;
 pub mod offline;
 pub mod policy;
 pub mod strategies;
 pub mod strategy;
+pub mod workloads;
 
 pub use cycle::{
     Adoption, CycleReport, LoopMetrics, Mode, Optimizer, OptimizerConfig, OptimizerError, Routing,

@@ -32,6 +32,10 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     #[serde(default)]
     pub flags: BTreeMap<String, FeatureFlag>,
+    /// The workloads discovered from content that rules scoped by `workload` refer to (see
+    /// [`crate::workloads`]): kept with the rules so both are always read together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workloads: Option<crate::workloads::DiscoveredWorkloads>,
 }
 
 /// One change for one scope.
@@ -65,6 +69,10 @@ pub struct Scope {
     pub tag: Option<(String, String)>,
     #[serde(default)]
     pub endpoint: Option<Endpoint>,
+    /// A workload the gateway discovered from the requests' content (a cluster id of the
+    /// optimizer's `WorkloadModel`; ids survive re-clustering).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
 }
 
 /// What a rule changes.
@@ -156,6 +164,8 @@ pub struct RequestContext<'a> {
     pub unit_id: &'a str,
     /// Deployment environment from configuration (`production`, `staging`, …).
     pub environment: &'a str,
+    /// The workload the gateway assigned from the request's content, when discovery is on.
+    pub workload: Option<&'a str>,
 }
 
 /// The policy's answer for one request. `None` fields mean "as the client asked".
@@ -203,7 +213,7 @@ impl Scope {
             tenant: self.tenant.as_deref(),
             tag: self.tag.as_ref().map(|(key, value)| (key.as_str(), value.as_str())),
             endpoint: self.endpoint,
-            cluster: None,
+            cluster: self.workload.as_deref(),
         }
     }
 
@@ -214,7 +224,7 @@ impl Scope {
             tenant: request.tenant,
             tags: request.tags,
             endpoint: Some(request.endpoint),
-            cluster: None,
+            cluster: request.workload,
         })
     }
 

@@ -12,7 +12,7 @@ use llmopt_analytics::{
     },
     tails::{hedging_impact, latency_tail, output_cap_impact, smallest_safe_cap},
 };
-use llmopt_core::{CacheOutcome, Moments, Money, RequestRecord};
+use llmopt_core::{CacheOutcome, Moments, Money, RequestRecord, WORKLOAD_TAG};
 use llmopt_experiments::{Degradation, Guardrail, Metric, PolicyChange};
 use serde_json::json;
 
@@ -224,7 +224,7 @@ impl Strategy for PromptCacheStrategy {
                 action: None,
                 // The simulation is deterministic on the window; its uncertainty is how well the
                 // window stands for the future: ±20 % is stated, not computed.
-                saving: Estimate { usd_per_day, low: usd_per_day * 0.8, high: usd_per_day * 1.2 },
+                saving: Estimate::point(usd_per_day),
                 risk: Risk::Low,
                 experiment: None,
                 evidence: json!({"reuse": {
@@ -253,9 +253,16 @@ impl Strategy for ModelRoutingStrategy {
         let settings = input.settings;
         let catalog = input.catalog;
         let canonical = |model: &str| catalog.resolve(model).map(|m| m.id.clone()).ok();
-        let workload_of = |record: &RequestRecord| match &settings.workload_tag {
-            Some(tag) => record.tags.get(tag).map(|value| format!("{tag}={value}")),
-            None => Some(String::new()),
+        // The workload: the configured tag when the client sends it (it takes precedence),
+        // else the workload the gateway discovered from the content, else the whole model.
+        let workload_of = |record: &RequestRecord| {
+            let tagged = settings
+                .workload_tag
+                .as_ref()
+                .and_then(|tag| record.tags.get(tag).map(|value| format!("{tag}={value}")));
+            let discovered =
+                || record.tags.get(WORKLOAD_TAG).map(|id| format!("{WORKLOAD_TAG}={id}"));
+            Some(tagged.or_else(discovered).unwrap_or_default())
         };
         let groups = group_by(input.records, |r| {
             // Only traffic the client sent to the expensive model, served by it (not already routed).
@@ -293,11 +300,14 @@ impl Strategy for ModelRoutingStrategy {
             let standard_error = per_request.std_dev() * (per_request.count as f64).sqrt() / days;
             let quality: Moments =
                 group.iter().filter_map(|r| r.feedback_value(&settings.quality_metric)).collect();
-            let (tag_scope, label) = match workload.split_once('=') {
-                Some((tag, value)) => {
-                    (Some((tag.to_owned(), value.to_owned())), format!(" for {workload}"))
+            let (tag_scope, workload_scope, label) = match workload.split_once('=') {
+                Some((WORKLOAD_TAG, id)) => {
+                    (None, Some(id.to_owned()), format!(" for discovered workload {id}"))
                 }
-                None => (None, String::new()),
+                Some((tag, value)) => {
+                    (Some((tag.to_owned(), value.to_owned())), None, format!(" for {workload}"))
+                }
+                None => (None, None, String::new()),
             };
             let mut guardrails = standard_guardrails(&group, input);
             if !guardrails.iter().any(|g| matches!(g.metric, Metric::Quality { .. })) {
@@ -316,7 +326,12 @@ impl Strategy for ModelRoutingStrategy {
                 id: format!("model_routing:model={model}{}", if workload.is_empty() { String::new() } else { format!(":{workload}") }),
                 strategy: self.kind(),
                 summary: format!("Route {model}{label} to {weak} if quality holds"),
-                scope: Scope { model: Some(model.to_owned()), tag: tag_scope, ..Scope::default() },
+                scope: Scope {
+                    model: Some(model.to_owned()),
+                    tag: tag_scope,
+                    workload: workload_scope,
+                    ..Scope::default()
+                },
                 action: Some(Action::RouteModel { model: weak.clone(), provider: None }),
                 saving: Estimate::normal(usd_per_day, standard_error),
                 risk: Risk::High,
@@ -390,7 +405,7 @@ impl Strategy for MaxTokensCapStrategy {
                 scope: model_scope(&model),
                 action: Some(Action::MaxTokensCap { max_tokens: cap_u32 }),
                 // The tail that is cut is the noisiest part: half to double the point estimate.
-                saving: Estimate { usd_per_day, low: usd_per_day * 0.5, high: usd_per_day * 2.0 },
+                saving: Estimate::point(usd_per_day),
                 risk: Risk::Medium,
                 experiment: Some(ExperimentPlan {
                     treatment: PolicyChange { max_tokens_cap: Some(cap_u32), ..PolicyChange::default() },
@@ -452,7 +467,7 @@ impl Strategy for TimeoutHedgeStrategy {
                 ),
                 scope: model_scope(&model),
                 action: Some(Action::Hedge { after_ms }),
-                saving: Estimate { usd_per_day: extra, low: extra * 1.5, high: extra * 0.5 },
+                saving: Estimate::point(extra),
                 risk: Risk::Low,
                 experiment: Some(ExperimentPlan {
                     treatment: PolicyChange { hedge_after_ms: Some(after_ms), timeout_ms: Some(timeout_ms), ..PolicyChange::default() },
@@ -519,7 +534,7 @@ impl Strategy for BatchPricingStrategy {
                 },
                 action: None,
                 // Exact on the window; the future volume of such traffic is the uncertainty.
-                saving: Estimate { usd_per_day, low: usd_per_day * 0.8, high: usd_per_day * 1.2 },
+                saving: Estimate::point(usd_per_day),
                 risk: Risk::Low,
                 experiment: None,
                 evidence: json!({"requests": group.len(), "saving_usd": saved.as_usd_f64(), "discount_ppm": price.batch_discount_ppm}),

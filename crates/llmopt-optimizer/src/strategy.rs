@@ -66,15 +66,29 @@ pub enum Risk {
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Estimate {
     pub usd_per_day: f64,
-    pub low: f64,
-    pub high: f64,
+    /// A 95 % interval computed from the data (`None` for point estimates: an interval is
+    /// printed only where the data gave one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high: Option<f64>,
 }
 
 impl Estimate {
-    /// Mean ± 1.96 standard errors, never below zero at the low end when the mean is positive.
+    /// Mean ± 1.96 standard errors (the normal approximation of a sum of per-request savings).
     pub fn normal(usd_per_day: f64, standard_error: f64) -> Estimate {
         let half = 1.96 * standard_error.max(0.0);
-        Estimate { usd_per_day, low: usd_per_day - half, high: usd_per_day + half }
+        Estimate { usd_per_day, low: Some(usd_per_day - half), high: Some(usd_per_day + half) }
+    }
+
+    /// A point estimate whose uncertainty the data does not tell: no interval.
+    pub fn point(usd_per_day: f64) -> Estimate {
+        Estimate { usd_per_day, low: None, high: None }
+    }
+
+    /// `[low, high]`, when computed.
+    pub fn interval(&self) -> Option<(f64, f64)> {
+        self.low.zip(self.high)
     }
 }
 
@@ -127,7 +141,8 @@ pub struct StrategySettings {
     /// clearly collapses while the others gather evidence for the global budget.
     pub routing_exploration_margin: f64,
     /// Tag whose values name workloads (`task`, `feature`, `subject`): model routing proposes
-    /// per value of it. Without it, per requested model.
+    /// per value of it where requests carry it. Requests without it are grouped by the workload
+    /// discovered from their content (`[optimizer.workloads]`), else per requested model.
     pub workload_tag: Option<String>,
     /// Routing candidates: (expensive model, cheaper model) pairs.
     pub routing_pairs: Vec<(String, String)>,

@@ -63,14 +63,32 @@ pub struct Outcome {
     pub served: String,
     pub correct: bool,
     pub ok: bool,
+    /// The gateway's request id (`x-request-id`), to find the call's record.
+    pub request_id: Option<String>,
+}
+
+impl Outcome {
+    fn failed() -> Outcome {
+        Outcome { served: String::new(), correct: false, ok: false, request_id: None }
+    }
+}
+
+/// What a replay sends besides the prompts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sends {
+    /// Send each answer's real correctness back as quality feedback (`/v1/feedback`).
+    pub feedback: bool,
+    /// Tag each request with its MMLU subject (`x-llmopt-tags: subject=…`).
+    pub subject_tag: bool,
 }
 
 impl Driver {
-    /// Sends the items in order (at most `concurrency` in flight), stamps them on the simulated
-    /// clock with the trace's gaps, and sends each answer's correctness back as feedback.
+    /// Sends the items in order (at most `concurrency` in flight) and stamps them on the
+    /// simulated clock with the trace's gaps; the outcomes come back in the items' order.
     pub async fn replay(
         &self,
         items: &[&WorkItem],
+        send: Sends,
         progress: Option<&indicatif::ProgressBar>,
     ) -> Vec<Outcome> {
         futures::stream::iter(items.iter().copied())
@@ -78,19 +96,19 @@ impl Driver {
                 let index = self.next_gap.fetch_add(1, Ordering::Relaxed) as usize;
                 self.clock.advance(self.gaps[index % self.gaps.len()]);
                 async move {
-                    let outcome = self.send_and_grade(item).await;
+                    let outcome = self.send_and_grade(item, send).await;
                     if let Some(bar) = progress {
                         bar.inc(1);
                     }
                     outcome
                 }
             })
-            .buffer_unordered(self.concurrency)
+            .buffered(self.concurrency)
             .collect::<Vec<_>>()
             .await
     }
 
-    async fn send_and_grade(&self, item: &WorkItem) -> Outcome {
+    async fn send_and_grade(&self, item: &WorkItem, send: Sends) -> Outcome {
         let body = serde_json::json!({
             "model": STRONG,
             "temperature": 0,
@@ -99,9 +117,11 @@ impl Driver {
         let mut request =
             match ChatRequest::from_slice(Protocol::OpenAi, body.to_string().as_bytes()) {
                 Ok(request) => request,
-                Err(_) => return Outcome { served: String::new(), correct: false, ok: false },
+                Err(_) => return Outcome::failed(),
             };
-        request.headers.push(("x-llmopt-tags".to_owned(), format!("subject={}", item.subject)));
+        if send.subject_tag {
+            request.headers.push(("x-llmopt-tags".to_owned(), format!("subject={}", item.subject)));
+        }
         match self.client.chat(request).await {
             Ok(response) => {
                 let header = |name: &str| {
@@ -117,17 +137,18 @@ impl Driver {
                 let label =
                     if served.starts_with(WEAK) { item.weak_correct } else { item.strong_correct };
                 let correct = label && !truncated;
-                if let Some(id) = header("x-request-id") {
+                let request_id = header("x-request-id");
+                if let Some(id) = request_id.as_ref().filter(|_| send.feedback) {
                     let feedback = serde_json::json!({"request_id": id, "metric": "correct", "value": correct});
                     if let Err(error) = self.api.post("/v1/feedback", feedback).await {
                         tracing::warn!(%error, "feedback not sent");
                     }
                 }
-                Outcome { served, correct, ok: true }
+                Outcome { served, correct, ok: true, request_id }
             }
             Err(error) => {
                 tracing::warn!(%error, "demo request failed");
-                Outcome { served: String::new(), correct: false, ok: false }
+                Outcome::failed()
             }
         }
     }

@@ -7,14 +7,25 @@
 //! the Azure conversation trace) through the gateway with the OpenAI client of `llmopt-llm`,
 //! sending each answer's real correctness back as quality feedback over `POST /v1/feedback`.
 //!
+//! The prompts are split by prompt ([`workload::split`]): the optimizer learns from the
+//! training prompts' labels only, and the report measures the held-out ones, whose labels never
+//! reach it. By default the requests carry no tag: workloads are discovered from their content
+//! (`--tags` sends the MMLU subject as a tag instead, an oracle key real traffic rarely has).
 //! Three phases on a simulated clock that advances with the trace's arrival gaps:
-//! 1. **baseline**: the optimizer only observes; one cycle at the end makes proposals;
-//! 2. **optimize**: mode `auto`; a cycle after every chunk of traffic starts experiments,
-//!    evaluates them, adopts winners (routing within the quality budget) or rolls them back;
-//! 3. **after**: the baseline's exact prompt sequence again, with the adopted policy and a cold
-//!    response cache, so cost and quality are measured on the same traffic as the baseline.
+//! 1. **optimize**: training prompts, drawn with replacement; mode `auto`; a cycle after every
+//!    chunk proposes, starts experiments, evaluates them, adopts winners (routing within the
+//!    quality budget) or rolls them back;
+//! 2. **baseline**: then, with experiments paused and the adopted changes switched off through
+//!    their feature flags, each held-out prompt once: every call served as asked;
+//! 3. **after**: the same held-out prompts in the same order with the adopted changes on.
+//!
+//! The routing effect is the paired difference of the two measured phases, with bootstrap
+//! intervals over prompts ([`measure`]). The measured phases send each prompt once with a cold
+//! cache, so they show routing alone; the response cache's effect is its own adoption's
+//! saving, measured by the optimizer during the optimize phase.
 
 mod driver;
+mod measure;
 mod report;
 mod workload;
 
@@ -37,13 +48,14 @@ use llmopt_llm::{
     },
 };
 use llmopt_optimizer::{Mode, OptimizerConfig, StrategySettings};
-use rand::{Rng, SeedableRng};
+use rand::{Rng, SeedableRng, seq::SliceRandom};
 
+pub use measure::{Interval, RoutingEffect};
 pub use report::{DemoReport, ExperimentLine, PhaseStats, proposal_line};
 
-use driver::{ApiClient, Driver, phase_stats};
+use driver::{ApiClient, Driver, Sends, phase_stats};
 use report::write_report;
-use workload::{WorkItem, arrival_gaps, references, workload};
+use workload::{WorkItem, arrival_gaps, references, split, workload};
 
 const STRONG: &str = "gpt-4o";
 const WEAK: &str = "gpt-4o-mini";
@@ -53,9 +65,10 @@ const START_MS: i64 = 1_767_603_600_000;
 /// Options of `demo`.
 #[derive(Debug, Clone)]
 pub struct DemoArgs {
-    /// Requests of the optimization phase (the baseline and after phases add `baseline` each).
+    /// Requests of the optimization phase, drawn from the training prompts.
     pub requests: usize,
-    /// Requests of the baseline phase (replayed again, identically, after adoption).
+    /// Held-out prompts measured (each once in the baseline phase, then again after adoption);
+    /// at most the held-out set.
     pub baseline: usize,
     /// How much faster than real time the simulated models answer.
     pub speed: f64,
@@ -68,6 +81,9 @@ pub struct DemoArgs {
     pub prompts: Option<usize>,
     /// Progress lines on stderr.
     pub progress: bool,
+    /// Tag requests with their MMLU subject and route per subject (an oracle key real traffic
+    /// rarely has); by default workloads are discovered from the prompts' content.
+    pub tags: bool,
 }
 
 impl Default for DemoArgs {
@@ -82,12 +98,14 @@ impl Default for DemoArgs {
             data_dir: None,
             prompts: None,
             progress: true,
+            tags: false,
         }
     }
 }
 
-/// The optimizer settings of the demo: every strategy on, routing per MMLU subject.
-pub fn demo_optimizer_config() -> OptimizerConfig {
+/// The optimizer settings of the demo: every strategy on; routing per discovered workload, or
+/// per MMLU subject when `tags` is set.
+pub fn demo_optimizer_config(tags: bool) -> OptimizerConfig {
     OptimizerConfig {
         mode: Mode::Observe,
         environment: "demo".to_owned(),
@@ -105,10 +123,12 @@ pub fn demo_optimizer_config() -> OptimizerConfig {
         settings: StrategySettings {
             min_requests: 40,
             cache_ttl_seconds: 86_400,
-            workload_tag: Some("subject".to_owned()),
+            workload_tag: tags.then(|| "subject".to_owned()),
             routing_pairs: vec![(STRONG.to_owned(), WEAK.to_owned())],
             ..StrategySettings::default()
         },
+        // Fitted once, at the first cycle (the simulated clock covers a few hours).
+        workloads: llmopt_optimizer::workloads::WorkloadSettings::default(),
     }
 }
 
@@ -209,7 +229,7 @@ provider = "openai"
         base = sim.openai_base_url(),
     );
     let mut config = config::from_toml_str(&config_text).context("demo configuration")?;
-    config.optimizer = demo_optimizer_config();
+    config.optimizer = demo_optimizer_config(args.tags);
     let store = server::open_sled(&config.storage).await?;
     let dyn_clock: Arc<dyn Clock> = clock.clone();
     let state = AppState::build(GatewayInit {
@@ -243,9 +263,18 @@ provider = "openai"
         next_gap: AtomicU64::new(0),
         concurrency: args.concurrency,
     };
+    // Split by prompt: the optimizer learns from the training prompts' labels only; the
+    // held-out prompts (every third of each subject) are what the report measures.
+    let (training, mut held_out) = split(&items);
+    if training.is_empty() || held_out.is_empty() {
+        bail!("--prompts {} leaves no held-out prompt: use at least 3", items.len());
+    }
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(args.seed);
-    let mut draw = |count: usize| -> Vec<usize> {
-        (0..count).map(|_| rng.gen_range(0..items.len())).collect()
+    held_out.shuffle(&mut rng);
+    held_out.truncate(args.baseline);
+    let training_len = training.len();
+    let mut draw = move |count: usize| -> Vec<usize> {
+        (0..count).map(|_| rng.gen_range(0..training_len)).collect()
     };
     let bar = |len: usize, label: &str| -> Option<indicatif::ProgressBar> {
         args.progress.then(|| {
@@ -261,38 +290,26 @@ provider = "openai"
         })
     };
 
-    // Phase 1: baseline.
-    let baseline_order = draw(args.baseline);
-    let baseline_items: Vec<&WorkItem> = baseline_order.iter().map(|&i| &items[i]).collect();
-    let from = clock.now_ms();
-    let started = Instant::now();
-    let progress = bar(baseline_items.len(), "baseline");
-    let baseline_outcomes = driver.replay(&baseline_items, progress.as_ref()).await;
-    if let Some(bar) = progress {
-        bar.finish();
-    }
-    let baseline_seconds = started.elapsed().as_secs_f64();
-    let baseline_records = records_between(&state, from, clock.now_ms() + 1).await?;
-    let baseline = phase_stats(&baseline_outcomes, &baseline_records, args.speed, baseline_seconds);
-    let first = {
-        let optimizer = optimizer.clone();
-        tokio::task::spawn_blocking(move || optimizer.run_cycle()).await??
-    };
-    let proposals = first.proposals.clone();
+    let send_training = Sends { feedback: true, subject_tag: args.tags };
+    let send_measuring = Sends { feedback: false, subject_tag: args.tags };
 
-    // Phase 2: optimize.
+    // Phase 1: optimize, on the training prompts only (drawn with replacement, as repeated
+    // traffic is). A cycle after every chunk proposes, starts experiments, evaluates, adopts.
     let mut auto = optimizer.config();
     auto.mode = Mode::Auto;
     optimizer.set_config(auto)?;
+    let mut proposals = Vec::new();
     let mut sent = 0;
-    let mut cycles = 1;
+    let mut cycles = 0;
     let mut not_adopted = Vec::new();
     let progress = bar(args.requests, "optimize");
+    let optimize_from = clock.now_ms();
+    let started = Instant::now();
     while sent < args.requests {
         let chunk = args.cycle_every.min(args.requests - sent);
         let order = draw(chunk);
-        let chunk_items: Vec<&WorkItem> = order.iter().map(|&i| &items[i]).collect();
-        driver.replay(&chunk_items, progress.as_ref()).await;
+        let chunk_items: Vec<&WorkItem> = order.iter().map(|&i| training[i]).collect();
+        driver.replay(&chunk_items, send_training, progress.as_ref()).await;
         sent += chunk;
         {
             let state = state.clone();
@@ -303,6 +320,9 @@ provider = "openai"
             tokio::task::spawn_blocking(move || optimizer.run_cycle()).await??
         };
         cycles += 1;
+        if proposals.is_empty() {
+            proposals.clone_from(&report.proposals);
+        }
         not_adopted.extend(report.not_adopted.clone());
         let running = optimizer.engine().list().iter().filter(|e| e.status.is_active()).count();
         if let Some(bar) = &progress {
@@ -318,33 +338,104 @@ provider = "openai"
     if let Some(bar) = progress {
         bar.finish();
     }
+    let optimize_seconds = started.elapsed().as_secs_f64();
+    let optimize_records = records_between(&state, optimize_from, clock.now_ms() + 1).await?;
+    let optimize_cache_hits =
+        optimize_records.iter().filter(|r| r.cache == llmopt_core::CacheOutcome::Hit).count()
+            as f64
+            / optimize_records.len().max(1) as f64;
 
-    // Phase 3: the baseline's prompts again, adopted policy in force, cold response cache.
+    // Freeze: observe only, running experiments paused, so the measured phases see the
+    // adopted policy alone; the response cache starts cold and the held-out prompts are sent
+    // once each, so no measured call is a cache hit (the cache's effect is its own adoption's
+    // measured saving, reported apart).
     let mut frozen = optimizer.config();
     frozen.mode = Mode::Observe;
     optimizer.set_config(frozen)?;
-    // Experiments still running are paused: the after phase measures the adopted policy alone.
     for experiment in optimizer.engine().list() {
         if experiment.status == llmopt_experiments::ExperimentStatus::Running {
             optimizer.engine().pause(&experiment.spec.id)?;
         }
     }
+    let adopted_flags: Vec<String> =
+        optimizer.policy().current().policy.flags.keys().cloned().collect();
+    let switch_adopted = |enabled: bool| -> Result<()> {
+        optimizer.policy().update(
+            if enabled { "demo: adopted changes on" } else { "demo: adopted changes off" },
+            clock.now_ms(),
+            |policy| {
+                for name in &adopted_flags {
+                    if let Some(flag) = policy.flags.get_mut(name) {
+                        flag.enabled = enabled;
+                    }
+                }
+            },
+        )?;
+        Ok(())
+    };
+
+    // Phase 2: baseline on the held-out prompts, adopted changes switched off (their flags),
+    // no feedback: every call is served as asked, by the strong model.
+    switch_adopted(false)?;
     state.runtime().cache.clear();
+    // A second between phases: requests of one phase never share a millisecond with the next
+    // phase's range (the trace has zero gaps).
+    clock.advance(1_000);
     let from = clock.now_ms();
     let started = Instant::now();
-    let progress = bar(baseline_items.len(), "after");
-    let after_outcomes = driver.replay(&baseline_items, progress.as_ref()).await;
+    let progress = bar(held_out.len(), "baseline");
+    let baseline_outcomes = driver.replay(&held_out, send_measuring, progress.as_ref()).await;
+    if let Some(bar) = progress {
+        bar.finish();
+    }
+    let baseline_seconds = started.elapsed().as_secs_f64();
+    let baseline_records = records_between(&state, from, clock.now_ms() + 1).await?;
+    let baseline = phase_stats(&baseline_outcomes, &baseline_records, args.speed, baseline_seconds);
+
+    // Phase 3: the same held-out prompts in the same order, adopted changes on.
+    switch_adopted(true)?;
+    state.runtime().cache.clear();
+    clock.advance(1_000);
+    let from = clock.now_ms();
+    let started = Instant::now();
+    let progress = bar(held_out.len(), "after");
+    let after_outcomes = driver.replay(&held_out, send_measuring, progress.as_ref()).await;
     if let Some(bar) = progress {
         bar.finish();
     }
     let after_seconds = started.elapsed().as_secs_f64();
     let after_records = records_between(&state, from, clock.now_ms() + 1).await?;
     let after = phase_stats(&after_outcomes, &after_records, args.speed, after_seconds);
-    // A last cycle (observe mode) measures every adoption on the after phase's records.
+    // A last cycle (observe mode) measures every adoption on the records since it was adopted.
     {
         let optimizer = optimizer.clone();
         tokio::task::spawn_blocking(move || optimizer.run_cycle()).await??;
     }
+    let routing = {
+        let cost_of = |records: &[RequestRecord]| -> BTreeMap<String, f64> {
+            records
+                .iter()
+                .map(|r| (r.id.as_str().to_owned(), r.cost.map_or(0.0, |c| c.as_usd_f64())))
+                .collect()
+        };
+        let (baseline_costs, after_costs) = (cost_of(&baseline_records), cost_of(&after_records));
+        let cost = |costs: &BTreeMap<String, f64>, id: &Option<String>| {
+            id.as_ref().and_then(|id| costs.get(id)).copied().unwrap_or(0.0)
+        };
+        let pairs: Vec<measure::Pair> = baseline_outcomes
+            .iter()
+            .zip(&after_outcomes)
+            .filter(|(b, a)| b.ok && a.ok)
+            .map(|(b, a)| measure::Pair {
+                baseline_correct: b.correct,
+                baseline_cost_usd: cost(&baseline_costs, &b.request_id),
+                after_correct: a.correct,
+                after_cost_usd: cost(&after_costs, &a.request_id),
+                after_weak: a.served.starts_with(WEAK),
+            })
+            .collect();
+        measure::routing_effect(&pairs, true, args.tags, args.seed)
+    };
 
     // The report.
     let experiments: Vec<ExperimentLine> = optimizer
@@ -383,46 +474,52 @@ provider = "openai"
         *audit_kinds.entry(entry.kind.clone()).or_default() += 1;
     }
     let adopted = optimizer.adoptions();
-    let routed_subjects: Vec<String> = adopted
+    // Routed scopes in words: a subject (with --tags) or a discovered workload.
+    let routed_scopes: Vec<String> = adopted
         .iter()
         .filter(|a| a.change.model.is_some())
-        .filter_map(|a| a.scope.tag.as_ref().map(|(_, value)| value.clone()))
+        .map(|a| report::scope_in_words(&a.scope))
         .collect();
-    let (random, oracle) = references(&items);
-    let by_subject_weak =
-        after_outcomes.iter().filter(|o| o.served.starts_with(WEAK)).count() as f64;
+    let (random, oracle) = references(&held_out);
+    let workloads = optimizer
+        .policy()
+        .current()
+        .policy
+        .workloads
+        .as_ref()
+        .map_or(0, |discovered| discovered.model.k());
     let report = DemoReport {
         workload: format!(
-            "{} MMLU prompts of {subjects} subjects (RouteLLM labels: Mixtral-8x7B as {WEAK}, GPT-4-1106 as {STRONG}); \
-             arrivals from the Azure conversation trace; models {}x faster than real time",
+            "{} MMLU prompts of {subjects} subjects (RouteLLM labels: Mixtral-8x7B as {WEAK}, GPT-4-1106 as {STRONG}), \
+             split by prompt: {} for optimization, {} held out and measured; arrivals from the Azure \
+             conversation trace; models {}x faster than real time",
             items.len(),
+            training.len(),
+            held_out.len(),
             args.speed
         ),
         subjects,
-        measured_saving_share: if baseline.cost_usd > 0.0 {
-            1.0 - after.cost_usd / baseline.cost_usd
-        } else {
-            0.0
-        },
-        quality_ratio: if baseline.accuracy > 0.0 {
-            after.accuracy / baseline.accuracy
-        } else {
-            0.0
-        },
+        workloads_discovered: workloads,
+        measured_saving_share: routing.cost_saving,
+        quality_ratio: routing.quality_vs_strong,
         baseline,
-        after: after.clone(),
+        after,
+        routing,
+        optimize_phase: report::OptimizePhase {
+            requests: sent as u64,
+            cycles,
+            cache_hit_share: optimize_cache_hits,
+            seconds: optimize_seconds,
+        },
         proposals,
         experiments,
         adopted,
         not_adopted,
         guardrail_stops,
-        routed_subjects,
-        strong_calls_avoided: by_subject_weak / after_outcomes.len().max(1) as f64,
+        routed_scopes,
         random_routing_reference: random,
         oracle_reference: oracle,
         quality_budget_used: optimizer.quality_budget_used(),
-        optimization_requests: sent as u64,
-        cycles,
         audit: audit_kinds,
     };
     write_report(&report, out)?;

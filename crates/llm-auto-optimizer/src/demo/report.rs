@@ -5,6 +5,8 @@ use std::{collections::BTreeMap, io::Write};
 use anyhow::Result;
 use serde::Serialize;
 
+use super::measure::{Interval, RoutingEffect};
+
 /// Cost, quality and latency of one phase.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PhaseStats {
@@ -32,29 +34,97 @@ pub struct ExperimentLine {
     pub verdict: String,
 }
 
+/// The optimize phase (training prompts).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OptimizePhase {
+    pub requests: u64,
+    pub cycles: u64,
+    /// Share of its calls answered from the response cache (training prompts repeat).
+    pub cache_hit_share: f64,
+    pub seconds: f64,
+}
+
 /// What the demo found.
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoReport {
     pub workload: String,
     pub subjects: usize,
+    /// Workloads the optimizer discovered from the prompts' content.
+    pub workloads_discovered: usize,
+    /// Baseline and after: the held-out prompts, adopted changes off and on.
     pub baseline: PhaseStats,
     pub after: PhaseStats,
+    /// 1 − after cost ÷ baseline cost on the held-out prompts (`routing.cost_saving`).
     pub measured_saving_share: f64,
+    /// After correct answers ÷ baseline correct answers (`routing.quality_vs_strong`).
     pub quality_ratio: f64,
+    /// RouteLLM's measure on the held-out prompts, with bootstrap intervals.
+    pub routing: RoutingEffect,
+    pub optimize_phase: OptimizePhase,
+    /// The first cycle's proposals.
     pub proposals: Vec<llmopt_optimizer::Proposal>,
     pub experiments: Vec<ExperimentLine>,
     pub adopted: Vec<llmopt_optimizer::Adoption>,
     pub not_adopted: Vec<(String, String)>,
     pub guardrail_stops: Vec<String>,
-    pub routed_subjects: Vec<String>,
-    pub strong_calls_avoided: f64,
+    /// The scopes routed to the weak model, in words.
+    pub routed_scopes: Vec<String>,
+    /// On the held-out prompts, at 95 % of the strong model's quality.
     pub random_routing_reference: f64,
     pub oracle_reference: f64,
     pub quality_budget_used: f64,
-    pub optimization_requests: u64,
-    pub cycles: u64,
     /// Audit-log entries by kind.
     pub audit: BTreeMap<String, u64>,
+}
+
+/// A policy scope in words: `gpt-4o, discovered workload w-3fa9c2`.
+pub fn scope_in_words(scope: &llmopt_optimizer::Scope) -> String {
+    let mut parts = Vec::new();
+    if let Some(model) = &scope.model {
+        parts.push(model.clone());
+    }
+    if let Some(tenant) = &scope.tenant {
+        parts.push(format!("tenant {tenant}"));
+    }
+    if let Some((key, value)) = &scope.tag {
+        parts.push(format!("{key} {value}"));
+    }
+    if let Some(workload) = &scope.workload {
+        parts.push(format!("discovered workload {workload}"));
+    }
+    if parts.is_empty() { "all traffic".to_owned() } else { parts.join(", ") }
+}
+
+/// A change in words: `serve with gpt-4o-mini`, `cache responses`, `cap max_tokens at 512`.
+pub fn change_in_words(change: &llmopt_experiments::PolicyChange) -> String {
+    let mut parts = Vec::new();
+    if let Some(model) = &change.model {
+        parts.push(format!("serve with {model}"));
+    }
+    match change.response_cache {
+        Some(true) => parts.push("cache responses".to_owned()),
+        Some(false) => parts.push("stop caching responses".to_owned()),
+        None => {}
+    }
+    if let Some(cap) = change.max_tokens_cap {
+        parts.push(format!("cap max_tokens at {cap}"));
+    }
+    if let Some(timeout) = change.timeout_ms {
+        parts.push(format!("time out after {timeout} ms"));
+    }
+    if let Some(after) = change.hedge_after_ms {
+        parts.push(format!("hedge after {after} ms"));
+    }
+    if parts.is_empty() { "no change".to_owned() } else { parts.join(", ") }
+}
+
+fn interval(value: &Interval) -> String {
+    format!(
+        "{:.1} % (95 % CI {:.1} … {:.1})",
+        value.estimate * 100.0,
+        value.low * 100.0,
+        value.high * 100.0
+    )
 }
 
 pub fn write_report(report: &DemoReport, out: &mut (dyn Write + Send)) -> Result<()> {
@@ -90,27 +160,42 @@ pub fn write_report(report: &DemoReport, out: &mut (dyn Write + Send)) -> Result
             s.latency_p95_ms
         )?;
     }
+    let routing = &report.routing;
     writeln!(
         out,
-        "\nmeasured on the same {} requests: cost {:+.1} %, quality {:.1} % of the baseline's",
-        b.requests,
-        -report.measured_saving_share * 100.0,
-        report.quality_ratio * 100.0
+        "\nrouting, measured on {} held-out prompts ({}; their labels never reached the optimizer):",
+        routing.prompts,
+        if routing.tags_used {
+            "requests tagged with their subject".to_owned()
+        } else {
+            format!("no tags: {} workloads discovered from content", report.workloads_discovered)
+        }
     )?;
-    writeln!(out, "\nproposals after the baseline ({}):", report.proposals.len())?;
+    writeln!(out, "  strong-model calls avoided  {}", interval(&routing.strong_calls_avoided()))?;
+    writeln!(out, "  quality vs the strong model {}", interval(&routing.quality_vs_strong()))?;
+    writeln!(out, "  cost saving                 {}", interval(&routing.cost_saving()))?;
+    writeln!(
+        out,
+        "  references on the same prompts at 95 % quality: random routing {:.1} %, oracle by subject {:.1} %",
+        report.random_routing_reference * 100.0,
+        report.oracle_reference * 100.0
+    )?;
+    let phase = &report.optimize_phase;
+    writeln!(
+        out,
+        "\noptimize phase: {} requests on the training prompts, {} cycles, {:.1} % answered from the response cache",
+        phase.requests,
+        phase.cycles,
+        phase.cache_hit_share * 100.0
+    )?;
+    writeln!(out, "\nfirst proposals ({}):", report.proposals.len())?;
     for proposal in report.proposals.iter().take(12) {
         writeln!(out, "{}", proposal_line(proposal))?;
     }
     if report.proposals.len() > 12 {
         writeln!(out, "  … and {} more", report.proposals.len() - 12)?;
     }
-    writeln!(
-        out,
-        "\nexperiments ({}, {} optimization requests, {} cycles):",
-        report.experiments.len(),
-        report.optimization_requests,
-        report.cycles
-    )?;
+    writeln!(out, "\nexperiments ({}):", report.experiments.len())?;
     for line in &report.experiments {
         let counts: Vec<String> =
             line.requests.iter().map(|(arm, n)| format!("{arm} {n}")).collect();
@@ -121,11 +206,18 @@ pub fn write_report(report: &DemoReport, out: &mut (dyn Write + Send)) -> Result
     writeln!(out, "\naudit log: {}", kinds.join(", "))?;
     writeln!(out, "\nadopted ({}):", report.adopted.len())?;
     for adoption in &report.adopted {
+        let measured = match adoption.measured_saving_usd_per_day {
+            Some(saving) => {
+                format!(", measured {saving:.2} USD/day on {} requests", adoption.measured_requests)
+            }
+            None => String::new(),
+        };
         writeln!(
             out,
-            "  {} {:?}: cost/request {:.6} → {:.6} USD, quality budget {:.4}",
+            "  {}: {} for {}: cost/request {:.6} → {:.6} USD, quality budget {:.4}{measured}",
             adoption.experiment_id,
-            adoption.change,
+            change_in_words(&adoption.change),
+            scope_in_words(&adoption.scope),
             adoption.control_cost_per_request,
             adoption.treatment_cost_per_request,
             adoption.quality_budget_used
@@ -143,32 +235,29 @@ pub fn write_report(report: &DemoReport, out: &mut (dyn Write + Send)) -> Result
     }
     writeln!(
         out,
-        "\nmodel routing (RouteLLM's measure): {:.1} % of strong-model calls avoided at {:.1} % of the strong \
-         model's quality; {} of {} subjects routed; quality budget used {:.4} of 0.05",
-        report.strong_calls_avoided * 100.0,
-        report.quality_ratio * 100.0,
-        report.routed_subjects.len(),
-        report.subjects,
+        "\nrouted to the weak model ({}): {}; quality budget used {:.4}",
+        report.routed_scopes.len(),
+        if report.routed_scopes.is_empty() {
+            "none".to_owned()
+        } else {
+            report.routed_scopes.join("; ")
+        },
         report.quality_budget_used
-    )?;
-    writeln!(
-        out,
-        "references on the same prompts at 95 % quality: random routing {:.1} %, oracle by subject {:.1} %",
-        report.random_routing_reference * 100.0,
-        report.oracle_reference * 100.0
     )?;
     Ok(())
 }
 
-/// One proposal as the demo and `optimize` print it: strategy, saving per day with its interval,
-/// summary.
+/// One proposal as the demo and `optimize` print it: strategy, saving per day with its interval
+/// where the data gave one, summary.
 pub fn proposal_line(proposal: &llmopt_optimizer::Proposal) -> String {
+    let interval = match proposal.saving.interval() {
+        Some((low, high)) => format!("[{low:.2}, {high:.2}]"),
+        None => "(point estimate)".to_owned(),
+    };
     format!(
-        "  {:<15} {:>10.2} USD/day [{:.2}, {:.2}]  {}",
+        "  {:<15} {:>10.2} USD/day {interval:<18} {}",
         proposal.strategy.as_str(),
         proposal.saving.usd_per_day,
-        proposal.saving.low,
-        proposal.saving.high,
         proposal.summary
     )
 }

@@ -42,10 +42,27 @@ pub fn arrival_gaps() -> Result<Vec<i64>> {
     Ok(gaps)
 }
 
+/// Training and held-out prompts, split by prompt: within each subject (in file order) every
+/// third prompt is held out, so both sets cover every subject.
+pub fn split(items: &[WorkItem]) -> (Vec<&WorkItem>, Vec<&WorkItem>) {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    let (mut training, mut held_out) = (Vec::new(), Vec::new());
+    for item in items {
+        let index = seen.entry(&item.subject).or_default();
+        if *index % 3 == 2 {
+            held_out.push(item)
+        } else {
+            training.push(item)
+        }
+        *index += 1;
+    }
+    (training, held_out)
+}
+
 /// Share of calls that can go to the weak model while keeping 95 % of the strong model's
 /// accuracy: routing a random share (reference 1) and an oracle that knows every subject's labels
 /// (reference 2, greedy by subject).
-pub fn references(items: &[WorkItem]) -> (f64, f64) {
+pub fn references(items: &[&WorkItem]) -> (f64, f64) {
     let strong = items.iter().filter(|i| i.strong_correct).count() as f64;
     let weak = items.iter().filter(|i| i.weak_correct).count() as f64;
     let random = if strong > weak { (0.05 * strong / (strong - weak)).min(1.0) } else { 1.0 };

@@ -3,7 +3,7 @@
 use llm_auto_optimizer::demo::{DemoArgs, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_demo_adopts_a_measured_saving_and_guards_quality() {
+async fn a_short_demo_adopts_measured_savings_and_measures_routing_on_held_out_prompts() {
     let args = DemoArgs {
         requests: 12_000,
         baseline: 800,
@@ -12,39 +12,57 @@ async fn a_short_demo_adopts_a_measured_saving_and_guards_quality() {
         seed: 11,
         cycle_every: 1_500,
         data_dir: None,
-        // 540 prompts of 9 subjects: enough repeats for the cache to prove itself in a short run.
+        // 540 prompts of 9 subjects (360 for optimization, 180 held out): enough repeats for
+        // the cache to prove itself in a short run.
         prompts: Some(540),
         progress: false,
+        tags: false,
     };
     let mut text = Vec::new();
     let report = run(&args, &mut text).await.expect("the demo runs");
     let text = String::from_utf8(text).expect("utf-8 report");
-    assert!(text.contains("measured on the same 800 requests"), "{text}");
+    assert!(text.contains("routing, measured on 180 held-out prompts"), "{text}");
 
-    // Every request of the baseline and after phases was answered.
-    assert_eq!(report.baseline.requests, 800);
-    assert_eq!(report.baseline.errors, 0);
-    assert_eq!(report.after.errors, 0);
-    // The baseline only observes: everything is served by the model the client asked for.
+    // Every held-out prompt was sent once in each measured phase and answered.
+    assert_eq!(report.baseline.requests, 180, "the held-out set, each prompt once");
+    assert_eq!(report.after.requests, 180);
+    assert_eq!((report.baseline.errors, report.after.errors), (0, 0));
+    // The baseline has the adopted changes switched off: everything is served as asked.
     assert_eq!(report.baseline.weak_share, 0.0);
     assert_eq!(report.baseline.cache_hit_share, 0.0);
-    assert!(!report.proposals.is_empty(), "the baseline cycle proposes");
+    // Each prompt once, cold cache: the measured phases show routing alone.
+    assert_eq!(report.after.cache_hit_share, 0.0);
+    assert!(!report.proposals.is_empty(), "the first cycle proposes");
 
-    // The response cache is proven and adopted, and its saving shows on the same requests.
+    // Tag-free: workloads were discovered from the prompts' content.
+    assert!(!report.routing.tags_used && report.routing.held_out);
+    assert!(report.workloads_discovered >= 2, "{text}");
+
+    // The response cache is proven and adopted on the repeated training traffic.
     let cache = report
         .adopted
         .iter()
         .find(|adoption| adoption.change.response_cache == Some(true))
         .unwrap_or_else(|| panic!("the response cache is adopted:\n{text}"));
     assert!(cache.treatment_cost_per_request < cache.control_cost_per_request);
-    assert!(report.after.cache_hit_share > 0.1);
-    assert!(report.measured_saving_share > 0.1, "measured saving {}", report.measured_saving_share);
+    assert!(report.optimize_phase.cache_hit_share > 0.1);
 
-    // Routing is only ever tried as experiments, and never adopted beyond the quality budget.
-    assert!(report.experiments.iter().any(|e| e.name.starts_with("Route gpt-4o")));
+    // Routing is only ever tried as experiments per discovered workload, and never adopted
+    // beyond the quality budget.
+    assert!(report.experiments.iter().any(|e| e.name.contains("discovered workload")), "{text}");
     assert!(report.quality_budget_used <= 0.05 + 1e-12);
     for adoption in report.adopted.iter().filter(|a| a.change.model.is_some()) {
         assert!(adoption.quality_drop.is_some(), "routing adopted without a quality measurement");
+        assert!(adoption.scope.workload.is_some(), "routing per discovered workload");
     }
-    assert!(report.quality_ratio > 0.9, "quality ratio {}", report.quality_ratio);
+    // Intervals are computed from the requests and contain their estimate.
+    let routing = report.routing;
+    for (estimate, [low, high]) in [
+        (routing.strong_calls_avoided, routing.ci95.strong_calls_avoided),
+        (routing.quality_vs_strong, routing.ci95.quality_vs_strong),
+        (routing.cost_saving, routing.ci95.cost_saving),
+    ] {
+        assert!(low <= estimate && estimate <= high, "{low} {estimate} {high}");
+    }
+    assert!(report.quality_ratio > 0.85, "quality ratio {}", report.quality_ratio);
 }

@@ -15,3 +15,4 @@ mod report;
 mod stats_reference;
 mod support;
 mod traces_real;
+mod workload;

@@ -7,6 +7,9 @@ from decimal import Decimal as D
 # OpenAI and Google have no cache-write charge: their usage below has no writes.
 PUBLISHED = {
     "gpt-4o": ("2.50", "10.00", "1.25", None, None),
+    # No cached-input discount: cached input bills at the input price.
+    "gpt-4o-2024-05-13": ("5.00", "15.00", "5.00", None, None),
+    "chatgpt-4o-latest": ("5.00", "15.00", "5.00", None, None),
     "gpt-4o-mini": ("0.15", "0.60", "0.075", None, None),
     "gpt-4.1": ("2.00", "8.00", "0.50", None, None),
     "gpt-4.1-mini": ("0.40", "1.60", "0.10", None, None),
@@ -44,6 +47,8 @@ LONG = {
     "claude-sonnet-4": ("6", "22.50", "0.60", "7.50", "12"),
     "gemini-2.5-pro": ("2.50", "15.00", "0.25", None, None),
 }
+# Models without the batch API's 50 % discount.
+NO_BATCH = {"chatgpt-4o-latest"}
 M = D(1_000_000)
 
 def cost(prices, uncached, read, w5, w1, out):
@@ -56,7 +61,7 @@ def cost(prices, uncached, read, w5, w1, out):
 for model, prices in PUBLISHED.items():
     writes = prices[3] is not None
     small = cost(prices, 10_000, 20_000, 1_000 if writes else 0, 2_000 if writes else 0, 5_000)
-    batch = small / 2
+    batch = small if model in NO_BATCH else small / 2
     line = f'    ("{model}", "{small}", "{batch}"'
     if model in LONG:
         big = cost(LONG[model], 100_000, 200_000, 10_000 if writes else 0, 20_000 if writes else 0, 50_000)

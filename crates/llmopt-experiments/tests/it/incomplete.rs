@@ -118,7 +118,13 @@ fn a_truly_cheaper_arm_with_as_many_cuts_as_the_control_is_still_adopted() {
     let spec = cost_spec("exp-honest", vec![Guardrail::inexact_cost_share(0.01)]);
     harness.engine.create(spec).unwrap();
     harness.engine.start("exp-honest").unwrap();
-    feed(&harness, "exp-honest", &[("control", 0.005, 0.005), ("treatment", 0.0035, 0.005)], 5_000, 11);
+    feed(
+        &harness,
+        "exp-honest",
+        &[("control", 0.005, 0.005), ("treatment", 0.0035, 0.005)],
+        5_000,
+        11,
+    );
     let decisions = harness.engine.evaluate(harness.clock.now_ms_plus(HOUR_MS)).unwrap();
     let last = decisions.last().unwrap();
     assert_eq!(last.action, Action::Adopt { arm: "treatment".into() }, "{last:#?}");

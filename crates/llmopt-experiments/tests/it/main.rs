@@ -2,6 +2,7 @@
 
 mod assignment;
 mod decisions;
+mod heavy_tails;
 mod incomplete;
 mod lifecycle;
 mod reference;

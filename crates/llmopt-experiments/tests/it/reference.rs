@@ -1,6 +1,8 @@
 //! Numbers checked against `tests/data/reference.json`, written by the independent Python
 //! implementation in `scripts/reference/experiments_reference.py` (standard library only; its
-//! Welch p-values were also cross-checked against `scipy.stats.ttest_ind`).
+//! Welch p-values were also cross-checked against `scipy.stats.ttest_ind`), and the bounded
+//! cost sequence against `tests/data/bounded_reference.json` (the `confseq` package, through
+//! `tests/data/bounded_reference.py`).
 
 use serde_json::Value;
 
@@ -101,4 +103,74 @@ fn welch_matches_including_on_real_costs() {
         assert!(close(test.p_value, case["p"].as_f64().unwrap(), 1e-6), "p {}", test.p_value);
         assert_eq!(stats::welch_rejects(&a, &b, 0.05), case["p"].as_f64().unwrap() < 0.05);
     }
+}
+
+/// The bounded cost sequence, fed record by record through `Experiment::add_record` (design,
+/// bets, sums) and read through the decision code, against `tests/data/bounded_reference.json`:
+/// its bets and sequences come from the `confseq` package, its design from the script's own
+/// code (`tests/data/bounded_reference.py`).
+#[test]
+fn bounded_cost_sequence_matches_confseq() {
+    use llmopt_core::{Money, RequestRecord};
+    use llmopt_experiments::{
+        ArmSpec, Experiment, ExperimentSpec, ExperimentStatus, Metric, PolicyChange, decision,
+        stats::bounded::{FALLBACK_BOUND_FACTOR, MAX_BET},
+    };
+
+    let fixture: Value =
+        serde_json::from_str(include_str!("../data/bounded_reference.json")).expect("fixture");
+    assert_eq!(fixture["max_bet"].as_f64(), Some(MAX_BET));
+    assert_eq!(fixture["fallback_bound_factor"].as_f64(), Some(FALLBACK_BOUND_FACTOR));
+    let mut checked = 0;
+    for case in fixture["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let mut spec = ExperimentSpec::ab(
+            "reference",
+            PolicyChange::default(),
+            PolicyChange { model: Some("cheaper".into()), ..PolicyChange::default() },
+            Metric::CostUsd,
+            i64::MAX / 2,
+        );
+        let weights: Vec<f64> =
+            case["weights"].as_array().unwrap().iter().map(|w| w.as_f64().unwrap()).collect();
+        while spec.arms.len() < weights.len() {
+            let arm = format!("treatment-{}", spec.arms.len());
+            spec.arms.push(ArmSpec { name: arm, change: PolicyChange::default(), weight: 1.0 });
+        }
+        for (arm, weight) in spec.arms.iter_mut().zip(&weights) {
+            arm.weight = *weight;
+        }
+        spec.cost_bound_usd = case["cost_bound_usd"].as_f64();
+        spec.alpha = case["alpha"].as_f64().unwrap();
+        spec.validate().unwrap();
+        let tracked = spec.tracked_metrics();
+        let mut experiment = Experiment::new(spec, 0);
+        experiment.status = ExperimentStatus::Running;
+        let checkpoints = case["checkpoints"].as_array().unwrap();
+        let mut record = RequestRecord::new("reference", 0, "openai", "model");
+        for (index, row) in case["records"].as_array().unwrap().iter().enumerate() {
+            let arm = row[0].as_u64().unwrap() as usize;
+            record.cost = Some(Money(i128::from(row[1].as_i64().unwrap())));
+            experiment.add_record(arm, &record, &tracked);
+            for checkpoint in checkpoints.iter().filter(|c| c["records"] == index + 1) {
+                let arm = checkpoint["arm"].as_u64().unwrap() as usize;
+                let interval = decision::compare_primary(&experiment, arm).difference.unwrap();
+                for (actual, key) in [
+                    (interval.estimate, "estimate"),
+                    (interval.lower, "lower"),
+                    (interval.upper, "upper"),
+                ] {
+                    let expected = checkpoint[key].as_f64().unwrap();
+                    assert!(
+                        (actual - expected).abs() <= 1e-9 * expected.abs().max(1e-6),
+                        "{name}, {checkpoint}: {key} {actual} vs {expected}"
+                    );
+                }
+                let clipped = experiment.arms[arm].cost_sequence.unwrap().clipped;
+                assert_eq!(Some(clipped), checkpoint["clipped"].as_u64(), "{name}, {checkpoint}");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 56);
 }

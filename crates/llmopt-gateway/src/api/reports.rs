@@ -1,12 +1,10 @@
 //! Reports over the stored calls: usage and exact cost per window and group, cost forecasts
 //! with a budget projection, and workload clusters.
 
-use std::collections::BTreeMap;
-
 use axum::{Json, extract::State, http::HeaderMap};
 use llmopt_analytics::{
     cluster::{FeatureSpec, cluster_records},
-    forecast::{fit_auto, project_budget},
+    forecast::{dense_series, fit_auto, project_budget},
 };
 use llmopt_core::{AggregateQuery, GroupBy, Money, RecordFilter, RecordQuery};
 use serde::Deserialize;
@@ -152,13 +150,9 @@ pub async fn forecast(
             .map_err(|e| e.to_string())?;
         // Dense series: windows without traffic cost zero.
         let first = rows.first().map_or(now, |row| row.window_start_ms);
-        let count = ((now - first) / window_ms).max(0) as usize;
-        let mut series = vec![0.0; count];
-        let by_window: BTreeMap<i64, f64> =
-            rows.iter().map(|r| (r.window_start_ms, r.cost.as_usd_f64())).collect();
-        for (index, value) in series.iter_mut().enumerate() {
-            *value = by_window.get(&(first + index as i64 * window_ms)).copied().unwrap_or(0.0);
-        }
+        let points = rows.iter().map(|row| (row.window_start_ms, row.cost.as_usd_f64()));
+        let series: Vec<f64> =
+            dense_series(points, window_ms, first, now).into_iter().map(|(_, cost)| cost).collect();
         // Daily seasonality when the windows divide a day and there are three days of history.
         let period = (86_400_000 % window_ms == 0)
             .then(|| (86_400_000 / window_ms) as usize)

@@ -12,6 +12,7 @@
 
 mod forward;
 mod stream;
+mod workload;
 
 use std::{
     sync::Arc,
@@ -24,9 +25,10 @@ use axum::{
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use llmopt_analytics::workload::WorkloadText;
 use llmopt_core::{
     CacheOutcome, Endpoint, ErrorKind, ExperimentArm, Fingerprint, Fingerprints, Money,
-    RequestRecord, Status, Tags, Usage, fingerprint, usage::Protocol,
+    RequestRecord, Status, Tags, Usage, WORKLOAD_TAG, fingerprint, usage::Protocol,
 };
 use llmopt_llm::ChatRequest;
 use serde_json::Value;
@@ -226,7 +228,9 @@ pub fn parse_tags(headers: &HeaderMap) -> Tags {
         for pair in text.split(',') {
             if let Some((key, value)) = pair.split_once('=') {
                 let (key, value) = (key.trim(), value.trim());
-                if !key.is_empty() {
+                // `llmopt.*` keys are the gateway's own (the discovered workload): a client
+                // cannot set them.
+                if !key.is_empty() && !key.starts_with("llmopt.") {
                     tags.insert(key.to_owned(), value.to_owned());
                 }
             }
@@ -301,6 +305,15 @@ async fn handle(mut call: ProxiedCall, request: Request) -> Response {
         prefix: fingerprint::prefix_fingerprint(&body_value),
         prefix_blocks: Vec::new(),
     };
+    // The workload discovered from the content (routing works on untagged traffic).
+    let workload = workload::workload_text(&body_value).and_then(|(system, user)| {
+        let system = (!system.is_empty()).then_some(system.as_str());
+        let text = WorkloadText { system, last_user: &user, input_tokens: None };
+        call.state.optimizer().workload_of(&text)
+    });
+    if let Some(id) = &workload {
+        call.tags.insert(WORKLOAD_TAG.to_owned(), id.clone());
+    }
     let decision = {
         let input = RouteInput {
             protocol: call.protocol,
@@ -308,6 +321,7 @@ async fn handle(mut call: ProxiedCall, request: Request) -> Response {
             tenant: call.tenant.as_deref(),
             tags: &call.tags,
             request_id: &call.request_id,
+            workload: workload.as_deref(),
         };
         call.state.decide(&call.runtime, &input)
     };
@@ -363,9 +377,12 @@ fn answer_fields(chat: &ChatRequest) -> Value {
         if fingerprint::FIELDS_NOT_IN_KEY.contains(&key.as_str()) {
             continue;
         }
-        if let Ok(value) = serde_json::from_str::<Value>(raw.get()) {
-            fields.insert(key.clone(), value);
-        }
+        // A field serde_json cannot hold as a value (a lone surrogate escape, a number beyond
+        // f64, nesting deeper than 128) is still forwarded upstream, so it must still tell
+        // requests apart: its raw text stands in for it.
+        let value = serde_json::from_str::<Value>(raw.get())
+            .unwrap_or_else(|_| Value::String(format!("\u{0}raw:{}", raw.get())));
+        fields.insert(key.clone(), value);
     }
     Value::Object(fields)
 }
@@ -470,6 +487,24 @@ mod tests {
             fingerprint::prefix_fingerprint(&fields),
             fingerprint::prefix_fingerprint(&body)
         );
+    }
+
+    #[test]
+    fn fields_serde_json_cannot_hold_still_tell_requests_apart() {
+        let fingerprint_of = |body: &str| {
+            let chat = ChatRequest::from_slice(Protocol::OpenAi, body.as_bytes()).unwrap();
+            Fingerprint::of_json(&answer_fields(&chat))
+        };
+        let pairs = [
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"\ud800 apple"}]}"#,
+                r#"{"model":"m","messages":[{"role":"user","content":"\ud800 banana"}]}"#,
+            ),
+            (r#"{"model":"m","tools":1e400}"#, r#"{"model":"m","tools":2e400}"#),
+        ];
+        for (left, right) in pairs {
+            assert_ne!(fingerprint_of(left), fingerprint_of(right), "{left} / {right}");
+        }
     }
 
     #[test]

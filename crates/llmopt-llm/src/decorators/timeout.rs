@@ -72,35 +72,33 @@ impl Provider for Timeout {
             let ChatStream { status, headers, items, progress } = stream;
             // The inner stream always ends with `End`; when the deadline cuts it first, this
             // decorator makes the `End` itself, with what the inner stream had seen.
-            let seen = progress.clone();
-            let stream =
-                futures::stream::unfold((items, Phase::Running), move |(mut items, phase)| {
-                    let seen = seen.clone();
-                    async move {
-                        match phase {
-                            Phase::Done => None,
-                            Phase::Cut => {
-                                let outcome = StreamOutcome {
-                                    elapsed: started.elapsed(),
-                                    complete: false,
-                                    ..seen.snapshot()
-                                };
-                                Some((Ok(StreamItem::End(outcome)), (items, Phase::Done)))
-                            }
-                            Phase::Running => {
-                                match tokio::time::timeout_at(deadline, items.next()).await {
-                                    Ok(Some(item)) => Some((item, (items, Phase::Running))),
-                                    Ok(None) => None,
-                                    Err(_) => Some((
-                                        Err(ProviderError::Timeout("total")),
-                                        (items, Phase::Cut),
-                                    )),
-                                }
+            let stream = futures::stream::unfold(
+                (items, Phase::Running, progress.clone()),
+                move |(mut items, phase, seen)| async move {
+                    match phase {
+                        Phase::Done => None,
+                        Phase::Cut => {
+                            let outcome = StreamOutcome {
+                                elapsed: started.elapsed(),
+                                complete: false,
+                                ..seen.snapshot()
+                            };
+                            Some((Ok(StreamItem::End(outcome)), (items, Phase::Done, seen)))
+                        }
+                        Phase::Running => {
+                            match tokio::time::timeout_at(deadline, items.next()).await {
+                                Ok(Some(item)) => Some((item, (items, Phase::Running, seen))),
+                                Ok(None) => None,
+                                Err(_) => Some((
+                                    Err(ProviderError::Timeout("total")),
+                                    (items, Phase::Cut, seen),
+                                )),
                             }
                         }
                     }
-                })
-                .boxed();
+                },
+            )
+            .boxed();
             Ok(ChatStream { status, headers, items: stream, progress })
         })
     }

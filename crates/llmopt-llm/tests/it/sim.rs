@@ -446,3 +446,24 @@ async fn in_process_stream_timing_follows_the_latency_model() {
         "{total_ms} {ttft_ms} {expected_decode}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_cut_by_the_timeout_decorator_keeps_the_usage_it_had_seen() {
+    // Real-time decoding under paused time: 40 tokens at ~36 ms each outlast a 500 ms budget.
+    let sim = SimProvider::new("sim", SimConfig { time_scale: 1.0, ..SimConfig::default() });
+    let timeouts = Timeouts { total: Duration::from_millis(500), ..Timeouts::default() };
+    let bounded = llmopt_llm::Timeout::new(Arc::new(sim), timeouts);
+    let stream = bounded
+        .chat_stream(anthropic(json!({"model": "large", "max_tokens": 40, "stream": true,
+            "messages": [{"role": "user", "content": "Tell me about the sea"}]})))
+        .await
+        .unwrap();
+    let collected = collect(stream).await;
+    assert!(matches!(collected.errors[..], [ProviderError::Timeout("total")]));
+    let outcome = collected.outcome;
+    assert!(!outcome.complete);
+    let usage = outcome.usage.expect("message_start's usage survives the cut");
+    assert!(usage.input_tokens > 0);
+    assert_eq!(usage.output_tokens, 1, "message_start's count: message_delta never came");
+    assert!(outcome.time_to_first_token.is_some());
+}

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     policy::{FeatureFlag, LivePolicy, PolicyError},
     strategy::{StrategyKind, StrategySettings},
+    workloads::WorkloadSettings,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -49,6 +50,8 @@ pub struct OptimizerConfig {
     /// switch off a change in the configuration file as well as through the API.
     pub flags: BTreeMap<String, FeatureFlag>,
     pub settings: StrategySettings,
+    /// Workload discovery from request content.
+    pub workloads: WorkloadSettings,
 }
 
 impl Default for OptimizerConfig {
@@ -68,6 +71,7 @@ impl Default for OptimizerConfig {
             strategies: BTreeMap::new(),
             flags: BTreeMap::new(),
             settings: StrategySettings::default(),
+            workloads: WorkloadSettings::default(),
         }
     }
 }
@@ -75,6 +79,9 @@ impl Default for OptimizerConfig {
 impl OptimizerConfig {
     pub fn validate(&self) -> Result<(), OptimizerError> {
         let invalid = |message: &str| Err(OptimizerError::Config(message.to_owned()));
+        if let Err(message) = self.workloads.validate() {
+            return invalid(&message);
+        }
         if self.lookback_ms <= 0 {
             return invalid("lookback must be positive");
         }

@@ -2,11 +2,19 @@
 
 use std::collections::BTreeSet;
 
-use llmopt_experiments::{ExperimentSpec, ExperimentStatus, PolicyChange};
+use llmopt_experiments::{ExperimentSpec, ExperimentStatus, Guardrail, Metric, PolicyChange};
 use serde_json::json;
 
 use super::{CycleReport, Optimizer, OptimizerConfig, OptimizerError, experiment_scope, lock};
 use crate::strategy::{Proposal, StrategyKind};
+
+/// How much larger than the control's a treatment's share of requests with an inexact cost
+/// (cut or abandoned streams priced at a lower bound, unknown costs) may be in a cost
+/// experiment: one percentage point, the error-rate guardrail's allowance. Cut streams are
+/// errors too, so this rarely needs more samples than that guardrail; it exists because an arm
+/// whose costs are more often inexact looks cheaper than it is (see
+/// `llmopt_experiments::Metric::CostUsd`).
+const MAX_EXTRA_INEXACT_COST_SHARE: f64 = 0.01;
 
 impl Optimizer {
     pub(super) fn start_experiments(
@@ -56,6 +64,11 @@ impl Optimizer {
             spec.hypothesis = proposal.id.clone();
             spec.scope = experiment_scope(&proposal.scope);
             spec.guardrails = plan.guardrails.clone();
+            if spec.primary == Metric::CostUsd
+                && !spec.guardrails.iter().any(|g| g.metric == Metric::InexactCostShare)
+            {
+                spec.guardrails.push(Guardrail::inexact_cost_share(MAX_EXTRA_INEXACT_COST_SHARE));
+            }
             spec.coverage = config.experiment_coverage;
             spec.min_samples_per_arm = config.min_samples_per_arm;
             spec.alpha = config.alpha;

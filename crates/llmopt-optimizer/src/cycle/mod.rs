@@ -26,6 +26,7 @@ use std::{
     time::Instant,
 };
 
+use llmopt_analytics::workload::WorkloadText;
 use llmopt_core::{
     AuditEntry, Clock, ExperimentArm, PolicyStore, PriceCatalog, RecordQuery, RecordStore,
     RequestRecord,
@@ -47,6 +48,7 @@ pub use self::{
 use crate::{
     policy::{Decision, LivePolicy, RequestContext},
     strategy::{AnalysisInput, Proposal, Strategy, StrategyKind},
+    workloads::{self, DiscoveredWorkloads, Workloads},
 };
 
 #[derive(Debug, Default)]
@@ -82,6 +84,8 @@ pub struct Optimizer {
     state: Mutex<CycleState>,
     /// One cycle at a time (schedule and API may both ask).
     running: Mutex<()>,
+    /// Content features of recent requests, for discovering workloads.
+    workloads: Workloads,
 }
 
 impl std::fmt::Debug for Optimizer {
@@ -124,6 +128,7 @@ impl Optimizer {
             }
         }
         apply_configured_flags(&policy, &config, clock.now_ms())?;
+        let workloads = Workloads::new(config.workloads.sample_size, 0x5eed_0f_c0_47e47);
         Ok(Optimizer {
             records,
             engine,
@@ -135,7 +140,57 @@ impl Optimizer {
             config: RwLock::new(config),
             state: Mutex::new(state),
             running: Mutex::new(()),
+            workloads,
         })
+    }
+
+    /// The workload a request belongs to, from its content (`None` while discovery is off or
+    /// no model is fitted yet). Also feeds the sample the next model is fitted on.
+    pub fn workload_of(&self, text: &WorkloadText<'_>) -> Option<String> {
+        if !self.with_config(|config| config.workloads.enabled) {
+            return None;
+        }
+        let policy = self.policy.current();
+        let model = policy.policy.workloads.as_ref().map(|discovered| &discovered.model);
+        self.workloads.assign(model, text)
+    }
+
+    /// Fits (or re-fits, when due) the workload model on the sample and puts it in the policy.
+    fn discover_workloads(
+        &self,
+        config: &OptimizerConfig,
+        now_ms: i64,
+    ) -> Result<Option<String>, OptimizerError> {
+        let settings = &config.workloads;
+        if !settings.enabled {
+            return Ok(None);
+        }
+        let current = self.policy.current();
+        let previous = current.policy.workloads.as_ref();
+        if previous.is_some_and(|p| now_ms - p.fitted_ms < settings.refit_every_ms) {
+            return Ok(None);
+        }
+        let (sample, seen) = self.workloads.sample();
+        let seed = u64::try_from(now_ms).unwrap_or(0);
+        let (model, kept) =
+            match workloads::refit(&sample, previous.map(|p| &p.model), settings, seed) {
+                Ok(fitted) => fitted,
+                Err(reason) => return Ok(Some(reason)),
+            };
+        let summary = format!(
+            "{} workloads discovered from {} sampled requests ({} seen); {kept} ids kept",
+            model.k(),
+            sample.len(),
+            seen
+        );
+        let detail = json!({"k": model.k(), "ids": model.ids(), "sampled": sample.len(),
+                            "seen": seen, "ids_kept": kept});
+        let discovered = DiscoveredWorkloads { model, fitted_ms: now_ms, fitted_on: sample.len() };
+        self.policy.update("workloads discovered from content", now_ms, |policy| {
+            policy.workloads = Some(discovered);
+        })?;
+        self.audit_entry(now_ms, "workloads_fitted", "workloads", detail)?;
+        Ok(Some(summary))
     }
 
     pub fn config(&self) -> OptimizerConfig {
@@ -151,6 +206,7 @@ impl Optimizer {
     pub fn set_config(&self, config: OptimizerConfig) -> Result<(), OptimizerError> {
         config.validate()?;
         apply_configured_flags(&self.policy, &config, self.clock.now_ms())?;
+        self.workloads.set_sample_size(config.workloads.sample_size);
         *self.config.write().unwrap_or_else(std::sync::PoisonError::into_inner) = config;
         Ok(())
     }
@@ -171,7 +227,7 @@ impl Optimizer {
             model: request.model,
             tenant: request.tenant,
             tags: request.tags,
-            cluster: None,
+            cluster: request.workload,
         };
         let Some(assignment) = self.engine.assign(&inputs, units) else {
             return Routing { decision, arm: None };
@@ -286,6 +342,7 @@ impl Optimizer {
         };
         let mut report =
             CycleReport { at_ms: now_ms, records_read: records.len(), ..CycleReport::default() };
+        report.workloads = self.discover_workloads(&config, now_ms)?;
 
         // 1. Propose.
         let mut proposals: Vec<Proposal> = self

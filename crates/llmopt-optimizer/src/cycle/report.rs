@@ -20,6 +20,8 @@ pub struct CycleReport {
     pub not_adopted: Vec<(String, String)>,
     pub rejected: Vec<String>,
     pub awaiting_approval: Vec<String>,
+    /// What workload discovery did this cycle (fitted, or why not); `None`: nothing was due.
+    pub workloads: Option<String>,
 }
 
 /// Counters of the loop, exported by the binary as Prometheus metrics.

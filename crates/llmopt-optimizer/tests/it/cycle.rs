@@ -90,6 +90,7 @@ impl World {
                 endpoint: llmopt_core::Endpoint::ChatCompletions,
                 unit_id: &id,
                 environment: "test",
+                workload: None,
             };
             let routing = optimizer.route(&context, &UnitIds::request(&id));
             let served = routing.decision.model.clone().unwrap_or_else(|| "gpt-4o".into());
@@ -155,6 +156,7 @@ fn auto_mode_routes_the_workload_where_quality_holds() {
             endpoint: llmopt_core::Endpoint::ChatCompletions,
             unit_id: "someone",
             environment: "test",
+            workload: None,
         }
     }
     assert_eq!(optimizer.policy().decide(&ask(&easy)).model.as_deref(), Some("gpt-4o-mini"));
@@ -268,6 +270,7 @@ fn flags_from_configuration_switch_an_adopted_change_off() {
         endpoint: llmopt_core::Endpoint::ChatCompletions,
         unit_id: "someone",
         environment: "test",
+        workload: None,
     };
     assert_eq!(optimizer.policy().decide(&ask).model.as_deref(), Some("gpt-4o-mini"));
     let mut config = config(Mode::Auto);

@@ -4,5 +4,6 @@
 
 mod cycle;
 mod policy;
+mod quality_budget;
 mod strategies;
 mod support;

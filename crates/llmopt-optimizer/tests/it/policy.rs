@@ -19,6 +19,7 @@ fn request<'a>(
         endpoint: Endpoint::ChatCompletions,
         unit_id: unit,
         environment: "production",
+        workload: None,
     }
 }
 
@@ -80,6 +81,7 @@ fn rollout_is_deterministic_and_proportional() {
             Some("cache-ramp"),
         )],
         flags: [("cache-ramp".to_owned(), flag(25.0))].into(),
+        ..Policy::default()
     };
     let tags = Tags::new();
     let units: Vec<String> = (0..20_000).map(|i| format!("user-{i}")).collect();
@@ -126,6 +128,7 @@ fn conditions_and_switches() {
         ],
         flags: [("staging".into(), staging_only), ("batch".into(), batch_tag), ("off".into(), off)]
             .into(),
+        ..Policy::default()
     };
     policy.validate().unwrap();
     let mut tags = Tags::new();

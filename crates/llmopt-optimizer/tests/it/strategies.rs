@@ -41,7 +41,8 @@ fn response_cache_counts_exact_repeats_within_the_ttl() {
     assert_eq!(proposal.strategy, StrategyKind::ResponseCache);
     // 100 repeats × (1000 × $2.50/M + 100 × $10/M) = 100 × $0.0035.
     assert!((proposal.saving.usd_per_day - 0.35).abs() < 1e-9, "{:?}", proposal.saving);
-    assert!(proposal.saving.low < 0.35 && proposal.saving.high > 0.35);
+    let (low, high) = proposal.saving.interval().unwrap();
+    assert!(low < 0.35 && high > 0.35);
     assert!(matches!(proposal.action, Some(Action::ResponseCache { enabled: true, .. })));
     assert_eq!(proposal.experiment.as_ref().unwrap().treatment.response_cache, Some(true));
     // No repeats, no proposal.
