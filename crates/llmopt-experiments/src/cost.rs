@@ -8,21 +8,22 @@ use crate::{
     spec::Metric,
     stats::{
         Interval,
-        bounded::{BoundedDifference, Design, FALLBACK_BOUND_FACTOR, Side},
+        bounded::{BoundedDifference, Design, FALLBACK_BOUND_FACTOR, Side, Tuning},
     },
 };
 use llmopt_core::Moments;
 
-/// The level the bets are tuned for: the primary test's (α split across treatments) when cost
-/// is the primary metric, the guardrails' α otherwise. Any predictable bet is valid; this only
-/// decides where the sequence is tightest.
-fn bet_alpha(experiment: &Experiment) -> f64 {
+/// How the bets are tuned: for the primary test's level (α split across treatments) when cost
+/// is the primary metric, the guardrails' α otherwise, and for the spec's tuning size. Any
+/// predictable bet is valid; this only decides where the sequence is tightest.
+fn bet_tuning(experiment: &Experiment) -> Tuning {
     let spec = &experiment.spec;
-    if spec.primary == Metric::CostUsd {
+    let alpha = if spec.primary == Metric::CostUsd {
         spec.alpha / (spec.arms.len() - 1).max(1) as f64
     } else {
         spec.alpha
-    }
+    };
+    Tuning { alpha, samples: spec.tuning_samples as f64 }
 }
 
 /// Counts a record's cost (USD) in every active treatment's sequence. Call before the record
@@ -46,10 +47,10 @@ pub(crate) fn observe(experiment: &mut Experiment, arm_index: usize, cost: f64) 
     let centre = if seen.count > 0 { seen.mean } else { 0.0 };
     let total_weight: f64 =
         experiment.arms.iter().filter(|arm| arm.is_active()).map(|arm| arm.weight).sum();
-    if !(total_weight > 0.0) {
+    if total_weight.is_nan() || total_weight <= 0.0 {
         return;
     }
-    let alpha = bet_alpha(experiment);
+    let tuning = bet_tuning(experiment);
     let control_probability = experiment.arms[0].weight / total_weight;
     for index in 1..experiment.arms.len() {
         let arm = &mut experiment.arms[index];
@@ -71,7 +72,7 @@ pub(crate) fn observe(experiment: &mut Experiment, arm_index: usize, cost: f64) 
         };
         arm.cost_sequence
             .get_or_insert_with(BoundedDifference::default)
-            .observe(&design, cost, side, alpha);
+            .observe(&design, cost, side, tuning);
     }
 }
 

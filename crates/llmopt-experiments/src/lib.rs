@@ -9,6 +9,12 @@
 //!   Every interval here is a confidence sequence (Howard et al. 2021, the normal-mixture form
 //!   GrowthBook uses; see [`stats`]), valid at every sample size at once, so stopping at the
 //!   first significant look keeps the false-positive rate at α.
+//! - **Cost per call is bounded, not normal.** Its distribution is heavy-tailed and differs
+//!   between arms (a cheaper model that sometimes writes much longer answers), where the normal
+//!   mixture's plug-in variance declares false winners. Cost is compared with an
+//!   empirical-Bernstein sequence for bounded observations on a design-based difference
+//!   ([`stats::bounded`]): exact for every distribution within the bound, unaffected by drift
+//!   of both arms, pinned against the `confseq` package. `SIMULATIONS.md` has the numbers.
 //! - **Guardrails are non-inferiority tests** on the same sequences: a treatment is stopped the
 //!   moment its degradation is shown to exceed the allowance, and adopted only once every
 //!   guardrail is shown within it ([`decision`]).

@@ -29,9 +29,10 @@
 //! `p̃ = (successes + 1)/(n + 2)`, so that an arm with no errors yet still has a positive
 //! variance instead of an interval of width zero.
 //!
-//! **Cost per call is the exception** ([`bounded`]): it is heavy-tailed, and the normal mixture's
-//! plug-in variance makes it declare false winners there; cost is compared with an
-//! empirical-Bernstein sequence for bounded observations instead, exact at every sample size.
+//! **Cost per call is the exception** ([`bounded`]): it is heavy-tailed, and when the arms' tails
+//! differ the normal mixture's plug-in variance makes it declare false winners; cost is
+//! compared with an empirical-Bernstein sequence for bounded observations instead, exact at
+//! every sample size.
 
 pub mod bounded;
 

@@ -87,6 +87,15 @@ const TOKEN_KINDS: [&str; 4] = ["input", "output", "cache_read", "cache_write"];
 /// provider → model → series.
 type SeriesCache = RwLock<HashMap<String, HashMap<String, Arc<ModelSeries>>>>;
 
+/// The most (provider, model) label pairs exported. Model names come from clients (a refused
+/// call is labelled with the model it asked for; ingested records name their own), so without
+/// a bound anyone who can call the gateway could grow `/metrics` and its memory at will. Past
+/// the bound, new pairs are counted under `provider="other", model="other"`.
+pub const MAX_MODEL_SERIES: usize = 256;
+
+/// The label value of the pairs past [`MAX_MODEL_SERIES`].
+pub const OTHER: &str = "other";
+
 /// Every metric the gateway exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -343,8 +352,8 @@ impl Metrics {
 
     /// Counts one finished call.
     pub fn observe(&self, record: &RequestRecord) {
-        let provider = record.provider.as_str();
-        let model = record.served_model.as_str();
+        let (series, provider, model) =
+            self.model_series(record.provider.as_str(), record.served_model.as_str());
         let status = match record.status {
             Status::Ok => "ok",
             Status::Error(kind) => kind.as_str(),
@@ -355,7 +364,6 @@ impl Metrics {
             llmopt_core::Endpoint::External => "external",
         };
         let cache = record.cache.as_str();
-        let series = self.model_series(provider, model);
         let model_labels =
             || ModelLabels { provider: provider.to_owned(), model: model.to_owned() };
         {
@@ -445,17 +453,27 @@ impl Metrics {
     }
 
     /// The kept series of one (provider, model), made on first use.
-    fn model_series(&self, provider: &str, model: &str) -> Arc<ModelSeries> {
+    /// The series of a (provider, model) pair and the labels it is exported under: its own, or
+    /// `other` once [`MAX_MODEL_SERIES`] pairs exist.
+    fn model_series<'a>(
+        &self,
+        provider: &'a str,
+        model: &'a str,
+    ) -> (Arc<ModelSeries>, &'a str, &'a str) {
         {
             let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(found) = series.get(provider).and_then(|models| models.get(model)) {
-                return Arc::clone(found);
+                return (Arc::clone(found), provider, model);
             }
         }
         let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(
-            series.entry(provider.to_owned()).or_default().entry(model.to_owned()).or_default(),
-        )
+        let pairs: usize = series.values().map(HashMap::len).sum();
+        let known = series.get(provider).is_some_and(|models| models.contains_key(model));
+        let (provider, model) =
+            if known || pairs < MAX_MODEL_SERIES { (provider, model) } else { (OTHER, OTHER) };
+        let found =
+            series.entry(provider.to_owned()).or_default().entry(model.to_owned()).or_default();
+        (Arc::clone(found), provider, model)
     }
 
     pub fn in_flight(&self) -> &Gauge {

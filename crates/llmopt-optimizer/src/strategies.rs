@@ -314,12 +314,23 @@ impl Strategy for ModelRoutingStrategy {
                 // Routing changes answers: without quality feedback it is not safe to test.
                 continue;
             }
-            // The per-experiment guardrail only stops collapses; the cycle holds the routed
-            // traffic as a whole to `max_quality_drop` with the experiments' upper bounds.
+            // The per-experiment guardrail stops collapses, and futile experiments: a workload
+            // whose true drop exceeds what the whole budget can pay for at its traffic share
+            // can never be adopted, so its experiment stops as soon as the anytime-valid
+            // interval shows that (with probability ≥ 1 − α it never stops one that could have
+            // been adopted), instead of serving it the cheaper model until the wide exploration
+            // margin decides. The cycle holds the routed traffic as a whole to
+            // `max_quality_drop` with the experiments' upper bounds.
+            let margin = settings.routing_exploration_margin.min(affordable_drop(
+                input.records,
+                model,
+                |r| workload_of(r).as_deref() == Some(workload),
+                quality.mean,
+                settings,
+            ));
             for guardrail in &mut guardrails {
                 if matches!(guardrail.metric, Metric::Quality { .. }) {
-                    guardrail.max_degradation =
-                        Degradation::Relative(settings.routing_exploration_margin);
+                    guardrail.max_degradation = Degradation::Relative(margin);
                 }
             }
             proposals.push(Proposal {
@@ -349,6 +360,34 @@ impl Strategy for ModelRoutingStrategy {
             });
         }
         proposals
+    }
+}
+
+/// The largest relative quality drop of a workload (relative to its own quality
+/// `workload_quality`) that the whole quality budget could pay for at its share of the model's
+/// traffic in the window: `max_quality_drop · Q / (share · q)`, with `Q` the model's mean
+/// quality. Infinite when it cannot be measured.
+fn affordable_drop(
+    records: &[RequestRecord],
+    model: &str,
+    in_workload: impl Fn(&RequestRecord) -> bool,
+    workload_quality: f64,
+    settings: &crate::strategy::StrategySettings,
+) -> f64 {
+    let (mut of_model, mut of_workload) = (0usize, 0usize);
+    let mut model_quality = Moments::new();
+    for record in records.iter().filter(|r| r.requested_model.0 == model) {
+        of_model += 1;
+        of_workload += usize::from(in_workload(record));
+        if let Some(value) = record.feedback_value(&settings.quality_metric) {
+            model_quality.push(value);
+        }
+    }
+    let share = of_workload as f64 / of_model.max(1) as f64;
+    if share > 0.0 && workload_quality > 0.0 && model_quality.count > 0 {
+        settings.max_quality_drop * model_quality.mean / (share * workload_quality)
+    } else {
+        f64::INFINITY
     }
 }
 

@@ -196,7 +196,7 @@ pub fn render(report: &Evaluation, args: &EvaluateArgs) -> String {
         details.experiments_adopted,
         details.experiments_rejected,
         details.experiments_running,
-        details.quality_budget_used
+        details.quality_budget_used + 0.0 // never "-0.0000"
     );
     let sweep: Vec<String> = details
         .sweep

@@ -7,3 +7,4 @@
 mod analyze;
 mod cli;
 mod demo;
+mod evaluate;

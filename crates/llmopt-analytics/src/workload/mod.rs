@@ -17,10 +17,10 @@
 //! 4. [`WorkloadModel::inherit_ids`] carries ids across re-fits, so a routing rule adopted for
 //!    `w-3fa9c2` keeps meaning the same traffic after the next optimization cycle ([`ids`]).
 //!
-//! Why content and not tags: RouteLLM's MMLU labels, clustered on the prompt text alone (TF-IDF
-//! + k-means, k = 16–32, 3,420 prompts), let a router avoid about half of the strong model's
-//! calls at ~95 % of its quality on held-out prompts; a client tag is often missing and, when
-//! present, names an application rather than a kind of question.
+//! Why content and not tags: RouteLLM's MMLU labels, clustered on the prompt text alone
+//! (TF-IDF and k-means, k = 16–32, 3,420 prompts), let a router avoid about half of the strong
+//! model's calls at ~95 % of its quality on held-out prompts; a client tag is often missing
+//! and, when present, names an application rather than a kind of question.
 
 pub mod features;
 pub mod ids;

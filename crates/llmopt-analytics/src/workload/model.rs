@@ -9,9 +9,10 @@
 //!   learned over the fit sample's hash buckets.
 //! - **Bounded fit.** At most [`MAX_FIT_SAMPLES`] samples (evenly spaced) enter the fit, k is
 //!   chosen by silhouette on at most [`select::SELECTION_SAMPLE`] of them over at most
-//!   [`select::MAX_K_CANDIDATES`] values, one k-means++ start each ([`super::select`]), then
-//!   one k-means ([`KMEANS_RUNS`] k-means++ starts, at most [`KMEANS_MAX_ITERATIONS`]
-//!   iterations) runs on the fit sample with the chosen k. Samples beyond the cap get
+//!   [`select::MAX_K_CANDIDATES`] values ([`super::select`]), each a k-means of
+//!   [`KMEANS_RUNS`] k-means++ starts and at most [`KMEANS_MAX_ITERATIONS`] iterations; then one
+//!   more such k-means runs on the whole fit sample with the chosen k (none when the selection
+//!   already saw the whole sample). Samples beyond the cap get
 //!   their label from [`WorkloadModel::assign_index`].
 //! - **Cheap assignment.** The nearest centroid of a unit vector x maximises
 //!   `x·c − ‖c‖²/2`. The model keeps, per hash bucket, the k centroid values already multiplied
@@ -31,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::features::ContentFeatures;
 use super::ids::{cluster_id, lineage_salt};
 use super::select::{self, evenly_spaced, k_candidates, silhouette_from_distances, unit_distances};
-use crate::cluster::{KMeansSettings, KMeansStart, kmeans_with};
+use crate::cluster::{KMeansFit, KMeansSettings, KMeansStart, kmeans_with};
 use crate::error::{Error, Result};
 
 /// A fit needs at least this many samples (with fewer, IDF and silhouettes are noise).
@@ -42,8 +43,9 @@ pub const MAX_FIT_SAMPLES: usize = 4_000;
 pub const MAX_K: usize = 64;
 /// A cluster must be able to hold this many samples on average: k ≤ fit samples / this.
 pub const MIN_SAMPLES_PER_CLUSTER: usize = 5;
-/// k-means++ starts of the final fit (the best inertia wins); each candidate k of the
-/// selection gets one start.
+/// k-means++ starts of every fit (the best inertia wins). One start made the selection of k
+/// follow the luck of the start: on the synthetic four-topic corpus a single start often split
+/// one topic and merged two, and the silhouette then preferred k = 5.
 pub const KMEANS_RUNS: usize = 3;
 /// Iteration limit of each k-means run. On unit TF-IDF vectors the labels settle in 10–40
 /// iterations; the limit only bounds the work of a pathological sample.
@@ -68,7 +70,8 @@ pub struct WorkloadModel {
     /// The id lineage ([`super::ids`]): salt of the permutation and the next unused serial.
     pub(crate) id_salt: u64,
     pub(crate) next_serial: u64,
-    /// dims × k: `idf[j] × centroids[c][j]` at `j × k + c` (derived).
+    /// dims × k (k padded to whole lanes of 8 with zeros): `idf[j] × centroids[c][j]` at
+    /// `j × padded k + c` (derived).
     weighted_by_bucket: Vec<f32>,
     /// `‖c‖² / 2` per centroid (derived).
     half_squared_norms: Vec<f32>,
@@ -162,11 +165,11 @@ impl WorkloadModel {
         id_salt: u64,
         next_serial: u64,
     ) -> WorkloadModel {
-        let k = ids.len();
-        let mut weighted_by_bucket = vec![0.0_f32; dims * k];
+        let stride = padded_k(ids.len());
+        let mut weighted_by_bucket = vec![0.0_f32; dims * stride];
         for (cluster, centroid) in centroids.chunks(dims).enumerate() {
             for (bucket, value) in centroid.iter().enumerate() {
-                weighted_by_bucket[bucket * k + cluster] = idf[bucket] * value;
+                weighted_by_bucket[bucket * stride + cluster] = idf[bucket] * value;
             }
         }
         let half_squared_norms = centroids
@@ -265,30 +268,42 @@ impl WorkloadModel {
 
         // Choose k on the selection subsample.
         let selection_rows = evenly_spaced(n_fit, select::SELECTION_SAMPLE);
+        let selection_is_everything = selection_rows.len() == n_fit;
         let selection = points.select(Axis(0), &selection_rows);
         let distances = unit_distances(selection.view());
         let mut silhouette_by_k = Vec::new();
-        let mut best: Option<(f64, usize)> = None;
+        let mut best: Option<(f64, usize, Option<KMeansFit>)> = None;
         for k in k_candidates(k_min, k_max) {
-            let fit = kmeans_with(selection.view(), &settings(k, 1, seed))?;
+            let fit = kmeans_with(selection.view(), &settings(k, seed))?;
             let Some(score) = silhouette_from_distances(&distances, &fit.labels) else {
                 continue;
             };
             silhouette_by_k.push((k, score));
-            if best.is_none_or(|(best_score, _)| score > best_score) {
-                best = Some((score, k));
+            if best.as_ref().is_none_or(|(best_score, _, _)| score > *best_score) {
+                best = Some((score, k, selection_is_everything.then_some(fit)));
             }
         }
-        let (_, k) = best.ok_or_else(|| {
+        let (_, k, selection_fit) = best.ok_or_else(|| {
             Error::Degenerate(
                 "workload clustering: no k in the range gives two non-empty clusters (are the \
                  samples all alike?)"
                     .into(),
             )
         })?;
-        let final_fit = kmeans_with(points.view(), &settings(k, KMEANS_RUNS, seed))?;
+        // The selection's fit is the final one when the selection saw every fit sample.
+        let final_fit = match selection_fit {
+            Some(fit) => fit,
+            None => kmeans_with(points.view(), &settings(k, seed))?,
+        };
 
-        let centroids: Vec<f32> = final_fit.centres.iter().map(|v| *v as f32).collect();
+        // linfa's update leaves a bucket no member has decaying geometrically towards 0 (the old
+        // centre counts as a member), down to subnormal floats, which made assignment several
+        // times slower (subnormal arithmetic is microcode on x86): such values are 0.
+        let centroids: Vec<f32> = final_fit
+            .centres
+            .iter()
+            .map(|v| if v.abs() < NEGLIGIBLE { 0.0 } else { *v as f32 })
+            .collect();
         let id_salt = lineage_salt(seed, &centroids);
         let ids = (0..k as u64).map(|serial| cluster_id(serial, id_salt)).collect();
         let idf = idf.iter().map(|v| *v as f32).collect();
@@ -319,24 +334,32 @@ impl WorkloadModel {
     /// centroids, as k-means assigns). Buckets at or beyond the model's width (features of
     /// another featurizer) are ignored; empty features go to the centroid of least norm.
     pub fn assign_index(&self, features: &ContentFeatures) -> usize {
-        let k = self.ids.len();
-        let mut dots = [0.0_f32; MAX_K];
-        let dots = &mut dots[..k];
-        let mut squared_norm = 0.0_f32;
-        for &(index, weight) in features.entries() {
-            let index = index as usize;
-            let Some(idf) = self.idf.get(index) else {
-                continue;
-            };
-            let value = weight * idf;
-            squared_norm += value * value;
-            let row = &self.weighted_by_bucket[index * k..(index + 1) * k];
-            for (dot, centroid) in dots.iter_mut().zip(row) {
-                *dot += weight * centroid;
-            }
+        // The accumulators' width as a constant, so that they live in vector registers.
+        match padded_k(self.ids.len()) {
+            8 => self.nearest::<8>(features),
+            16 => self.nearest::<16>(features),
+            24 => self.nearest::<24>(features),
+            32 => self.nearest::<32>(features),
+            40 => self.nearest::<40>(features),
+            48 => self.nearest::<48>(features),
+            56 => self.nearest::<56>(features),
+            _ => self.nearest::<MAX_K>(features),
         }
+    }
+
+    fn nearest<const STRIDE: usize>(&self, features: &ContentFeatures) -> usize {
+        let (rows, _) = self.weighted_by_bucket.as_chunks::<STRIDE>();
+        let dots = accumulate(rows, features.entries());
+        // The norm of the TF-IDF vector, in a pass of its own.
+        let squared_norm: f32 = features
+            .entries()
+            .iter()
+            .filter_map(|&(index, weight)| Some(weight * self.idf.get(index as usize)?))
+            .map(|value| value * value)
+            .sum();
         let scale = if squared_norm > 0.0 { 1.0 / squared_norm.sqrt() } else { 0.0 };
         let mut best = (0, f32::NEG_INFINITY);
+        // `half_squared_norms` has k entries: the zip stops before the padding lanes.
         for (cluster, (dot, half_norm)) in dots.iter().zip(&self.half_squared_norms).enumerate() {
             let score = dot * scale - half_norm;
             if score > best.1 {
@@ -362,9 +385,39 @@ impl WorkloadModel {
     }
 }
 
-fn settings(k: usize, runs: usize, seed: u64) -> KMeansSettings {
+/// `Σ weight × rows[index]` over the entries, as one array value: written so (a function
+/// returning the whole array) the compiler vectorises the lanes; inside `nearest`, with the
+/// accumulators read lane by lane afterwards, it made scalar code 8 times slower.
+#[inline(never)]
+fn accumulate<const STRIDE: usize>(
+    rows: &[[f32; STRIDE]],
+    entries: &[(u32, f32)],
+) -> [f32; STRIDE] {
+    let mut dots = [0.0_f32; STRIDE];
+    for &(index, weight) in entries {
+        if let Some(row) = rows.get(index as usize) {
+            for lane in 0..STRIDE {
+                dots[lane] += weight * row[lane];
+            }
+        }
+    }
+    dots
+}
+
+/// Centroid values below this are 0 (far below any weight a member contributes, ≥ 1e-4).
+const NEGLIGIBLE: f64 = 1e-12;
+
+/// Width of the accumulator lanes of [`WorkloadModel::assign_index`].
+const LANES: usize = 8;
+
+/// k rounded up to whole lanes (MAX_K is a multiple of them).
+fn padded_k(k: usize) -> usize {
+    k.div_ceil(LANES) * LANES
+}
+
+fn settings(k: usize, seed: u64) -> KMeansSettings {
     KMeansSettings {
-        start: KMeansStart::PlusPlus { k, runs, seed },
+        start: KMeansStart::PlusPlus { k, runs: KMEANS_RUNS, seed },
         max_iterations: KMEANS_MAX_ITERATIONS,
         tolerance: KMEANS_TOLERANCE,
     }

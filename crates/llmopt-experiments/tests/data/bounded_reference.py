@@ -26,7 +26,7 @@ import numpy as np
 from confseq.betting_strategies import lambda_predmix_eb
 from confseq.predmix import predmix_lower_cs
 
-MAX_BET = 0.75
+MAX_BET = 0.9
 FALLBACK_BOUND_FACTOR = 4.0
 PICOS_PER_USD = 10**12
 
@@ -86,17 +86,22 @@ def design_terms(records, weights, treatment, bound):
     return out
 
 
-def bets(xi, alpha):
-    """confseq's plug-in bets on (xi + 1)/2 in [0, 1], mapped back to the xi scale."""
+def bets(xi, alpha, tuning):
+    """confseq's plug-in on (xi + 1)/2 in [0, 1] for fixed_n = tuning, mapped back to the xi
+    scale (u), aimed at max(t, tuning) records and turned into the bet 1 - 1/(1 + u + u^2/3),
+    capped (see the module documentation)."""
     y = (np.asarray(xi) + 1.0) / 2.0
-    return lambda_predmix_eb(y, truncation=2 * MAX_BET, alpha=alpha / 2, scale=0.5)
+    u = lambda_predmix_eb(y, alpha=alpha / 2, fixed_n=tuning, scale=0.5)
+    t = np.arange(1, len(y) + 1)
+    u = u * np.sqrt(tuning / np.maximum(t, tuning))
+    return np.minimum(1.0 - 1.0 / (1.0 + u + u * u / 3.0), MAX_BET)
 
 
-def confseq_interval(xi, c, alpha):
+def confseq_interval(xi, c, alpha, tuning):
     """Two-sided sequence in dollars from confseq's lower sequences of xi + 1 and 1 - xi
     (constant scale c): each side at alpha/2, variance increments xi^2 (centring at 0)."""
     xi = np.asarray(xi)
-    lam = bets(xi, alpha)
+    lam = bets(xi, alpha, tuning)
     psi = lambda l: -np.log(1 - l) - l
     v = xi**2
     lower = predmix_lower_cs(xi + 1.0, v=v, lambdas_fn=lambda _: lam, psi_fn=psi, alpha=alpha / 2)
@@ -107,17 +112,17 @@ def confseq_interval(xi, c, alpha):
     return c * estimate, c * (lower - 1.0), c * (1.0 - upper), clipped
 
 
-def direct_interval(xi, scales, alpha):
+def direct_interval(xi, scales, alpha, tuning):
     """The same sequence from the formula, with a scale per record (fallback bound)."""
     xi, scales = np.asarray(xi), np.asarray(scales)
-    lam = bets(xi, alpha)
+    lam = bets(xi, alpha, tuning)
     weight = np.cumsum(lam / scales)
     estimate = np.cumsum(lam * xi) / weight
     half = (math.log(2 / alpha) + np.cumsum(xi**2 * (-np.log(1 - lam) - lam))) / weight
     return estimate, estimate - half, estimate + half
 
 
-def case(name, seed, n, weights, bound, alpha, every):
+def case(name, seed, n, weights, bound, alpha, tuning, every):
     records = draw_costs(seed, n, len(weights), weights, 0.0054)
     primary_alpha = alpha / (len(weights) - 1)
     checkpoints = []
@@ -128,14 +133,14 @@ def case(name, seed, n, weights, bound, alpha, every):
         scales = [terms[i][1] for i in index]
         clipped = np.cumsum([terms[i][2] for i in index])
         if bound is not None:
-            estimate, lower, upper, unusable = confseq_interval(xi, scales[0], primary_alpha)
-            direct = direct_interval(xi, scales, primary_alpha)
+            estimate, lower, upper, unusable = confseq_interval(xi, scales[0], primary_alpha, tuning)
+            direct = direct_interval(xi, scales, primary_alpha, tuning)
             assert np.allclose(direct[0], estimate, rtol=1e-9)
             ok = ~unusable
             assert np.allclose(direct[1][ok], lower[ok], rtol=1e-9, atol=1e-15)
             assert np.allclose(direct[2][ok], upper[ok], rtol=1e-9, atol=1e-15)
         else:
-            estimate, lower, upper = direct_interval(xi, scales, primary_alpha)
+            estimate, lower, upper = direct_interval(xi, scales, primary_alpha, tuning)
             unusable = np.zeros(len(xi), dtype=bool)
         for k in range(len(xi)):
             record = index[k] + 1
@@ -155,6 +160,7 @@ def case(name, seed, n, weights, bound, alpha, every):
         "weights": weights,
         "cost_bound_usd": bound,
         "alpha": alpha,
+        "tuning_samples": tuning,
         "records": [[arm, picos] for arm, picos in records],
         "checkpoints": checkpoints,
     }
@@ -166,11 +172,12 @@ def main():
         "max_bet": MAX_BET,
         "fallback_bound_factor": FALLBACK_BOUND_FACTOR,
         "cases": [
-            case("two arms, stated bound", 1, 3000, [1.0, 1.0], 0.48, 0.05, 250),
-            case("three arms 2:1:1, stated bound", 2, 3000, [2.0, 1.0, 1.0], 0.48, 0.05, 250),
-            case("two arms, fallback bound", 3, 3000, [1.0, 1.0], None, 0.05, 250),
+            # Tuned for 1,000 records: the bets' two regimes (before and after) are both seen.
+            case("two arms, stated bound", 1, 3000, [1.0, 1.0], 0.48, 0.05, 1000, 250),
+            case("three arms 2:1:1, stated bound", 2, 3000, [2.0, 1.0, 1.0], 0.48, 0.05, 1000, 250),
+            case("two arms, fallback bound", 3, 3000, [1.0, 1.0], None, 0.05, 1000, 250),
             # A stated bound below some costs: they count at the bound.
-            case("two arms, stated bound too low", 4, 2000, [1.0, 1.0], 0.03, 0.05, 250),
+            case("two arms, stated bound too low", 4, 2000, [1.0, 1.0], 0.03, 0.05, 1000, 250),
         ],
     }
     # One record or checkpoint per line: small, and readable in a diff.
@@ -180,7 +187,7 @@ def main():
     lines.append(' "cases": [')
     for n, case_ in enumerate(fixture["cases"]):
         lines.append("  {")
-        for key in ("name", "weights", "cost_bound_usd", "alpha"):
+        for key in ("name", "weights", "cost_bound_usd", "alpha", "tuning_samples"):
             lines.append(f'   "{key}": {json.dumps(case_[key])},')
         for key in ("records", "checkpoints"):
             rows = ",\n".join("    " + json.dumps(row) for row in case_[key])

@@ -23,12 +23,14 @@ use llmopt_experiments::{
     ValueKind,
     stats::{
         self, ArmSummary,
-        bounded::{BoundedDifference, Design, FALLBACK_BOUND_FACTOR, Side},
+        bounded::{BoundedDifference, Design, FALLBACK_BOUND_FACTOR, Side, Tuning},
     },
 };
 
 const ALPHA: f64 = 0.05;
+/// The spec's default `tuning_samples`, for both methods.
 const TUNING: f64 = 5_000.0;
+const BETS: Tuning = Tuning { alpha: ALPHA, samples: TUNING };
 /// The spec's default `min_samples_per_arm`: no verdict before it.
 const MIN_SAMPLES: f64 = 100.0;
 /// Mean cost per call (USD): the Azure code trace priced as gpt-4o (see `simulation.rs`).
@@ -65,7 +67,10 @@ impl Tail {
     fn label(self) -> String {
         match self {
             Tail::Pareto(index) => format!("Pareto {index:.1}"),
-            Tail::LogNormal(sigma) => format!("lognormal σ {sigma:.2}"),
+            Tail::LogNormal(sigma) => {
+                let cv = ((sigma * sigma).exp() - 1.0).sqrt();
+                format!("lognormal σ {sigma:.2} (CV {cv:.1})")
+            }
         }
     }
 }
@@ -196,11 +201,11 @@ fn simulate(setting: &Setting, rng: &mut Xoshiro256PlusPlus) -> Verdicts {
             treatment_probability: 0.5,
         };
         if verdicts.bounded.is_none() {
-            stated.observe(&design, cost, side, ALPHA);
+            stated.observe(&design, cost, side, BETS);
         }
         if verdicts.fallback.is_none() && seen > 0.0 {
             let design = Design { bound: FALLBACK_BOUND_FACTOR * seen_max, ..design };
-            fallback.observe(&design, cost, side, ALPHA);
+            fallback.observe(&design, cost, side, BETS);
         }
         let arm = &mut arms[usize::from(treated)];
         arm.count += 1.0;
@@ -358,20 +363,30 @@ fn median_cell(decided: &[usize], runs: usize, cap: usize) -> String {
 }
 
 #[test]
-fn a_a_on_heavy_tailed_drifting_cost_keeps_alpha_with_the_bounded_sequence() {
+fn heavy_tails_drift_and_unequal_shapes_keep_alpha_with_the_bounded_sequence() {
     let (runs, per_arm) = (200, 3_000);
-    let setting = Setting::a_a(Tail::Pareto(1.5), MEAN_COST, true, per_arm);
-    let false_positives = false_positives(&setting, runs, 15);
-    for (method, count) in METHODS.iter().zip(false_positives) {
-        println!(
-            "A/A Pareto 1.5 with drift, {runs} runs: {method} {}",
-            rate_cell(count, runs as u64)
-        );
+    let drifting = Setting::a_a(Tail::Pareto(1.5), MEAN_COST, true, per_arm);
+    let target = bounded_mean(Tail::Pareto(2.5), MEAN_COST);
+    let unequal_shapes = Setting {
+        treatment: (Tail::Pareto(1.5), mean_for_bounded_mean(Tail::Pareto(1.5), target)),
+        ..Setting::a_a(Tail::Pareto(2.5), MEAN_COST, false, per_arm)
+    };
+    let mut normal_mixture = Vec::new();
+    for (name, setting) in [
+        ("A/A Pareto 1.5, drift 2×", drifting),
+        ("equal means, control Pareto 2.5, treatment Pareto 1.5", unequal_shapes),
+    ] {
+        let counts = false_positives(&setting, runs, 15);
+        for (method, count) in METHODS.iter().zip(counts) {
+            println!("{name}, {runs} runs: {method} {}", rate_cell(count, runs as u64));
+        }
+        for count in &counts[1..] {
+            assert!(*count as f64 / runs as f64 <= ALPHA + 0.015, "{name}: {counts:?}");
+        }
+        normal_mixture.push(counts[0] as f64 / runs as f64);
     }
-    let bounded_rate = false_positives[1] as f64 / runs as f64;
-    let fallback_rate = false_positives[2] as f64 / runs as f64;
-    assert!(bounded_rate <= ALPHA + 0.015, "{bounded_rate}");
-    assert!(fallback_rate <= ALPHA + 0.015, "{fallback_rate}");
+    // Why cost left the normal mixture: on the unequal shapes it declares false winners.
+    assert!(normal_mixture[1] > ALPHA + 0.015, "{normal_mixture:?}");
 }
 
 #[test]

@@ -142,6 +142,7 @@ fn bounded_cost_sequence_matches_confseq() {
         }
         spec.cost_bound_usd = case["cost_bound_usd"].as_f64();
         spec.alpha = case["alpha"].as_f64().unwrap();
+        spec.tuning_samples = case["tuning_samples"].as_u64().unwrap();
         spec.validate().unwrap();
         let tracked = spec.tracked_metrics();
         let mut experiment = Experiment::new(spec, 0);

@@ -6,15 +6,18 @@
 //! $10 / M output tokens; CV ≈ 0.9 there, 1.5 for this lognormal: heavier tailed on purpose).
 //! For power, the issue fixes the coefficient of variation at 1 (σ² = ln 2).
 //!
-//! Speed: only sufficient statistics (Σx, Σx² per arm) are kept, updated in a tight loop, and
+//! The first two tests exercise the normal-mixture sequence itself (what every metric but cost
+//! uses): only sufficient statistics (Σx, Σx² per arm) are kept, updated in a tight loop, and
 //! the interval is computed once per look with no allocation, so 1,000 experiments × 100 looks
-//! × 200 draws run in a few seconds even in a debug build.
+//! × 200 draws run in a few seconds even in a debug build. The last two go through
+//! `Experiment::add_record` and the decision code, so cost goes through its bounded sequence
+//! (`stats::bounded`); heavy tails, drift and many scopes are in `heavy_tails.rs`.
 
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use llmopt_core::Moments;
+use llmopt_core::{Moments, Money, RequestRecord};
 use llmopt_experiments::{
     Action, Degradation, Experiment, ExperimentSpec, ExperimentStatus, Guardrail, Metric,
     PolicyChange, StopCause, ValueKind, decision,
@@ -146,7 +149,7 @@ fn a_ten_percent_cost_reduction_at_cv_one_is_detected() {
 /// allowed. Every request gets correctness feedback.
 #[test]
 fn a_guardrail_stops_a_cheaper_but_worse_treatment() {
-    let simulations = 300;
+    let simulations = 200;
     let control_quality = 0.857;
     let treatment_quality = control_quality - 0.05;
     let sigma = 1.15;
@@ -166,19 +169,13 @@ fn a_guardrail_stops_a_cheaper_but_worse_treatment() {
             metric: Metric::Quality { name: "correct".into() },
             max_degradation: Degradation::Absolute(0.01),
         }];
-        let mut experiment = Experiment::new(spec, 0);
-        experiment.status = ExperimentStatus::Running;
-        experiment.started_ms = Some(0);
-        let means = [
-            (mu_for_mean(0.0054, sigma), control_quality),
-            (mu_for_mean(0.0054 * 0.6, sigma), treatment_quality),
+        let mut experiment = running(spec);
+        let arms = [
+            (mu_for_mean(0.0054, sigma), Some(control_quality)),
+            (mu_for_mean(0.0054 * 0.6, sigma), Some(treatment_quality)),
         ];
         'looks: for look in 1..=MAX_PER_ARM / LOOK_EVERY {
-            for (arm, &(mu, quality)) in experiment.arms.iter_mut().zip(&means) {
-                let (cost, correct) = arm.metrics.split_at_mut(1);
-                push_lognormal(&mut cost[0].moments, &mut rng, mu, sigma, LOOK_EVERY);
-                push_bernoulli(&mut correct[0].moments, &mut rng, quality, LOOK_EVERY);
-            }
+            feed_at_random(&mut experiment, &mut rng, &arms, sigma, 2 * LOOK_EVERY);
             for decision in decision::evaluate(&mut experiment, look as i64) {
                 match decision.action {
                     Action::StopArm { cause: StopCause::Guardrail { .. }, .. } => {
@@ -208,12 +205,13 @@ fn a_guardrail_stops_a_cheaper_but_worse_treatment() {
     assert!(rate >= 0.95, "stopped in only {rate}");
 }
 
-/// The same A/A question through the engine's decision code (Welford accumulators, minimum
-/// samples, stop-for-worse and adopt rules), on fewer experiments: any verdict other than
+/// The same A/A question through the engine's decision code (records counted by
+/// `Experiment::add_record`, so cost goes through its bounded sequence; minimum samples,
+/// stop-for-worse and adopt rules), on fewer and shorter experiments: any verdict other than
 /// "continue" is a false positive.
 #[test]
 fn a_a_through_the_decision_code_rarely_acts() {
-    let experiments = 300;
+    let (experiments, max_per_arm) = (200, 2_000);
     let sigma = 1.15;
     let mu = mu_for_mean(0.0054, sigma);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(31);
@@ -226,13 +224,10 @@ fn a_a_through_the_decision_code_rarely_acts() {
             Metric::CostUsd,
             i64::MAX / 2,
         );
-        let mut experiment = Experiment::new(spec, 0);
-        experiment.status = ExperimentStatus::Running;
-        experiment.started_ms = Some(0);
-        'looks: for look in 1..=MAX_PER_ARM / LOOK_EVERY {
-            for arm in &mut experiment.arms {
-                push_lognormal(&mut arm.metrics[0].moments, &mut rng, mu, sigma, LOOK_EVERY);
-            }
+        let mut experiment = running(spec);
+        'looks: for look in 1..=max_per_arm / LOOK_EVERY {
+            let arms = [(mu, None), (mu, None)];
+            feed_at_random(&mut experiment, &mut rng, &arms, sigma, 2 * LOOK_EVERY);
             for decision in decision::evaluate(&mut experiment, look as i64) {
                 if decision.action != Action::Continue {
                     acted += 1;
@@ -246,16 +241,35 @@ fn a_a_through_the_decision_code_rarely_acts() {
     assert!(rate <= ALPHA + 0.015, "{rate}");
 }
 
-fn push_lognormal(
-    moments: &mut Moments,
+fn running(spec: ExperimentSpec) -> Experiment {
+    let mut experiment = Experiment::new(spec, 0);
+    experiment.status = ExperimentStatus::Running;
+    experiment.started_ms = Some(0);
+    experiment
+}
+
+/// `records` requests assigned to the arms at random (p = 1/2), counted through
+/// `Experiment::add_record`: lognormal cost with the arm's `mu`, and, when the arm has a
+/// quality, one 0/1 feedback in the guardrail's accumulator (the spec's second metric).
+fn feed_at_random(
+    experiment: &mut Experiment,
     rng: &mut Xoshiro256PlusPlus,
-    mu: f64,
+    arms: &[(f64, Option<f64>); 2],
     sigma: f64,
-    draws: usize,
+    records: usize,
 ) {
-    for _ in 0..draws {
+    use rand::Rng;
+    let tracked = experiment.spec.tracked_metrics();
+    let mut record = RequestRecord::new("simulated", 0, "openai", "model");
+    for _ in 0..records {
+        let arm = usize::from(rng.r#gen::<bool>());
+        let (mu, quality) = arms[arm];
         let z: f64 = StandardNormal.sample(rng);
-        moments.push((mu + sigma * z).exp());
+        record.cost = Money::from_usd_f64((mu + sigma * z).exp());
+        experiment.add_record(arm, &record, &tracked);
+        if let Some(quality) = quality {
+            push_bernoulli(&mut experiment.arms[arm].metrics[1].moments, rng, quality, 1);
+        }
     }
 }
 

@@ -360,3 +360,24 @@ async fn a_panicking_handler_answers_500_in_the_callers_shape_and_the_gateway_ke
     let (_, metrics) = send(&state, "GET", "/metrics", None, "").await;
     assert!(metrics.as_str().unwrap().contains("llmopt_handler_panics_total 2"), "{metrics}");
 }
+
+#[tokio::test]
+async fn client_chosen_model_names_cannot_grow_the_metrics_without_bound() {
+    let sim = sim_server(0.0).await;
+    let gateway = TestGateway::from_toml(&config_text(&sim, ""));
+    let state = &gateway.state;
+    let extra = llmopt_gateway::metrics::MAX_MODEL_SERIES + 50;
+    for index in 0..extra {
+        // No route serves these models: each call is refused and labelled with its model.
+        let (status, _) =
+            send(state, "POST", "/v1/chat/completions", None, &chat(&format!("made-up-{index}")))
+                .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let (_, metrics) = send(state, "GET", "/metrics", None, "").await;
+    let text = metrics.as_str().unwrap();
+    let named =
+        (0..extra).filter(|index| text.contains(&format!("model=\"made-up-{index}\""))).count();
+    assert!(named <= llmopt_gateway::metrics::MAX_MODEL_SERIES, "{named} model series");
+    assert!(text.contains("model=\"other\""), "the rest are counted as other");
+}

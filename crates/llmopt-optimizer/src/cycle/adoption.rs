@@ -14,8 +14,10 @@
 //! `s`'s share of the model's traffic, `δ_s` its true quality drop under the cheaper model and
 //! `Q` the model's mean quality. The method:
 //! - Each routing experiment's quality guardrail is a normal-mixture confidence sequence,
-//!   valid at every sample size at once, so it also holds at the moment the experiment stops
-//!   (experiments stop when they look good: that selection in time is covered).
+//!   valid at every sample size at once (asymptotically: it plugs in the variance), so it also
+//!   holds at the moment the experiment stops (experiments stop when they look good: that
+//!   selection in time is covered). Its two-sided interval at level `a` has each side wrong
+//!   with probability at most `a`.
 //! - Workload `s` gets the level `α·w_s` ([`QualityDrop::of_winner`] re-computes the
 //!   guardrail's upper bound `u_s = d̂_s + h_s` at that level from its sample size and tuning).
 //!   Disjoint workloads' shares add up to at most 1, so by the union (Bonferroni) bound, with
@@ -33,7 +35,7 @@
 //! chosen because its estimates were low: with many similar workloads the adopted ones are
 //! those whose drops were underestimated, their errors add up linearly, and the simulation
 //! (`tests/it/quality_budget.rs`, `crates/llmopt-experiments/SIMULATIONS.md`) exceeded the
-//! budget in up to 90 % of campaigns. The union bound never did, at the price of adopting
+//! budget in up to 88 % of campaigns. The union bound never did, at the price of adopting
 //! fewer workloads. Limits: a workload tested again (a new experiment on traffic whose
 //! winner was already judged) spends α again; `Q` and `w_s` are measured on the lookback
 //! window and treated as known.
@@ -102,7 +104,7 @@ impl QualityDrop {
         let Some((degradation, check)) = check.and_then(|c| c.degradation.map(|d| (d, c))) else {
             return QualityDrop { share, estimate: f64::NAN, half_width: f64::NAN };
         };
-        if !(share > 0.0) {
+        if share.is_nan() || share <= 0.0 {
             return QualityDrop { share, estimate: 0.0, half_width: 0.0 };
         }
         let samples = (check.control_count + check.treatment_count) as f64;

@@ -128,7 +128,7 @@ impl Optimizer {
             }
         }
         apply_configured_flags(&policy, &config, clock.now_ms())?;
-        let workloads = Workloads::new(config.workloads.sample_size, 0x5eed_0f_c0_47e47);
+        let workloads = Workloads::new(config.workloads.sample_size, 20_261_205);
         Ok(Optimizer {
             records,
             engine,
@@ -351,6 +351,18 @@ impl Optimizer {
             .filter(|strategy| config.strategy_enabled(strategy.kind()))
             .flat_map(|strategy| strategy.propose(&input))
             .collect();
+        // With workload discovery on, routing is tested per workload (discovered or tagged),
+        // never for a whole model: a whole-model experiment's scope overlaps every workload's,
+        // so while it runs (it would start at the first cycle, before any workload model is
+        // fitted) no workload can be tested, and at a traffic share of 1 it rarely fits the
+        // quality budget.
+        if config.workloads.enabled {
+            proposals.retain(|p| {
+                p.strategy != StrategyKind::ModelRouting
+                    || p.scope.workload.is_some()
+                    || p.scope.tag.is_some()
+            });
+        }
         proposals.sort_by(|a, b| b.saving.usd_per_day.total_cmp(&a.saving.usd_per_day));
         {
             let mut state = lock(&self.state);

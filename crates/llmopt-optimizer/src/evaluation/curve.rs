@@ -93,10 +93,6 @@ impl RoutingCurve {
 mod tests {
     use super::*;
 
-    fn point(strong_share: f64, pgr: f64) -> CurvePoint {
-        CurvePoint { strong_share, pgr }
-    }
-
     #[test]
     fn a_random_router_is_the_diagonal() {
         let curve = RoutingCurve::new([]);

@@ -26,12 +26,14 @@ use llmopt_core::{
     MemoryRecordStore, Money, PriceCatalog, RecordStore, RequestId, RequestRecord, Tags, Usage,
     WORKLOAD_TAG,
 };
-use llmopt_experiments::{Engine, ExperimentStatus, Outcome, UnitIds};
+use llmopt_experiments::{
+    Engine, ExperimentStatus, Outcome, UnitIds, decision::Action as EngineAction,
+};
 
 use super::{EvaluationError, LabelledItem};
 use crate::{
-    LivePolicy, Mode, Optimizer, OptimizerConfig, Policy, RequestContext, Strategy, StrategyKind,
-    strategies::ModelRoutingStrategy,
+    CycleReport, LivePolicy, Mode, Optimizer, OptimizerConfig, Policy, RequestContext, Strategy,
+    StrategyKind, strategies::ModelRoutingStrategy,
 };
 
 /// The replay's clock starts at 2026-01-05T09:00:00Z.
@@ -129,6 +131,8 @@ pub struct Replay {
     pub workload_model: Option<WorkloadModel>,
     /// Prompts that were assigned a workload when they arrived.
     pub prompts_with_workload: usize,
+    /// What the cycles did, one line per event (`prompt 2500: adopted exp-0003 …`).
+    pub timeline: Vec<String>,
 }
 
 /// Replays `items` in order through a fresh optimizer whose quality budget is
@@ -167,6 +171,7 @@ pub fn replay(
     let mut served_weak = Vec::with_capacity(items.len());
     let mut cycles = 0;
     let mut prompts_with_workload = 0;
+    let mut timeline = Vec::new();
     for (index, item) in items.iter().enumerate() {
         let now_ms = START_MS + index as i64 * setup.ms_per_prompt;
         clock.set(now_ms);
@@ -199,7 +204,7 @@ pub fn replay(
             request_id.as_str(),
             now_ms,
             price.provider.as_str(),
-            setup.strong_id.as_str(),
+            strong_price.id.as_str(),
         );
         record.served_model = price.id.as_str().into();
         record.tags = tags;
@@ -221,8 +226,9 @@ pub fn replay(
         }
         served_weak.push(weak);
         if (index + 1) % setup.cycle_every.max(1) == 0 {
-            optimizer.run_cycle()?;
+            let report = optimizer.run_cycle()?;
             cycles += 1;
+            describe_cycle(&optimizer, &report, index + 1, &mut timeline);
         }
     }
 
@@ -250,5 +256,76 @@ pub fn replay(
         quality_budget_used: optimizer.quality_budget_used(),
         workload_model,
         prompts_with_workload,
+        timeline,
     })
+}
+
+/// One line per thing a cycle did that changes routing.
+fn describe_cycle(
+    optimizer: &Optimizer,
+    report: &CycleReport,
+    prompts: usize,
+    timeline: &mut Vec<String>,
+) {
+    let mut say = |line: String| timeline.push(format!("prompt {prompts}: {line}"));
+    if let Some(workloads) = &report.workloads {
+        say(format!("workloads: {workloads}"));
+    }
+    let scope_of = |id: &str| {
+        optimizer.engine().show(id).map_or_else(|_| "?".to_owned(), |e| e.spec.hypothesis.clone())
+    };
+    for id in &report.started {
+        say(format!("started {id} ({})", scope_of(id)));
+    }
+    for decision in &report.decisions {
+        let summary = |arm: &str| {
+            decision
+                .guardrails
+                .iter()
+                .find(|g| g.arm == arm && g.metric.starts_with("quality"))
+                .map(|g| {
+                    format!(
+                        "quality {:.3} vs {:.3}, n {} / {}",
+                        g.treatment_mean, g.control_mean, g.treatment_count, g.control_count
+                    )
+                })
+                .unwrap_or_default()
+        };
+        match &decision.action {
+            EngineAction::Continue => {}
+            EngineAction::Adopt { arm } => {
+                say(format!("{} won ({})", decision.experiment_id, summary(arm)))
+            }
+            EngineAction::Reject => {
+                say(format!("rejected {}: {}", decision.experiment_id, decision.reason))
+            }
+            EngineAction::StopArm { arm, .. } => say(format!(
+                "stopped {} arm {arm} ({}): {}",
+                decision.experiment_id,
+                summary(arm),
+                decision.reason
+            )),
+        }
+    }
+    let adoptions = optimizer.adoptions();
+    for id in &report.adopted {
+        let budget = adoptions
+            .iter()
+            .find(|a| &a.experiment_id == id)
+            .and_then(|a| a.quality_drop)
+            .map(|d| {
+                format!(
+                    ": share {:.3}, relative drop {:+.4} + {:.4} (its bound spends {:.4} of the budget)",
+                    d.share,
+                    d.estimate,
+                    d.half_width,
+                    d.estimate + d.half_width
+                )
+            })
+            .unwrap_or_default();
+        say(format!("adopted {id} ({}){budget}", scope_of(id)));
+    }
+    for (id, reason) in &report.not_adopted {
+        say(format!("not adopted {id}: {reason}"));
+    }
 }

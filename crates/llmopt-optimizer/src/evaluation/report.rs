@@ -52,6 +52,8 @@ pub struct LearnerDetails {
     /// Prompts that arrived after the first workload model was fitted.
     pub prompts_with_workload: usize,
     pub sweep: Vec<SweepPoint>,
+    /// What the headline replay's cycles did, in order.
+    pub timeline: Vec<String>,
 }
 
 /// One replay of the quality-budget sweep.
@@ -257,6 +259,7 @@ pub(super) fn assemble(parts: Parts<'_>) -> Evaluation {
         workloads_discovered: headline.workload_model.as_ref().map_or(0, |m| m.k()),
         prompts_with_workload: headline.prompts_with_workload,
         sweep,
+        timeline: headline.timeline.clone(),
     };
 
     let random_share =
@@ -284,7 +287,7 @@ pub(super) fn assemble(parts: Parts<'_>) -> Evaluation {
         &bandit_headline,
         &bandit_points,
         format!(
-            "cosine kNN on the same content features, bandit feedback; weak when the mean label of the {n} nearest strong-served minus that of the {n} nearest weak-served earlier prompts (among the {c} most similar) is at most a threshold; explores (random model) with probability {e} or with fewer than {m} labelled neighbours of a model; headline: threshold {threshold:+.2} chosen in hindsight as the one with the fewest strong calls meeting the target",
+            "cosine kNN on the same content features, bandit feedback; weak when the mean label of the {n} nearest strong-served minus that of the {n} nearest weak-served earlier prompts (among the {c} most similar) is at most a threshold; explores (random model) with probability {e} or with fewer than {m} labelled neighbours of a model; headline: threshold {threshold:+.3} chosen in hindsight as the one with the fewest strong calls meeting the target",
             n = k.k,
             c = k.candidates,
             e = k.epsilon,
@@ -312,9 +315,13 @@ pub(super) fn assemble(parts: Parts<'_>) -> Evaluation {
     let oracle = reference.result(
         &oracle.headline,
         &oracle.prefixes,
-        format!(
-            "knowing every label: whole workloads of the learner's final model ({scopes} scopes) to the weak model, least quality lost per call first, while the target holds ({routed} routed)"
-        ),
+        if headline.workload_model.is_some() {
+            format!(
+                "knowing every label: whole workloads of the learner's final model ({routed} of {scopes}) to the weak model, least quality lost per call first, skipping any that would break the target"
+            )
+        } else {
+            "knowing every label, with no workload model fitted: all traffic is one scope, routed only if the weak model alone meets the target".to_owned()
+        },
     );
 
     Evaluation {

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, reason = "tests stop at the first failure")]
 
 mod cycle;
+mod evaluation;
 mod policy;
 mod quality_budget;
 mod strategies;
