@@ -197,28 +197,35 @@ pub fn silhouette_score(points: ArrayView2<'_, f64>, labels: &[usize]) -> Result
     for &label in labels {
         sizes[label] += 1;
     }
-    let mut total = 0.0;
-    let mut sums = vec![0.0; clusters];
-    for i in 0..n {
-        sums.iter_mut().for_each(|s| *s = 0.0);
+    Ok(mean_silhouette(labels, &sizes, |i, sums| {
         let row_i = points.row(i);
-        for j in 0..n {
-            if i != j {
-                let distance: f64 = row_i
-                    .iter()
-                    .zip(points.row(j))
-                    .map(|(a, b)| (a - b) * (a - b))
-                    .sum::<f64>()
-                    .sqrt();
-                sums[labels[j]] += distance;
-            }
+        for j in (0..n).filter(|&j| j != i) {
+            let distance: f64 =
+                row_i.iter().zip(points.row(j)).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+            sums[labels[j]] += distance;
         }
-        let own = labels[i];
-        if sizes[own] == 1 {
+    }))
+}
+
+/// The mean silhouette, given for each point `i` the sums of its distances to the points of
+/// every cluster (`fill(i, sums)`, `sums` zeroed before each call; a point's distance to itself
+/// adds nothing) and the cluster sizes. A point alone in its cluster scores 0 (scikit-learn's
+/// convention). Shared by [`silhouette`] and the workload clustering's precomputed distances.
+pub(crate) fn mean_silhouette(
+    labels: &[usize],
+    sizes: &[usize],
+    mut fill: impl FnMut(usize, &mut [f64]),
+) -> f64 {
+    let mut total = 0.0;
+    let mut sums = vec![0.0; sizes.len()];
+    for (i, &own) in labels.iter().enumerate() {
+        sums.iter_mut().for_each(|sum| *sum = 0.0);
+        fill(i, &mut sums);
+        if sizes[own] <= 1 {
             continue;
         }
         let a = sums[own] / (sizes[own] - 1) as f64;
-        let b = (0..clusters)
+        let b = (0..sizes.len())
             .filter(|&c| c != own && sizes[c] > 0)
             .map(|c| sums[c] / sizes[c] as f64)
             .fold(f64::INFINITY, f64::min);
@@ -227,7 +234,7 @@ pub fn silhouette_score(points: ArrayView2<'_, f64>, labels: &[usize]) -> Result
             total += (b - a) / denominator;
         }
     }
-    Ok(total / n as f64)
+    total / labels.len().max(1) as f64
 }
 
 /// Iteration limit of the workload clustering's k-means (scikit-learn's default too).

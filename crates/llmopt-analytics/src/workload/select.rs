@@ -12,7 +12,7 @@
 //!   distances are computed once (one S × S Gram product) and shared by all candidates, so the
 //!   selection costs MAX_K_CANDIDATES k-means fits on S points plus O(S²) per candidate.
 
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2};
 
 /// At most this many points enter the selection of k (fits and silhouettes).
 pub const SELECTION_SAMPLE: usize = 1_000;
@@ -63,7 +63,6 @@ pub(crate) fn unit_distances(points: ArrayView2<'_, f64>) -> Array2<f64> {
 /// `silhouette_score(metric="precomputed")`: a point alone in its cluster scores 0). None when
 /// fewer than two clusters are non-empty.
 pub(crate) fn silhouette_from_distances(distances: &Array2<f64>, labels: &[usize]) -> Option<f64> {
-    let n = labels.len();
     let clusters = labels.iter().copied().max().map_or(0, |m| m + 1);
     let mut sizes = vec![0_usize; clusters];
     for &label in labels {
@@ -72,29 +71,12 @@ pub(crate) fn silhouette_from_distances(distances: &Array2<f64>, labels: &[usize
     if sizes.iter().filter(|&&size| size > 0).count() < 2 {
         return None;
     }
-    let mut sums = vec![0.0; clusters];
-    let mut total = 0.0;
-    for (i, row) in distances.axis_iter(Axis(0)).enumerate() {
-        sums.iter_mut().for_each(|sum| *sum = 0.0);
-        for (j, distance) in row.iter().enumerate() {
+    // A point's distance to itself is 0, so its own sum needs no correction.
+    Some(crate::cluster::mean_silhouette(labels, &sizes, |i, sums| {
+        for (j, distance) in distances.row(i).iter().enumerate() {
             sums[labels[j]] += distance;
         }
-        let own = labels[i];
-        if sizes[own] <= 1 {
-            continue;
-        }
-        // The point's distance to itself is 0, so the own sum needs no correction.
-        let a = sums[own] / (sizes[own] - 1) as f64;
-        let b = (0..clusters)
-            .filter(|&c| c != own && sizes[c] > 0)
-            .map(|c| sums[c] / sizes[c] as f64)
-            .fold(f64::INFINITY, f64::min);
-        let denominator = a.max(b);
-        if denominator > 0.0 {
-            total += (b - a) / denominator;
-        }
-    }
-    Some(total / n as f64)
+    }))
 }
 
 #[cfg(test)]
