@@ -30,27 +30,7 @@ enum Command {
         json: bool,
     },
     /// Exact cost of one call from its token counts.
-    Cost {
-        #[arg(long)]
-        model: String,
-        /// All input tokens, cached and cache-written included.
-        #[arg(long)]
-        input: u64,
-        #[arg(long, default_value_t = 0)]
-        output: u64,
-        /// Input tokens read from the provider cache.
-        #[arg(long, default_value_t = 0)]
-        cached: u64,
-        #[arg(long, default_value_t = 0)]
-        cache_write_5m: u64,
-        #[arg(long, default_value_t = 0)]
-        cache_write_1h: u64,
-        /// Price under the provider's batch API.
-        #[arg(long)]
-        batch: bool,
-        #[arg(long)]
-        json: bool,
-    },
+    Cost(commands::prices::CostArgs),
     /// Runs the gateway (OpenAI- and Anthropic-compatible proxy, API, /metrics).
     Serve {
         /// Base configuration file (default: ./config/default.toml, else the built-in default).
@@ -207,27 +187,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Pricing { model, compare_litellm, json } => {
             commands::prices::pricing(&catalog, model.as_deref(), compare_litellm, json)
         }
-        Command::Cost {
-            model,
-            input,
-            output,
-            cached,
-            cache_write_5m,
-            cache_write_1h,
-            batch,
-            json,
-        } => commands::prices::cost(
-            &catalog,
-            commands::prices::CostArgs {
-                model,
-                input,
-                output,
-                cached,
-                cache_write_5m,
-                cache_write_1h,
-                batch,
-                json,
-            },
-        ),
+        Command::Cost(args) => commands::prices::cost(&catalog, args),
     }
 }

@@ -60,6 +60,23 @@ pub struct DuplicateAnalysis {
     pub saved: Money,
 }
 
+impl DuplicateAnalysis {
+    /// Nothing repeated, nothing saved, over `requests` requests.
+    pub fn empty(requests: u64) -> DuplicateAnalysis {
+        DuplicateAnalysis {
+            requests,
+            fingerprinted: 0,
+            repeats_within_ttl: 0,
+            repeat_share: 0.0,
+            hits: 0,
+            hit_share: 0.0,
+            evictions: 0,
+            cost: Money::ZERO,
+            saved: Money::ZERO,
+        }
+    }
+}
+
 fn provider_cost(record: &RequestRecord) -> Option<Money> {
     if record.cache == CacheOutcome::Hit { record.saved_cost.or(record.cost) } else { record.cost }
 }
@@ -81,17 +98,7 @@ pub fn duplicate_analysis(
     let mut entries: HashMap<Key, (i64, u64)> = HashMap::new();
     let mut recency: BTreeMap<u64, Key> = BTreeMap::new();
     let mut stamp = 0_u64;
-    let mut analysis = DuplicateAnalysis {
-        requests: records.len() as u64,
-        fingerprinted: 0,
-        repeats_within_ttl: 0,
-        repeat_share: 0.0,
-        hits: 0,
-        hit_share: 0.0,
-        evictions: 0,
-        cost: Money::ZERO,
-        saved: Money::ZERO,
-    };
+    let mut analysis = DuplicateAnalysis::empty(records.len() as u64);
     for index in time_order(records) {
         let record = &records[index];
         let cost = provider_cost(record);

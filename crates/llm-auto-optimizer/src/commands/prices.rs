@@ -6,16 +6,27 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use llmopt_core::{PriceCatalog, Usage, pricing::ModelPrice};
 
-/// The arguments of `cost`.
-#[derive(Debug, Clone)]
+/// The arguments of `cost` (its command-line flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct CostArgs {
+    #[arg(long)]
     pub model: String,
+    /// All input tokens, cached and cache-written included.
+    #[arg(long)]
     pub input: u64,
+    #[arg(long, default_value_t = 0)]
     pub output: u64,
+    /// Input tokens read from the provider cache.
+    #[arg(long, default_value_t = 0)]
     pub cached: u64,
+    #[arg(long, default_value_t = 0)]
     pub cache_write_5m: u64,
+    #[arg(long, default_value_t = 0)]
     pub cache_write_1h: u64,
+    /// Price under the provider's batch API.
+    #[arg(long)]
     pub batch: bool,
+    #[arg(long)]
     pub json: bool,
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use llmopt_core::{Money, PriceCatalog, RequestRecord};
+use llmopt_core::{PriceCatalog, RequestRecord};
 use serde::Serialize;
 
 use super::{CLUSTER_SEED, MIN_CLUSTER_RECORDS};
@@ -116,17 +116,7 @@ pub(super) fn cache_section(
 ) -> CacheSection {
     let duplicates = duplicate_analysis(records, response_cache).unwrap_or_else(|e| {
         notes.push(format!("response cache: {e}"));
-        DuplicateAnalysis {
-            requests: records.len() as u64,
-            fingerprinted: 0,
-            repeats_within_ttl: 0,
-            repeat_share: 0.0,
-            hits: 0,
-            hit_share: 0.0,
-            evictions: 0,
-            cost: Money::ZERO,
-            saved: Money::ZERO,
-        }
+        DuplicateAnalysis::empty(records.len() as u64)
     });
     if duplicates.fingerprinted == 0 {
         notes.push("response cache: no record carries a request fingerprint".into());
@@ -184,7 +174,7 @@ fn priced_models<'a>(records: &'a [RequestRecord], catalog: &PriceCatalog) -> Ve
 
 #[cfg(test)]
 mod tests {
-    use llmopt_core::{Fingerprint, Usage};
+    use llmopt_core::{Fingerprint, Money, Usage};
 
     use super::*;
 

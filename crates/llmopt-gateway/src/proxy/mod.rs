@@ -306,10 +306,12 @@ async fn handle(mut call: ProxiedCall, request: Request) -> Response {
         prefix_blocks: Vec::new(),
     };
     // The workload discovered from the content (routing works on untagged traffic).
-    let workload = workload::workload_text(&body_value).and_then(|(system, user)| {
+    let optimizer = call.state.optimizer();
+    let text = optimizer.discovers_workloads().then(|| workload::workload_text(&body_value));
+    let workload = text.flatten().and_then(|(system, user)| {
         let system = (!system.is_empty()).then_some(system.as_str());
         let text = WorkloadText { system, last_user: &user, input_tokens: None };
-        call.state.optimizer().workload_of(&text)
+        optimizer.workload_of(&text)
     });
     if let Some(id) = &workload {
         call.tags.insert(WORKLOAD_TAG.to_owned(), id.clone());

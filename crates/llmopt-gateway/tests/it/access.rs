@@ -10,7 +10,7 @@ use axum::{
 };
 use http_body_util::BodyExt;
 use llmopt_core::{Clock, SystemClock};
-use llmopt_experiments::{ExperimentSpec, Metric, PolicyChange};
+use llmopt_experiments::{Degradation, ExperimentSpec, Guardrail, Metric, PolicyChange};
 use llmopt_gateway::{
     AppState, GatewayInit, Stores, auth::hash_key, config::from_toml_str, router,
 };
@@ -380,4 +380,48 @@ async fn client_chosen_model_names_cannot_grow_the_metrics_without_bound() {
         (0..extra).filter(|index| text.contains(&format!("model=\"made-up-{index}\""))).count();
     assert!(named <= llmopt_gateway::metrics::MAX_MODEL_SERIES, "{named} model series");
     assert!(text.contains("model=\"other\""), "the rest are counted as other");
+}
+
+#[tokio::test]
+async fn repeated_feedback_counts_once_in_an_experiment() {
+    let (gateway, _sim) = gateway().await;
+    let state = &gateway.state;
+    let engine = state.optimizer().engine().clone();
+    let mut spec = ExperimentSpec::ab(
+        "exp-feedback",
+        PolicyChange::default(),
+        PolicyChange { response_cache: Some(false), ..PolicyChange::default() },
+        Metric::CostUsd,
+        86_400_000,
+    );
+    spec.scope.tenant = Some("team-a".to_owned());
+    spec.guardrails = vec![Guardrail {
+        metric: Metric::Quality { name: "correct".into() },
+        max_degradation: Degradation::Absolute(0.1),
+    }];
+    engine.create(spec).unwrap();
+    engine.start("exp-feedback").unwrap();
+    let request = Request::post("/v1/chat/completions")
+        .header("authorization", format!("Bearer {KEY_A}"))
+        .header("content-type", "application/json")
+        .body(Body::from(chat("sim-small")))
+        .unwrap();
+    let response = router(state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().contains_key("x-llmopt-experiment-arm"), "assigned to an arm");
+    let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    for value in [true, true, false] {
+        let body = json!({"request_id": id, "metric": "correct", "value": value}).to_string();
+        let (status, answer) = send(state, "POST", "/v1/feedback", Some(KEY_A), &body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let (_, experiment) =
+        send(state, "GET", "/api/experiments/exp-feedback", Some(ADMIN), "").await;
+    let counted: u64 = experiment["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|arm| arm["feedback_events"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 1, "one observation per request and metric: {experiment}");
 }

@@ -144,10 +144,15 @@ impl Optimizer {
         })
     }
 
+    /// Whether workload discovery is on (callers skip extracting the text when it is not).
+    pub fn discovers_workloads(&self) -> bool {
+        self.with_config(|config| config.workloads.enabled)
+    }
+
     /// The workload a request belongs to, from its content (`None` while discovery is off or
     /// no model is fitted yet). Also feeds the sample the next model is fitted on.
     pub fn workload_of(&self, text: &WorkloadText<'_>) -> Option<String> {
-        if !self.with_config(|config| config.workloads.enabled) {
+        if !self.discovers_workloads() {
             return None;
         }
         let policy = self.policy.current();
