@@ -179,6 +179,12 @@ pub struct Decision {
     pub hedge_after_ms: Option<u64>,
     /// Ids of the rules that applied, in rule order.
     pub applied_rules: Vec<String>,
+    /// Flags of the rules that applied (each once): the adoptions this request is treated by.
+    pub applied_flags: Vec<String>,
+    /// Flags whose rule matched the request but whose rollout left its unit out (and no other
+    /// rule of the same kind applied): the request is in that change's holdout, the comparison
+    /// an adoption's saving and guardrails are measured against.
+    pub held_out: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -234,11 +240,27 @@ impl Scope {
     }
 }
 
+/// What a flag says for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The request gets the change.
+    Admitted,
+    /// The flag is on and its conditions hold, but the unit's bucket lies outside the rollout.
+    HeldOut,
+    /// The flag is off or its conditions do not hold.
+    Excluded,
+}
+
 impl FeatureFlag {
     /// Whether a request gets the flagged change.
     pub fn admits(&self, name: &str, request: &RequestContext<'_>) -> bool {
+        self.admission(name, request) == Admission::Admitted
+    }
+
+    /// Whether a request gets the flagged change, and if not, why.
+    pub fn admission(&self, name: &str, request: &RequestContext<'_>) -> Admission {
         if !self.enabled {
-            return false;
+            return Admission::Excluded;
         }
         let conditions = &self.conditions;
         let environment_ok = conditions.environments.is_empty()
@@ -248,10 +270,14 @@ impl FeatureFlag {
         let tag_ok = conditions.tags.is_empty()
             || conditions.tags.iter().any(|(k, v)| request.tags.get(k) == Some(v));
         if !(environment_ok && tenant_ok && tag_ok) {
-            return false;
+            return Admission::Excluded;
         }
         let threshold = (self.rollout_percent * 100.0).round() as u32;
-        rollout_bucket(name, request.unit_id) < threshold
+        if rollout_bucket(name, request.unit_id) < threshold {
+            Admission::Admitted
+        } else {
+            Admission::HeldOut
+        }
     }
 }
 
@@ -312,10 +338,23 @@ impl Policy {
             }
             if let Some(flag_name) = &rule.flag {
                 // A rule whose flag is missing stays off: fail closed.
-                let admitted =
-                    self.flags.get(flag_name).is_some_and(|flag| flag.admits(flag_name, request));
-                if !admitted {
-                    continue;
+                let admission = self
+                    .flags
+                    .get(flag_name)
+                    .map_or(Admission::Excluded, |flag| flag.admission(flag_name, request));
+                match admission {
+                    Admission::Admitted => {
+                        if !decision.applied_flags.contains(flag_name) {
+                            decision.applied_flags.push(flag_name.clone());
+                        }
+                    }
+                    Admission::HeldOut => {
+                        if !decision.held_out.contains(flag_name) {
+                            decision.held_out.push(flag_name.clone());
+                        }
+                        continue;
+                    }
+                    Admission::Excluded => continue,
                 }
             }
             decided.push(kind);

@@ -433,6 +433,19 @@ impl Strategy for MaxTokensCapStrategy {
             }
             let usd_per_day = per_day(saved, input);
             let Ok(cap_u32) = u32::try_from(cap) else { continue };
+            // A cap changes answers: never tested (so never adopted) without a quality signal,
+            // and the share of truncated answers is a guardrail of its own. The cap was chosen
+            // to truncate at most `max_truncated_share` of the window's answers; the guardrail
+            // allows twice that before the experiment stops (a margin equal to the expected
+            // increase could never be shown to hold).
+            let mut guardrails = standard_guardrails(&group, input);
+            if !guardrails.iter().any(|g| matches!(g.metric, Metric::Quality { .. })) {
+                continue;
+            }
+            guardrails.push(Guardrail {
+                metric: Metric::TruncatedShare,
+                max_degradation: Degradation::Absolute(2.0 * settings.max_truncated_share),
+            });
             proposals.push(Proposal {
                 id: format!("max_tokens_cap:model={model}"),
                 strategy: self.kind(),
@@ -449,7 +462,7 @@ impl Strategy for MaxTokensCapStrategy {
                 experiment: Some(ExperimentPlan {
                     treatment: PolicyChange { max_tokens_cap: Some(cap_u32), ..PolicyChange::default() },
                     primary: Metric::CostUsd,
-                    guardrails: standard_guardrails(&group, input),
+                    guardrails,
                 }),
                 evidence: json!({"cap": cap, "impact": impact, "responses": outputs.len(), "typical_requested_max_tokens": typical_asked}),
             });

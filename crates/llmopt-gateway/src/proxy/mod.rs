@@ -92,6 +92,8 @@ async fn proxy(state: AppState, protocol: Protocol, request: Request) -> Respons
         max_tokens: None,
         experiment: None,
         upstream_time: Duration::ZERO,
+        cache_ttl: None,
+        hedged: false,
         span: span.clone(),
         _in_flight: None,
     };
@@ -115,6 +117,10 @@ struct ProxiedCall {
     experiment: Option<ExperimentArm>,
     /// Time spent waiting on providers, all attempts.
     upstream_time: Duration,
+    /// How long the answer may be cached (the policy's TTL; `None`: `cache.ttl_s`).
+    cache_ttl: Option<Duration>,
+    /// A second attempt was sent (hedging): its cost is charged to this call.
+    hedged: bool,
     span: tracing::Span,
     _in_flight: Option<InFlightGuard>,
 }
@@ -335,14 +341,33 @@ async fn handle(mut call: ProxiedCall, request: Request) -> Response {
         return call.refuse(error);
     };
     call.experiment = decision.experiment.clone();
+    call.cache_ttl = decision.cache_ttl;
+    llmopt_core::tag_adoptions(&mut call.tags, &decision.applied_flags, &decision.held_out);
+    let served = decision.candidates.first().map_or(model.as_str(), |c| c.model.as_str());
     let max_tokens_field = match call.protocol {
         Protocol::OpenAi if chat.fields.contains_key("max_completion_tokens") => {
+            "max_completion_tokens"
+        }
+        // A cap on a request that set neither field: reasoning models refuse `max_tokens`.
+        Protocol::OpenAi
+            if !chat.fields.contains_key("max_tokens") && takes_max_completion_tokens(served) =>
+        {
             "max_completion_tokens"
         }
         _ => "max_tokens",
     };
     let mut max_tokens: Option<u32> = chat.get(max_tokens_field);
+    // Extended thinking counts its budget inside `max_tokens`, which must exceed it: a cap at
+    // or below the budget would be refused upstream (or leave no room for the answer).
+    let thinking_budget: Option<u32> = match call.protocol {
+        Protocol::Anthropic => chat
+            .get::<Value>("thinking")
+            .and_then(|t| t.get("budget_tokens").and_then(Value::as_u64))
+            .and_then(|budget| u32::try_from(budget).ok()),
+        Protocol::OpenAi => None,
+    };
     if let Some(cap) = decision.max_tokens_cap
+        && thinking_budget.is_none_or(|budget| cap > budget)
         && max_tokens.is_none_or(|requested| requested > cap)
     {
         if let Err(error) = chat.set(max_tokens_field, &cap) {
@@ -368,6 +393,15 @@ async fn handle(mut call: ProxiedCall, request: Request) -> Response {
     }
     let cache_outcome = if cache_key.is_some() { CacheOutcome::Miss } else { CacheOutcome::Bypass };
     forward::forward(call, decision, chat, &model, cache_key, cache_outcome).await
+}
+
+/// OpenAI's reasoning models (o-series, gpt-5) take `max_completion_tokens`, which bounds
+/// reasoning and visible output together, and refuse `max_tokens`.
+fn takes_max_completion_tokens(model: &str) -> bool {
+    let name = model.rsplit('/').next().unwrap_or(model);
+    let o_series =
+        name.strip_prefix('o').is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+    o_series || name.starts_with("gpt-5")
 }
 
 /// The request's answer-changing fields as one JSON object, each raw field parsed once: the
@@ -405,7 +439,7 @@ fn cache_key_for(
     let temperature: Option<f64> = chat.get("temperature");
     // No temperature means the provider default (1.0): not deterministic either.
     let deterministic = temperature.is_some_and(|t| t <= 0.0);
-    if !deterministic && !settings.allow_nonzero_temperature {
+    if !deterministic && !settings.allow_nonzero_temperature && !decision.cache_sampled {
         return None;
     }
     let primary = decision.candidates.first()?;
@@ -520,6 +554,16 @@ mod tests {
             assert_eq!(uuid.get_version_num(), 7);
             let (secs, nanos) = uuid.get_timestamp().unwrap().to_unix();
             assert_eq!(secs * 1_000 + u64::from(nanos) / 1_000_000, ts_ms as u64);
+        }
+    }
+
+    #[test]
+    fn reasoning_models_take_max_completion_tokens() {
+        for model in ["o1", "o3-mini", "o4-mini", "gpt-5", "gpt-5-mini", "openai/o3"] {
+            assert!(takes_max_completion_tokens(model), "{model}");
+        }
+        for model in ["gpt-4o", "gpt-4.1-mini", "omni-moderation", "claude-haiku-4-5"] {
+            assert!(!takes_max_completion_tokens(model), "{model}");
         }
     }
 

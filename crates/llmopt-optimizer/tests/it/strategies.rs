@@ -114,8 +114,18 @@ fn max_tokens_cap_truncates_at_most_the_allowed_share() {
             r
         })
         .collect();
+    // A cap changes answers: without a quality signal it is not proposed for testing at all.
+    assert!(MaxTokensCapStrategy.propose(&input(&records, &catalog, &settings)).is_empty());
+    let records: Vec<RequestRecord> = records.into_iter().map(|r| with_feedback(r, true)).collect();
     let proposals = MaxTokensCapStrategy.propose(&input(&records, &catalog, &settings));
     assert_eq!(proposals.len(), 1);
+    let guardrails = &proposals[0].experiment.as_ref().unwrap().guardrails;
+    let truncated = guardrails
+        .iter()
+        .find(|g| g.metric == Metric::TruncatedShare)
+        .expect("the truncated share is a guardrail");
+    assert_eq!(truncated.max_degradation, Degradation::Absolute(0.02));
+    assert!(guardrails.iter().any(|g| matches!(g.metric, Metric::Quality { .. })));
     let Some(Action::MaxTokensCap { max_tokens }) = proposals[0].action else {
         panic!("cap expected")
     };
