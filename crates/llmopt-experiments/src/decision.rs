@@ -418,7 +418,7 @@ pub fn evaluate(experiment: &mut Experiment, now_ms: i64) -> Vec<Decision> {
         guardrails,
         weights,
     };
-    experiment.last_decision = Some(decision.clone());
+    experiment.record_decision(decision.clone());
     experiment.updated_ms = now_ms;
     decisions.push(decision);
     decisions

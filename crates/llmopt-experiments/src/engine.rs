@@ -194,7 +194,7 @@ impl Engine {
                 Outcome::Adopted { arm } => decision::Action::Adopt { arm: arm.clone() },
                 Outcome::Rejected => decision::Action::Reject,
             };
-            experiment.last_decision = Some(Decision {
+            experiment.record_decision(Decision {
                 experiment_id: experiment.id().to_owned(),
                 at_ms: now_ms,
                 action,

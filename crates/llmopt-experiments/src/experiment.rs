@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use llmopt_core::{Moments, Money, RequestRecord};
 
 use crate::{
-    decision::Decision, spec::ExperimentSpec, spec::Metric, stats::bounded::BoundedDifference,
+    decision::{Action, Comparison, Decision, GuardrailCheck},
+    spec::ExperimentSpec,
+    spec::Metric,
+    stats::bounded::BoundedDifference,
 };
 
 /// Version of the stored body. Bump when a field changes meaning.
@@ -215,6 +218,27 @@ pub struct Experiment {
     pub last_decision: Option<Decision>,
     #[serde(default)]
     pub events: Vec<Event>,
+    /// The numbers of past decisions, oldest first, at most [`MAX_HISTORY`] of them (thinned,
+    /// see [`Experiment::record_decision`]): what a dashboard draws the intervals over time from.
+    #[serde(default)]
+    pub history: Vec<DecisionPoint>,
+}
+
+/// The most decision points an experiment keeps. Every evaluation (one per optimization cycle)
+/// adds one; a full history drops every second older point, so it keeps covering the whole
+/// life of the experiment at a coarser grain and the stored document stays small.
+pub const MAX_HISTORY: usize = 240;
+
+/// One decision's numbers, as kept in [`Experiment::history`]: the primary comparison and the
+/// guardrail checks of each treatment, without the reason text and weights of the full
+/// [`Decision`] (the latest one is [`Experiment::last_decision`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionPoint {
+    pub at_ms: i64,
+    #[serde(flatten)]
+    pub action: Action,
+    pub primary: Vec<Comparison>,
+    pub guardrails: Vec<GuardrailCheck>,
 }
 
 impl Experiment {
@@ -233,6 +257,7 @@ impl Experiment {
             evaluations: 0,
             last_decision: None,
             events: vec![Event { at_ms: now_ms, what: "created".to_owned() }],
+            history: Vec::new(),
         }
     }
 
@@ -258,6 +283,27 @@ impl Experiment {
         self.arms[arm_index].add_record(record, tracked);
     }
 
+    /// Makes `decision` the latest one and adds its numbers to the history. A full history
+    /// first drops every second point but its newest, halving its grain.
+    pub(crate) fn record_decision(&mut self, decision: Decision) {
+        if self.history.len() >= MAX_HISTORY {
+            let newest = self.history.len() - 1;
+            let mut index = 0;
+            self.history.retain(|_| {
+                let keep = index % 2 == 0 || index == newest;
+                index += 1;
+                keep
+            });
+        }
+        self.history.push(DecisionPoint {
+            at_ms: decision.at_ms,
+            action: decision.action.clone(),
+            primary: decision.primary.clone(),
+            guardrails: decision.guardrails.clone(),
+        });
+        self.last_decision = Some(decision);
+    }
+
     pub(crate) fn log(&mut self, at_ms: i64, what: impl Into<String>) {
         self.updated_ms = at_ms;
         self.events.push(Event { at_ms, what: what.into() });
@@ -269,6 +315,41 @@ mod tests {
     use llmopt_core::{ErrorKind, Status as RecordStatus};
 
     use super::*;
+    use crate::spec::PolicyChange;
+
+    fn decision_at(at_ms: i64) -> Decision {
+        Decision {
+            experiment_id: "e".into(),
+            at_ms,
+            action: Action::Continue,
+            reason: String::new(),
+            primary: Vec::new(),
+            guardrails: Vec::new(),
+            weights: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_decision_history_stays_bounded_and_spans_the_whole_life() {
+        let spec = ExperimentSpec::ab(
+            "e",
+            PolicyChange::default(),
+            PolicyChange::default(),
+            Metric::CostUsd,
+            1,
+        );
+        let mut experiment = Experiment::new(spec, 0);
+        for at_ms in 0..1_000 {
+            experiment.record_decision(decision_at(at_ms));
+            assert!(experiment.history.len() <= MAX_HISTORY);
+        }
+        let times: Vec<i64> = experiment.history.iter().map(|point| point.at_ms).collect();
+        assert_eq!(times.first(), Some(&0), "the first decision is kept");
+        assert_eq!(times.last(), Some(&999), "the newest decision is kept");
+        assert!(times.windows(2).all(|pair| pair[0] < pair[1]), "oldest first: {times:?}");
+        assert!(times.len() > MAX_HISTORY / 2, "thinning halves, never empties: {}", times.len());
+        assert_eq!(experiment.last_decision.map(|d| d.at_ms), Some(999));
+    }
 
     #[test]
     fn merged_shards_equal_one_arm_fed_everything() {

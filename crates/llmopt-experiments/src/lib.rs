@@ -54,6 +54,9 @@ pub use decision::{
 };
 pub use engine::{Assignment, Engine};
 pub use error::{Error, Result};
-pub use experiment::{ArmState, ArmStatus, Experiment, ExperimentStatus, Outcome, SCHEMA_VERSION};
+pub use experiment::{
+    ArmState, ArmStatus, DecisionPoint, Experiment, ExperimentStatus, MAX_HISTORY, Outcome,
+    SCHEMA_VERSION,
+};
 pub use spec::{Allocation, ArmSpec, Degradation, ExperimentSpec, Guardrail, Metric, PolicyChange};
 pub use stats::{ArmSummary, Interval, ValueKind};
