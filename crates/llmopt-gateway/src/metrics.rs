@@ -120,6 +120,8 @@ pub struct Metrics {
     in_flight: Gauge,
     config_reloads: Family<CacheLabels, Counter>,
     handler_panics: Counter,
+    stream_clients: Gauge,
+    stream_dropped: Counter,
     optimizer: OptimizerMetrics,
 }
 
@@ -342,8 +344,22 @@ impl Metrics {
             "Configuration reloads by outcome",
             config_reloads.clone(),
         );
+        let stream_clients = Gauge::default();
+        let stream_dropped = Counter::default();
+        registry.register(
+            "llmopt_stream_clients",
+            "Clients connected to /api/stream",
+            stream_clients.clone(),
+        );
+        registry.register(
+            "llmopt_stream_dropped_updates",
+            "Updates /api/stream dropped for clients that fell behind",
+            stream_dropped.clone(),
+        );
         let optimizer = OptimizerMetrics::register(&mut registry);
         Metrics {
+            stream_clients,
+            stream_dropped,
             optimizer,
             registry,
             requests,
@@ -500,6 +516,15 @@ impl Metrics {
 
     pub fn count_panic(&self) {
         self.handler_panics.inc();
+    }
+
+    /// Updates of `/api/stream` a lagging client skipped.
+    pub fn count_stream_dropped(&self, count: u64) {
+        self.stream_dropped.inc_by(count);
+    }
+
+    pub fn set_stream_clients(&self, clients: usize) {
+        self.stream_clients.set(i64::try_from(clients).unwrap_or(i64::MAX));
     }
 
     pub fn count_reload(&self, applied: bool) {

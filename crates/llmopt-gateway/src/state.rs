@@ -170,6 +170,7 @@ pub struct Shared {
     in_flight: AtomicUsize,
     ready: AtomicBool,
     reload_events: broadcast::Sender<ReloadEvent>,
+    stream: crate::api::stream::StreamHub,
 }
 
 /// A [`SecretSource`] that prints nothing.
@@ -217,6 +218,7 @@ impl AppState {
             in_flight: AtomicUsize::new(0),
             ready: AtomicBool::new(true),
             reload_events,
+            stream: crate::api::stream::StreamHub::default(),
         })))
     }
 
@@ -252,6 +254,11 @@ impl AppState {
         let mut decision = runtime.routes.decide(input)?;
         self.0.overlay.apply(runtime, input, &mut decision);
         Some(decision)
+    }
+
+    /// The producer of `/api/stream`'s updates.
+    pub fn stream_hub(&self) -> &crate::api::stream::StreamHub {
+        &self.0.stream
     }
 
     /// The optimizer's overlay (hedge budget, experiment counts).

@@ -7,7 +7,8 @@ use axum::{
     extract::{Path, State},
     http::HeaderMap,
 };
-use llmopt_optimizer::{FeatureFlag, Policy};
+use llmopt_core::AuditEntry;
+use llmopt_optimizer::{FeatureFlag, Optimizer, OptimizerError, Policy};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -207,9 +208,12 @@ pub async fn optimize(
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     #[serde(default)]
-    after: u64,
+    after: Option<u64>,
     #[serde(default = "default_limit")]
     limit: usize,
+    /// The newest this many entries instead of a page after `after`.
+    #[serde(default)]
+    newest: Option<usize>,
 }
 
 /// The most audit entries one `GET /api/audit` returns (page with `after`).
@@ -219,23 +223,71 @@ fn default_limit() -> usize {
     100
 }
 
-/// `GET /api/audit?after=SEQ&limit=N`: the optimizer's decisions, oldest first.
+/// `GET /api/audit?after=SEQ&limit=N`: the optimizer's decisions, oldest first;
+/// `GET /api/audit?newest=N`: the newest N of them, oldest first.
 pub async fn audit(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let optimizer = reader(&state, &headers)?;
-    if !(1..=MAX_AUDIT_ENTRIES).contains(&query.limit) {
+    let (limit, what) = match query.newest {
+        Some(newest) => (newest, "newest"),
+        None => (query.limit, "limit"),
+    };
+    if !(1..=MAX_AUDIT_ENTRIES).contains(&limit) {
         return Err(ApiError::invalid_request(format!(
-            "limit must be between 1 and {MAX_AUDIT_ENTRIES} entries"
+            "{what} must be between 1 and {MAX_AUDIT_ENTRIES} entries"
         )));
     }
-    let limit = query.limit;
-    let entries = blocking(move || optimizer.audit_log(query.after, limit))
-        .await?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    if query.newest.is_some() && query.after.is_some() {
+        return Err(ApiError::invalid_request("`newest` and `after` cannot be used together"));
+    }
+    let after = query.after.unwrap_or(0);
+    let entries = blocking(move || match query.newest {
+        Some(newest) => newest_audit_entries(&optimizer, newest),
+        None => optimizer.audit_log(after, limit),
+    })
+    .await?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(json!({"entries": entries})))
+}
+
+/// The newest `count` audit entries, oldest first. The store pages forwards only and its
+/// sequence numbers have gaps (sled's id generator), so this searches for the `after` that
+/// leaves exactly `count` entries: "at least `count` entries after `seq`" only turns from true
+/// to false once as `seq` grows. O(log(newest seq)) reads of at most `count` entries each.
+pub(crate) fn newest_audit_entries(
+    optimizer: &Optimizer,
+    count: usize,
+) -> Result<Vec<AuditEntry>, OptimizerError> {
+    let enough_after = |seq: u64| -> Result<bool, OptimizerError> {
+        Ok(optimizer.audit_log(seq, count)?.len() == count)
+    };
+    if count == 0 || !enough_after(0)? {
+        // Fewer than `count` entries in all: every one of them.
+        return optimizer.audit_log(0, count);
+    }
+    // Invariant: enough entries after `low`, too few after `high`.
+    let mut low = 0u64;
+    let mut high = 1u64;
+    while enough_after(high)? {
+        low = high;
+        high = high.saturating_mul(2);
+        if high == u64::MAX {
+            break;
+        }
+    }
+    while high - low > 1 {
+        let middle = low + (high - low) / 2;
+        if enough_after(middle)? {
+            low = middle;
+        } else {
+            high = middle;
+        }
+    }
+    // At least `count` entries after `low` and fewer after `low + 1`: exactly `count`.
+    optimizer.audit_log(low, count)
 }
 
 /// `GET /api/adoptions`: adopted changes with their measured savings.

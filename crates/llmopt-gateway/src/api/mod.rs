@@ -5,7 +5,8 @@
 //! - [`control`]: the optimizer's controls and state (proposals, experiments, policy, flags,
 //!   cycles, audit, adoptions);
 //! - [`service`]: what operators and probes read (live statistics, `/metrics`, health,
-//!   readiness, configuration).
+//!   readiness, configuration);
+//! - [`stream`]: the dashboard's WebSocket of live statistics and loop events.
 //!
 //! Handlers are thin: authenticate, parse, call one function, map the result. Work that may
 //! touch the disk runs on a blocking thread ([`blocking`]).
@@ -14,6 +15,7 @@ pub mod control;
 pub mod ingest;
 pub mod reports;
 pub mod service;
+pub mod stream;
 
 use std::sync::Arc;
 

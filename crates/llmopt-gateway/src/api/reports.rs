@@ -168,8 +168,20 @@ pub async fn forecast(
             })
             .transpose()
             .map_err(|e| e.to_string())?;
+        // The horizon's total with its 95 % interval: the forecast errors' covariance across
+        // windows is in `project_budget`'s variance, so this is not the sum of the per-window
+        // bounds (which would overstate it).
+        let total = project_budget(&fitted.model, Money::ZERO, horizon, Money::ZERO)
+            .map_err(|e| e.to_string())?;
+        let horizon_total = json!({
+            "projected_usd": total.projected_remaining_usd,
+            "lower_usd": total.lower_usd,
+            "upper_usd": total.upper_usd,
+            "confidence": 0.95,
+        });
         Ok(json!({"window_ms": window_ms, "history": series, "method": fitted.model.method,
-                  "candidates": fitted.scores, "forecast": forecast, "budget": budget}))
+                  "candidates": fitted.scores, "forecast": forecast, "budget": budget,
+                  "horizon_total": horizon_total}))
     })
     .await?
     .map_err(|message| ApiError::invalid_request(format!("cannot forecast: {message}")))?;
