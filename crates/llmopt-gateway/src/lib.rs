@@ -7,7 +7,8 @@
 //!
 //! Where things are: [`proxy`] (the `/v1` proxy routes), [`routing`] (the configuration's route
 //! table), [`overlay`] (the optimizer's live policy over it), [`cache`] (response cache),
-//! [`auth`], [`api`] (every other route), [`metrics`] (Prometheus text), [`config`] (figment
+//! [`auth`], [`api`] (every other route, with the `/api/stream` WebSocket), [`ui`] (the
+//! dashboard's embedded files), [`metrics`] (Prometheus text), [`config`] (figment
 //! layering and validation), [`server`] (sockets, threads, reload, shutdown), [`state`].
 //!
 //! Design choices:
@@ -48,6 +49,7 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod state;
+pub mod ui;
 
 use axum::{
     Router,
@@ -83,6 +85,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/usage", get(reports::usage))
         .route("/api/forecast", get(reports::forecast))
         .route("/api/clusters", get(reports::clusters))
+        .route("/api/stream", get(api::stream::stream))
+        .route("/ui", get(ui::index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{*path}", get(ui::file))
         .route("/metrics", get(service::metrics))
         .route("/health", get(service::health))
         .route("/ready", get(service::ready))

@@ -6,6 +6,7 @@
 
 mod access;
 mod config;
+mod dashboard;
 mod deploy_metrics;
 mod parsing;
 mod proxy;
