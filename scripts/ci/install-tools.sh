@@ -5,6 +5,9 @@
 # - cargo-deny (checks `deny.toml`): built from crates.io, about 3 minutes on two cores. The
 #   version is pinned so that `deny.toml` is read the same way everywhere; an already installed
 #   cargo-deny of another version is used as it is.
+# - Chromium (Debian's `chromium`), for the dashboard's browser test
+#   (`crates/llm-auto-optimizer/tests/it/dashboard.rs`), which drives it headless over the Chrome
+#   DevTools Protocol. That test fails, rather than skips, when no browser is found.
 set -euo pipefail
 
 CARGO_DENY_VERSION="0.20.2"
@@ -14,4 +17,13 @@ if cargo deny --version >/dev/null 2>&1; then
 else
     echo "installing cargo-deny $CARGO_DENY_VERSION from crates.io (a few minutes)" >&2
     cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION"
+fi
+
+if command -v chromium >/dev/null 2>&1; then
+    echo "chromium present: $(chromium --version 2>/dev/null || echo unknown version)" >&2
+else
+    echo "installing Debian's chromium (for the dashboard's browser test)" >&2
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update
+    $SUDO apt-get install -y --no-install-recommends chromium
 fi

@@ -71,6 +71,10 @@ enum Command {
         /// traffic rarely has); by default workloads are discovered from the prompts' content.
         #[arg(long)]
         tags: bool,
+        /// After the report, keep the gateway and its dashboard (`/ui`) serving on loopback
+        /// until interrupted; prints the URL and the run's admin token.
+        #[arg(long)]
+        serve: bool,
     },
     /// Offline analysis of a trace: our records (NDJSON) or a public trace (Azure CSV, Mooncake
     /// JSONL): traffic and cost, forecast, anomalies, clusters, cache and prefix opportunities,
@@ -161,6 +165,7 @@ fn run(cli: Cli) -> Result<()> {
             prompts,
             json,
             tags,
+            serve,
         } => {
             let args = llm_auto_optimizer::demo::DemoArgs {
                 requests,
@@ -174,7 +179,7 @@ fn run(cli: Cli) -> Result<()> {
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 tags,
             };
-            commands::demo::demo(&args, json)
+            commands::demo::demo(&args, json, serve)
         }
         Command::Evaluate(args) => commands::evaluate::evaluate(args),
         Command::Config { command: ConfigCommand::Check { file } } => {

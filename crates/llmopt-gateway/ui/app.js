@@ -57,11 +57,20 @@ const picosToUsd = (picos) => Number(picos || 0) / 1e12;
 
 function usd(value) {
   if (value === null || value === undefined || !Number.isFinite(value)) return "–";
+  if (value === 0) return "$0";
   const magnitude = Math.abs(value);
   const digits = magnitude >= 100 ? 0 : magnitude >= 1 ? 2 : magnitude >= 0.01 ? 4 : 6;
   return (value < 0 ? "−$" : "$") + magnitude.toLocaleString("en-US", {
     minimumFractionDigits: digits, maximumFractionDigits: digits,
   });
+}
+/// Dollars on a chart's axis: two significant digits below a dollar, so ticks stay short.
+function usdAxis(value) {
+  if (value === null || !Number.isFinite(value)) return "";
+  if (value === 0) return "$0";
+  const magnitude = Math.abs(value);
+  const text = magnitude >= 1 ? magnitude.toLocaleString("en-US", { maximumFractionDigits: 2 }) : String(Number(magnitude.toPrecision(2)));
+  return (value < 0 ? "−$" : "$") + text;
 }
 const count = (value) => (value === null || value === undefined ? "–" : Number(value).toLocaleString("en-US"));
 function pct(value, digits = 2) {
@@ -249,13 +258,24 @@ function liveSeries(stats) {
 // Overview.
 
 async function renderOverview(view) {
-  const rangeKey = RANGES[localStorage.getItem(RANGE_KEY)] ? localStorage.getItem(RANGE_KEY) : "24h";
-  const range = RANGES[rangeKey];
   const stats = await api("/api/stats");
   session.stats = stats;
   const now = stats.now_ms;
+  const usageOf = (range) => api(`/api/usage?group_by=total&from_ms=${now - range.span}&to_ms=${now + 1}&window_ms=${range.window}`);
+  // The range the user chose, else the shortest that holds the last day's traffic.
+  let rangeKey = RANGES[localStorage.getItem(RANGE_KEY)] ? localStorage.getItem(RANGE_KEY) : null;
+  let usage = null;
+  if (!rangeKey) {
+    usage = await usageOf(RANGES["24h"]);
+    const active = usage.rows.filter((row) => row.count > 0).map((row) => row.window_start_ms);
+    const first = active.length ? Math.min(...active) : now - DAY;
+    // A window's start at or after the range's start: all of its traffic is inside the range.
+    rangeKey = ["1h", "6h", "24h"].find((key) => first >= now - RANGES[key].span) || "24h";
+    if (rangeKey !== "24h") usage = null;
+  }
+  const range = RANGES[rangeKey];
   const from = now - range.span;
-  const usage = await api(`/api/usage?group_by=total&from_ms=${from}&to_ms=${now + 1}&window_ms=${range.window}`);
+  if (!usage) usage = await usageOf(range);
   const rows = dense(usage.rows.slice().sort((a, b) => a.window_start_ms - b.window_start_ms),
     from, now + 1, range.window, (start) => ({
       window_start_ms: start, count: 0, errors: 0, cache_hits: 0, cost: 0, saved_cost: 0,
@@ -280,14 +300,18 @@ async function renderOverview(view) {
         type: "button", class: key === rangeKey ? "active" : "", "data-range": key,
         onclick: () => { localStorage.setItem(RANGE_KEY, key); route(); },
       }, value.label))));
-  const card = (label, value, sub, id) => el("div", { class: "card", id },
-    el("div", { class: "label" }, label), el("div", { class: "value" }, value), sub ? el("div", { class: "sub" }, sub) : null);
+  // `data-value` carries the unformatted figure (the browser test compares it with the API).
+  const card = (label, value, sub, id, raw) => el("div", { class: "card", id },
+    el("div", { class: "label" }, label), el("div", { class: "value", "data-value": raw === undefined ? null : String(raw) }, value),
+    sub ? el("div", { class: "sub" }, sub) : null);
+  const errorRate = totals.requests ? totals.errors / totals.requests : null;
+  const meanLatency = totals.requests ? totals.latencyWeighted / totals.requests : null;
   const cards = el("div", { class: "cards" },
-    card("Requests", count(totals.requests), `last ${range.label}`, "kpi-requests"),
-    card("Spend", usd(usage.total_cost_usd), `last ${range.label}`, "kpi-spend"),
-    card("Saved by the cache", usd(totals.saved), `${pct(totals.requests ? totals.hits / totals.requests : null, 1)} hits`, "kpi-saved"),
-    card("Error rate", pct(totals.requests ? totals.errors / totals.requests : null), `${count(totals.errors)} errors`, "kpi-errors"),
-    card("Mean latency", ms(totals.requests ? totals.latencyWeighted / totals.requests : null), `last ${range.label}`, "kpi-latency"),
+    card("Requests", count(totals.requests), `last ${range.label}`, "kpi-requests", totals.requests),
+    card("Spend", usd(usage.total_cost_usd), `last ${range.label}`, "kpi-spend", usage.total_cost_usd),
+    card("Saved by the cache", usd(totals.saved), `${pct(totals.requests ? totals.hits / totals.requests : null, 1)} hits`, "kpi-saved", totals.saved),
+    card("Error rate", pct(errorRate), `${count(totals.errors)} errors`, "kpi-errors", errorRate),
+    card("Mean latency", ms(meanLatency), `last ${range.label}`, "kpi-latency", meanLatency),
     card("Live p50 / p99", "–", "current collector window", "kpi-live"));
 
   const xs = rows.map((row) => row.window_start_ms / 1000);
@@ -319,7 +343,7 @@ async function renderOverview(view) {
     }, [xs, rows.map((r) => r.count), rows.map((r) => (r.count ? r.errors / r.count : null))]);
     plot(costChart, {
       series: [{}, line("spend", COLORS.blue, { value: (_, v) => usd(v) }), line("saved by cache", COLORS.green, { value: (_, v) => usd(v) })],
-      axes: [{}, valueAxis((v) => usd(v))],
+      axes: [{}, valueAxis(usdAxis)],
     }, [xs, rows.map((r) => picosToUsd(r.cost)), rows.map((r) => picosToUsd(r.saved_cost))]);
     plot(latencyChart, {
       series: [{}, line("p50", COLORS.blue, { value: (_, v) => ms(v) }), line("p95", COLORS.orange, { value: (_, v) => ms(v) }),
@@ -386,11 +410,18 @@ async function renderForecast(panel, now) {
     const forecast = await api(`/api/forecast?window_ms=${windowMs}&horizon=${horizon}&history_ms=${Math.min(history, 7 * DAY)}`);
     const spent = month.total_cost_usd;
     const rest = forecast.horizon_total;
-    const projected = spent + rest.projected_usd;
-    const lower = spent + Math.max(0, rest.lower_usd);
-    const upper = spent + Math.max(0, rest.upper_usd);
-    // Chart: the fitted history and the next windows (as many as the history, at least a day).
-    const shown = Math.min(horizon, Math.max(forecast.history.length, Math.round(DAY / windowMs)));
+    // The model's interval is trusted no further ahead than the history it was fitted on: a
+    // trend fitted on a few hours says little about the next weeks (and can point below zero).
+    // Beyond that, the projection is the history's mean rate, without an interval.
+    const fitted = forecast.history.length;
+    const trusted = fitted >= horizon;
+    const meanRate = forecast.history.reduce((sum, value) => sum + value, 0) / Math.max(fitted, 1);
+    const restUsd = trusted ? Math.max(0, rest.projected_usd) : meanRate * horizon;
+    const projected = spent + restUsd;
+    const lower = trusted ? spent + Math.max(0, rest.lower_usd) : null;
+    const upper = trusted ? spent + Math.max(0, rest.upper_usd) : null;
+    // Chart: the fitted history and as many windows ahead (at least six).
+    const shown = Math.min(horizon, Math.max(forecast.history.length, 6));
     const start = now - (forecast.history.length - 1) * windowMs;
     const xs = [];
     const actual = [];
@@ -407,31 +438,33 @@ async function renderForecast(panel, now) {
     for (let index = 0; index < shown; index += 1) {
       xs.push((now + (index + 1) * windowMs) / 1000);
       actual.push(null);
-      mean.push(forecast.forecast.mean[index]);
+      mean.push(Math.max(0, forecast.forecast.mean[index]));
       low.push(Math.max(0, forecast.forecast.lower[index]));
-      high.push(forecast.forecast.upper[index]);
+      high.push(Math.max(0, forecast.forecast.upper[index]));
     }
     const windowLabel = windowMs >= HOUR ? `${windowMs / HOUR} h` : `${windowMs / 60000} min`;
     const chart = el("div", { class: "chart", id: "chart-forecast" });
     panel.replaceChildren(title,
       el("div", { class: "cards" },
         el("div", { class: "card", id: "kpi-projection" }, el("div", { class: "label" }, "Projected month total"),
-          el("div", { class: "value" }, usd(projected)), el("div", { class: "sub" }, `95 % interval ${usd(lower)} – ${usd(upper)}`)),
+          el("div", { class: "value", "data-value": String(projected), "data-spent": String(spent) }, usd(projected)),
+          el("div", { class: "sub" }, trusted ? `95 % interval ${usd(lower)} – ${usd(upper)}` : "at the recent mean rate (no interval)")),
         el("div", { class: "card" }, el("div", { class: "label" }, "Spent this month"), el("div", { class: "value" }, usd(spent)),
           el("div", { class: "sub" }, `until ${time(now)}`)),
-        el("div", { class: "card" }, el("div", { class: "label" }, "Forecast of the rest"), el("div", { class: "value" }, usd(rest.projected_usd)),
+        el("div", { class: "card" }, el("div", { class: "label" }, "Rest of the month"), el("div", { class: "value" }, usd(restUsd)),
           el("div", { class: "sub" }, `${count(horizon)} windows of ${windowLabel}`))),
       chart,
-      el("p", { class: "legend-note" },
-        `Model: ${forecast.method}, fitted on ${forecast.history.length} windows of ${windowLabel}; the band is each window's 95 % forecast interval. `
-        + "The month's interval is that of the sum, not the sum of the bands."));
+      el("p", { class: "legend-note", id: "forecast-basis" },
+        `Model: ${forecast.method}, fitted on ${fitted} windows of ${windowLabel}; the band is each window's 95 % forecast interval (drawn from 0). `
+        + (trusted ? "The month's interval is that of the sum, not the sum of the bands."
+          : `The month-end figure uses the mean rate of those ${fitted} windows: the model's interval is not used ${count(horizon)} windows ahead of ${fitted} windows of history.`)));
     plot(chart, {
       series: [{}, line("cost", COLORS.blue, { value: (_, v) => usd(v) }),
         line("forecast", COLORS.purple, { dash: [6, 4], value: (_, v) => usd(v) }),
         line("lower 95 %", "rgba(123,75,179,0.4)", { width: 1, value: (_, v) => usd(v) }),
         line("upper 95 %", "rgba(123,75,179,0.4)", { width: 1, value: (_, v) => usd(v) })],
       bands: [{ series: [4, 3], fill: "rgba(123,75,179,0.14)" }],
-      axes: [{}, valueAxis((v) => usd(v))],
+      axes: [{}, valueAxis(usdAxis)],
     }, [xs, actual, mean, low, high]);
   } catch (error) {
     panel.replaceChildren(title, failure(error, "The forecast"));
@@ -508,13 +541,13 @@ function intervalChart(container, points, boundary, boundaryLabel, format) {
       line("upper", "rgba(31,111,178,0.45)", { width: 1, value: (_, v) => format(v) }),
       line(boundaryLabel, COLORS.red, { dash: [5, 4], width: 1.5, value: (_, v) => format(v) })],
     bands: [{ series: [3, 2], fill: COLORS.band }],
-    axes: [{}, valueAxis((v) => format(v), { size: 80 })],
+    axes: [{}, valueAxis(format === usd ? usdAxis : format, { size: 80 })],
   }, [xs, points.map((p) => (p.interval ? p.interval.estimate : null)), points.map((p) => (p.interval ? p.interval.lower : null)),
     points.map((p) => (p.interval ? p.interval.upper : null)), points.map(() => boundary)]);
 }
 
 function formatFor(key) {
-  if (key === "cost_usd") return (v) => usd(v);
+  if (key === "cost_usd") return usd;
   if (key === "latency_ms" || key === "ttft_ms") return (v) => ms(v);
   if (/share|rate/.test(key)) return (v) => pct(v);
   return (v) => number(v);
@@ -696,7 +729,7 @@ async function renderChanges(view) {
       el("td", { class: "small" }, changeText(adoption.change)),
       el("td", { class: "small hide-narrow" }, time(adoption.adopted_ms)),
       el("td", { class: "num" }, pct(adoption.holdout_share, 0)),
-      el("td", { class: "num saving" }, m ? usd(m.saving_usd_per_day) : "not measured yet",
+      el("td", { class: "num saving", "data-value": m ? String(m.saving_usd_per_day) : null }, m ? usd(m.saving_usd_per_day) : "not measured yet",
         interval ? el("div", { class: "small muted" }, `${usd(interval[0])} to ${usd(interval[1])}`) : null),
       el("td", { class: "num hide-narrow" }, m ? `${count(m.applied_requests)} / ${count(m.held_out_requests)}` : "–"),
       el("td", {}, adoption.rolled_back

@@ -145,6 +145,59 @@ async fn records_between(state: &AppState, from_ms: i64, to_ms: i64) -> Result<V
 
 /// Runs the demo and returns its report; `out` gets the text report.
 pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> Result<DemoReport> {
+    let (report, gateway) = run_and_keep(args, out).await?;
+    gateway.shutdown().await?;
+    Ok(report)
+}
+
+/// The demo's gateway and simulated provider, still serving after the report: the dashboard
+/// at [`DemoGateway::dashboard_url`] shows what the demo did. Its simulated clock goes on in
+/// real time from where the demo left it.
+#[derive(Debug)]
+pub struct DemoGateway {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The admin token of this run (random): the dashboard's controls and the loop's routes.
+    pub admin_token: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::result::Result<(), llmopt_gateway::Error>>,
+    ticker: tokio::task::JoinHandle<()>,
+    sim: SimServer,
+    state: AppState,
+    store: llmopt_storage::SledStore,
+    data_dir: PathBuf,
+    remove_data_dir: bool,
+}
+
+impl DemoGateway {
+    pub fn dashboard_url(&self) -> String {
+        format!("{}/ui", self.url)
+    }
+
+    /// Stops the gateway and the simulated provider, closes the store, and removes the data
+    /// directory unless it was given.
+    pub async fn shutdown(self) -> Result<()> {
+        self.ticker.abort();
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+        self.sim.shutdown().await;
+        server::close_sled(self.state, self.store).await?;
+        if self.remove_data_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+        Ok(())
+    }
+}
+
+/// The name the demo's admin token is read under (from its own secret source, not the
+/// environment).
+const DEMO_ADMIN_TOKEN_ENV: &str = "LLMOPT_DEMO_ADMIN_TOKEN";
+
+/// Runs the demo like [`run`] and leaves its gateway serving.
+pub async fn run_and_keep(
+    args: &DemoArgs,
+    out: &mut (dyn Write + Send),
+) -> Result<(DemoReport, DemoGateway)> {
     if !(args.speed.is_finite() && args.speed > 0.0) {
         bail!("--speed must be a positive number, got {}", args.speed);
     }
@@ -225,10 +278,19 @@ base_url = "{base}"
 [routes.openai]
 models = ["gpt-*"]
 provider = "openai"
+[auth]
+admin_token_env = "{admin_env}"
 "#,
+        admin_env = DEMO_ADMIN_TOKEN_ENV,
         path = data_dir.display().to_string(),
         base = sim.openai_base_url(),
     );
+    // A fresh random admin token per run: loopback only, but the dashboard's controls should
+    // not be open to every local process.
+    let admin_token: String = {
+        let mut rng = rand::rngs::OsRng;
+        (0..32).map(|_| char::from_digit(rng.gen_range(0..16), 16).unwrap_or('0')).collect()
+    };
     let mut config = config::from_toml_str(&config_text).context("demo configuration")?;
     config.optimizer = demo_optimizer_config(args.tags);
     let store = server::open_sled(&config.storage).await?;
@@ -237,7 +299,10 @@ provider = "openai"
         config,
         stores: Stores::sled(&store),
         clock: dyn_clock,
-        secrets: Arc::new(|_: &str| None),
+        secrets: {
+            let admin_token = admin_token.clone();
+            Arc::new(move |name: &str| (name == DEMO_ADMIN_TOKEN_ENV).then(|| admin_token.clone()))
+        },
         config_source: None,
     })?;
     let optimizer = state.optimizer().clone();
@@ -525,12 +590,32 @@ provider = "openai"
     };
     write_report(&report, out)?;
 
-    let _ = stop_tx.send(());
-    let _ = server.await;
-    sim.shutdown().await;
-    server::close_sled(state, store).await?;
-    if args.data_dir.is_none() {
-        let _ = std::fs::remove_dir_all(&data_dir);
-    }
-    Ok(report)
+    // From here on the simulated clock follows real time, so the kept gateway's live windows
+    // move on as a real one's do.
+    let ticker = {
+        let clock = clock.clone();
+        tokio::spawn(async move {
+            let mut last = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let now = Instant::now();
+                let elapsed = i64::try_from(now.duration_since(last).as_millis()).unwrap_or(0);
+                clock.advance(elapsed);
+                last = now;
+            }
+        })
+    };
+    let gateway = DemoGateway {
+        url: gateway,
+        admin_token,
+        stop: stop_tx,
+        server,
+        ticker,
+        sim,
+        state,
+        store,
+        remove_data_dir: args.data_dir.is_none(),
+        data_dir,
+    };
+    Ok((report, gateway))
 }

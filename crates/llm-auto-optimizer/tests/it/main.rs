@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap is a failed test")]
 
 mod analyze;
+mod cdp;
 mod cli;
+mod dashboard;
 mod demo;
 mod evaluate;

@@ -202,7 +202,10 @@ pub async fn clusters(
         query.filter.tenant = tenant;
         // Bounded work: at most this many records are read and clustered.
         query.limit = Some(200_000);
-        let records = records.scan(&query).map_err(|e| e.to_string())?;
+        let mut records = records.scan(&query).map_err(|e| e.to_string())?;
+        // Calls whose usage never arrived (errors, cut streams) have no token features to be
+        // placed by; they are left out rather than fail the whole clustering.
+        records.retain(|record| record.usage.is_some());
         let clusters = cluster_records(&records, &FeatureSpec::default(), 2..=8, 42)
             .map_err(|e| e.to_string())?;
         Ok(json!(clusters))
