@@ -53,6 +53,10 @@ function el(tag, attributes, ...children) {
 }
 
 const $ = (selector) => document.querySelector(selector);
+/// Replaces a node's children, skipping `null` and `false` as `el` does.
+function fill(node, ...children) {
+  node.replaceChildren(...children.flat().filter((child) => child !== null && child !== undefined && child !== false));
+}
 const picosToUsd = (picos) => Number(picos || 0) / 1e12;
 
 function usd(value) {
@@ -321,7 +325,7 @@ async function renderOverview(view) {
   const latencyChart = el("div", { class: "chart", id: "chart-latency" });
   const liveChart = el("div", { class: "chart", id: "chart-live" });
   const forecastPanel = el("div", { class: "panel", id: "forecast" }, el("h2", {}, "Month-end projection"), el("p", { class: "muted" }, "Loading…"));
-  view.replaceChildren(toolbar, cards,
+  fill(view, toolbar, cards,
     el("div", { class: "grid" },
       el("section", { class: "panel" }, el("h2", {}, `Requests and error rate per ${windowLabel}`), trafficChart),
       el("section", { class: "panel" }, el("h2", {}, `Spend and cache saving per ${windowLabel} (USD)`), costChart),
@@ -363,7 +367,11 @@ async function renderOverview(view) {
     const windows = series.windows.slice().reverse();
     const current = series.windows.find((w) => w.window_start_ms === liveStats.current_window_start_ms);
     const kpi = $("#kpi-live .value");
-    if (kpi) kpi.textContent = current ? `${ms(current.latency_ms.p50)} / ${ms(current.latency_ms.p99)}` : "no traffic now";
+    if (kpi) {
+      kpi.textContent = current
+        ? `${ms(current.latency_ms.p50).replace(" ms", "")} / ${ms(current.latency_ms.p99)}`
+        : "no traffic now";
+    }
     if (note) {
       note.textContent = current
         ? `Current ${liveStats.window_ms / 1000} s window: ${count(current.count)} requests, ${pct(current.error_rate)} errors, ${usd(current.cost_usd)} spent.`
@@ -396,7 +404,7 @@ async function renderForecast(panel, now) {
     const week = await api(`/api/usage?group_by=total&from_ms=${now - 7 * DAY}&to_ms=${now + 1}&window_ms=${HOUR}`);
     const first = week.rows.filter((r) => r.count > 0).map((r) => r.window_start_ms).sort((a, b) => a - b)[0];
     if (first === undefined) {
-      panel.replaceChildren(title, el("p", { class: "muted" }, "No traffic in the last 7 days to forecast from."));
+      fill(panel, title, el("p", { class: "muted" }, "No traffic in the last 7 days to forecast from."));
       return;
     }
     // The finest window that gives the fit a day's worth of points (or at least 24) and keeps
@@ -435,6 +443,13 @@ async function renderForecast(panel, now) {
       low.push(null);
       high.push(null);
     });
+    // The forecast starts from the last observed window, so the two lines meet.
+    if (actual.length) {
+      const last = actual.length - 1;
+      mean[last] = actual[last];
+      low[last] = actual[last];
+      high[last] = actual[last];
+    }
     for (let index = 0; index < shown; index += 1) {
       xs.push((now + (index + 1) * windowMs) / 1000);
       actual.push(null);
@@ -444,7 +459,7 @@ async function renderForecast(panel, now) {
     }
     const windowLabel = windowMs >= HOUR ? `${windowMs / HOUR} h` : `${windowMs / 60000} min`;
     const chart = el("div", { class: "chart", id: "chart-forecast" });
-    panel.replaceChildren(title,
+    fill(panel, title,
       el("div", { class: "cards" },
         el("div", { class: "card", id: "kpi-projection" }, el("div", { class: "label" }, "Projected month total"),
           el("div", { class: "value", "data-value": String(projected), "data-spent": String(spent) }, usd(projected)),
@@ -467,7 +482,7 @@ async function renderForecast(panel, now) {
       axes: [{}, valueAxis(usdAxis)],
     }, [xs, actual, mean, low, high]);
   } catch (error) {
-    panel.replaceChildren(title, failure(error, "The forecast"));
+    fill(panel, title, failure(error, "The forecast"));
   }
 }
 
@@ -501,7 +516,7 @@ async function renderExperiments(view) {
   try {
     [list, adoptions] = await Promise.all([api("/api/experiments"), api("/api/adoptions")]);
   } catch (error) {
-    view.replaceChildren(el("h1", {}, "Experiments"), failure(error, "Experiments"));
+    fill(view, el("h1", {}, "Experiments"), failure(error, "Experiments"));
     return;
   }
   const pending = new Set(adoptions.pending_approval.map((p) => p.experiment_id));
@@ -519,7 +534,7 @@ async function renderExperiments(view) {
   el("td", {}, el("strong", {}, actionText(experiment.last_decision)),
     experiment.last_decision ? el("div", { class: "small muted" }, experiment.last_decision.reason) : null),
   el("td", { class: "hide-narrow small" }, time(experiment.started_ms))));
-  view.replaceChildren(
+  fill(view, 
     el("div", { class: "toolbar" }, el("h1", {}, "Experiments"), el("span", { class: "spacer" }),
       el("span", { class: "muted" }, `${experiments.length} experiments, ${running} running, ${pending.size} awaiting approval`)),
     el("section", { class: "panel" }, experiments.length
@@ -583,7 +598,7 @@ async function renderExperiment(view, id) {
   try {
     [experiment, adoptions] = await Promise.all([api("/api/experiments/" + encodeURIComponent(id)), api("/api/adoptions")]);
   } catch (error) {
-    view.replaceChildren(el("p", {}, el("a", { href: "#/experiments" }, "← Experiments")), failure(error, "This experiment"));
+    fill(view, el("p", {}, el("a", { href: "#/experiments" }, "← Experiments")), failure(error, "This experiment"));
     return;
   }
   const spec = experiment.spec;
@@ -665,7 +680,7 @@ async function renderExperiment(view, id) {
     return section;
   });
 
-  view.replaceChildren(
+  fill(view, 
     el("p", {}, el("a", { href: "#/experiments" }, "← Experiments")),
     el("div", { class: "toolbar" }, el("h1", {}, spec.name), statusBadge(experiment.status), awaiting ? badge("awaiting approval", "warn") : null),
     controls,
@@ -715,7 +730,7 @@ async function renderChanges(view) {
   try {
     [proposals, adoptions, audit] = await Promise.all([api("/api/proposals"), api("/api/adoptions"), api("/api/audit?newest=100")]);
   } catch (error) {
-    view.replaceChildren(el("h1", {}, "Proposals & adoptions"), failure(error, "Proposals and adoptions"));
+    fill(view, el("h1", {}, "Proposals & adoptions"), failure(error, "Proposals and adoptions"));
     return;
   }
   const inForce = adoptions.adoptions.filter((a) => !a.rolled_back);
@@ -751,8 +766,8 @@ async function renderChanges(view) {
     el("td", { class: "num" }, entry.seq), el("td", { class: "small" }, time(entry.ts_ms)),
     el("td", {}, badge(entry.kind.replace(/_/g, " "), { adopted: "good", rolled_back: "bad", rejected: "bad", arm_stopped: "warn", experiment_started: "info" }[entry.kind])),
     el("td", { class: "small" }, entry.subject),
-    el("td", { class: "small hide-narrow" }, typeof entry.detail.reason === "string" ? entry.detail.reason : "")));
-  view.replaceChildren(
+    el("td", { class: "small hide-narrow" }, [entry.detail.reason, entry.detail.summary].find((text) => typeof text === "string") || "")));
+  fill(view, 
     el("div", { class: "toolbar" }, el("h1", {}, "Proposals & adoptions")),
     el("div", { class: "cards" },
       el("div", { class: "card", id: "kpi-adopted" }, el("div", { class: "label" }, "Changes in force"), el("div", { class: "value" }, count(inForce.length)),
@@ -792,7 +807,7 @@ async function renderWorkloads(view) {
   try {
     clusters = await api("/api/clusters");
   } catch (error) {
-    view.replaceChildren(el("h1", {}, "Workloads"), failure(error, "Workload clusters"));
+    fill(view, el("h1", {}, "Workloads"), failure(error, "Workload clusters"));
     return;
   }
   const profiles = clusters.profiles.slice().sort((a, b) => b.size - a.size);
@@ -800,9 +815,9 @@ async function renderWorkloads(view) {
   const sharesChart = el("div", { class: "chart", id: "chart-clusters" });
   const silhouetteChart = el("div", { class: "chart", id: "chart-silhouette" });
   const best = clusters.silhouette_by_k.find(([k]) => k === clusters.k);
-  view.replaceChildren(
+  fill(view, 
     el("div", { class: "toolbar" }, el("h1", {}, "Workloads"), el("span", { class: "spacer" }),
-      el("span", { class: "muted" }, `${count(clusters.labels.length)} requests of the last day, ${clusters.k} clusters`)),
+      el("span", { class: "muted" }, `${count(clusters.labels.length)} calls of the last day with token usage, ${clusters.k} clusters`)),
     el("section", { class: "panel" }, el("div", { class: "table-wrap" }, el("table", { id: "clusters-table" },
       el("thead", {}, el("tr", {}, el("th", {}, "Cluster"), el("th", { class: "num" }, "Requests"), el("th", { class: "num" }, "Share"),
         el("th", { class: "num" }, "Cost"), el("th", { class: "num" }, "Cost share"), el("th", { class: "num" }, "Input tokens"),
@@ -813,8 +828,9 @@ async function renderWorkloads(view) {
         el("td", { class: "num" }, number(Math.expm1(feature(p, "ln_input_tokens")), 3)),
         el("td", { class: "num" }, number(Math.expm1(feature(p, "ln_output_tokens")), 3)),
         el("td", { class: "small" }, Object.entries(p.models).map(([model, n]) => `${model}: ${count(n)}`).join(", "))))))),
-      el("p", { class: "legend-note" }, "Clusters of the requests' shape (tokens in and out, cached share), k chosen by silhouette. "
-        + "Token columns are geometric means (the clustering works on log tokens).")),
+      el("p", { class: "legend-note" }, "Clusters of the calls' shape (tokens in and out, cached share), k chosen by silhouette. "
+        + "Token columns are geometric means (the clustering works on log tokens). Calls without token usage (response-cache hits, "
+        + "failed calls) are not clustered.")),
     el("div", { class: "grid" },
       el("section", { class: "panel" }, el("h2", {}, "Share of requests and of cost per cluster"), sharesChart),
       el("section", { class: "panel" }, el("h2", {}, "Silhouette by number of clusters"), silhouetteChart,
@@ -823,7 +839,7 @@ async function renderWorkloads(view) {
   const xs = profiles.map((_, index) => index);
   plot(sharesChart, {
     height: 220,
-    scales: { x: { time: false, range: [-0.6, profiles.length - 0.4] } },
+    scales: { x: { time: false, range: [-0.6, profiles.length - 0.4] }, y: { range: (_, min, max) => [0, Math.max(max, 0.01) * 1.1] } },
     series: [{ label: "cluster", value: (_, v) => (v === null || profiles[v] === undefined ? "" : `#${profiles[v].cluster}`) },
       line("requests", COLORS.blue, { paths: bars, fill: "rgba(31,111,178,0.7)", value: (_, v) => pct(v, 1) }),
       line("cost", COLORS.orange, { paths: uPlot.paths.bars({ size: [0.35, 60], align: 1 }), fill: "rgba(217,130,43,0.7)", value: (_, v) => pct(v, 1) })],
@@ -872,7 +888,7 @@ async function route() {
   try {
     await renderer(view);
   } catch (error) {
-    view.replaceChildren(failure(error, "This page"));
+    fill(view, failure(error, "This page"));
   }
   staging.remove();
   if (render !== session.render) return;

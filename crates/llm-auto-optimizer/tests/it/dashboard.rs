@@ -74,6 +74,13 @@ async fn open(browser: &Browser, hash: &str, page: &str) {
             180,
         )
         .await;
+    // A figure or field the page failed to fill shows up as one of these words.
+    let leaked = browser
+        .eval(
+            "(document.querySelector('#view').innerText.match(/\\b(null|undefined|NaN|Infinity)\\b/g) || []).join(', ')",
+        )
+        .await;
+    assert_eq!(leaked, "", "{hash} shows unfilled values");
 }
 
 async fn count(browser: &Browser, selector: &str) -> usize {
