@@ -546,8 +546,10 @@ async function renderExperiments(view) {
   session.page = { onEvent: () => route() };
 }
 
-/// One chart of an interval over time with the decision boundary as a flat line.
+/// One chart of an interval over time with the decision boundary: one value, or one per point
+/// (a guardrail's allowed degradation can change as the control's mean moves).
 function intervalChart(container, points, boundary, boundaryLabel, format) {
+  const boundaries = Array.isArray(boundary) ? boundary : points.map(() => boundary);
   const xs = points.map((p) => p.at_ms / 1000);
   plot(container, {
     height: 200,
@@ -558,7 +560,7 @@ function intervalChart(container, points, boundary, boundaryLabel, format) {
     bands: [{ series: [3, 2], fill: COLORS.band }],
     axes: [{}, valueAxis(format === usd ? usdAxis : format, { size: 80 })],
   }, [xs, points.map((p) => (p.interval ? p.interval.estimate : null)), points.map((p) => (p.interval ? p.interval.lower : null)),
-    points.map((p) => (p.interval ? p.interval.upper : null)), points.map(() => boundary)]);
+    points.map((p) => (p.interval ? p.interval.upper : null)), boundaries]);
 }
 
 function formatFor(key) {
@@ -675,7 +677,7 @@ async function renderExperiment(view, id) {
         ` degradation ${metricFormat(latest.degradation ? latest.degradation.estimate : null)}, allowed ${metricFormat(latest.allowed_degradation)}`) : null,
       chart,
       el("p", { class: "legend-note" }, "How much worse the treatment is (positive = worse). Breached when the whole interval is above the allowed degradation; non-inferior when it is all below."));
-    if (points.length) intervalChart(chart, points, points[points.length - 1].allowed, "allowed degradation", metricFormat);
+    if (points.length) intervalChart(chart, points, points.map((p) => p.allowed), "allowed degradation", metricFormat);
     else chart.append(el("p", { class: "muted" }, "No interval yet."));
     return section;
   });
