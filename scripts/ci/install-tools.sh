@@ -8,6 +8,8 @@
 # - Chromium (Debian's `chromium`), for the dashboard's browser test
 #   (`crates/llm-auto-optimizer/tests/it/dashboard.rs`), which drives it headless over the Chrome
 #   DevTools Protocol. That test fails, rather than skips, when no browser is found.
+# - protoc (Debian's `protobuf-compiler`), for the gateway's optional `grpc` feature, which
+#   `cargo xtask ci` builds and tests too.
 set -euo pipefail
 
 CARGO_DENY_VERSION="0.20.2"
@@ -26,4 +28,13 @@ else
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update
     $SUDO apt-get install -y --no-install-recommends chromium
+fi
+
+if command -v protoc >/dev/null 2>&1 || [ -n "${PROTOC:-}" ]; then
+    echo "protoc present: $(${PROTOC:-protoc} --version)" >&2
+else
+    echo "installing Debian's protobuf-compiler (for the gateway's grpc feature)" >&2
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update
+    $SUDO apt-get install -y --no-install-recommends protobuf-compiler
 fi

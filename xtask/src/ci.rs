@@ -13,11 +13,27 @@ pub fn run(args: &[String]) -> Result<()> {
     deny(&sh)?;
     let nextest =
         cmd!(sh, "cargo nextest --version").quiet().ignore_stdout().ignore_stderr().run().is_ok();
-    if nextest && !args.iter().any(|a| a == "--no-nextest") {
+    // Chromium (the dashboard's browser test) and protoc (the grpc feature), each installed
+    // only when missing; the script is quick when everything is there.
+    cmd!(sh, "bash scripts/ci/install-tools.sh").run()?;
+    let use_nextest = nextest && !args.iter().any(|a| a == "--no-nextest");
+    if use_nextest {
         cmd!(sh, "cargo nextest run --workspace --locked --no-fail-fast").run()?;
         cmd!(sh, "cargo test --workspace --locked --doc").run()?;
     } else {
         cmd!(sh, "cargo test --workspace --locked --no-fail-fast").run()?;
+    }
+    // The gateway's optional gRPC API, linted and tested with its feature (needs protoc,
+    // which scripts/ci/install-tools.sh installs).
+    cmd!(
+        sh,
+        "cargo clippy -p llmopt-gateway --features grpc --all-targets --locked -- -D warnings"
+    )
+    .run()?;
+    if use_nextest {
+        cmd!(sh, "cargo nextest run -p llmopt-gateway --features grpc --locked grpc").run()?;
+    } else {
+        cmd!(sh, "cargo test -p llmopt-gateway --features grpc --locked grpc").run()?;
     }
     // The analytics example is what an analyst runs first: it must keep working on real traces.
     for trace in [

@@ -67,6 +67,23 @@ pub struct Config {
     /// (`llmopt_optimizer::OptimizerConfig`).
     #[serde(default)]
     pub optimizer: llmopt_optimizer::OptimizerConfig,
+    /// The gRPC API (`proto/optimizer.proto`); needs a build with the `grpc` feature.
+    #[serde(default)]
+    pub grpc: GrpcConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// Serve `OptimizerService` (`RunOptimization`, `StreamMetrics`) beside the HTTP listener.
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> GrpcConfig {
+        GrpcConfig { enabled: false, listen: SocketAddr::from(([127, 0, 0, 1], 50051)) }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -463,6 +480,13 @@ impl Config {
     /// Cross-field checks serde cannot express.
     pub fn validate(&self) -> Result<()> {
         let mut problems = Vec::new();
+        if self.grpc.enabled && !cfg!(feature = "grpc") {
+            problems.push(
+                "grpc.enabled = true needs a binary built with the `grpc` feature \
+                 (cargo build --features grpc)"
+                    .to_owned(),
+            );
+        }
         if self.server.threads > 1_024 {
             problems.push(format!(
                 "server.threads must be between 0 (one per core) and 1024 (got {})",

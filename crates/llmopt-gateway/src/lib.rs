@@ -40,6 +40,8 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod error;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod hedging;
 pub mod logging;
 pub mod metrics;

@@ -48,6 +48,17 @@ pub async fn serve(source: ConfigSource, config: Config) -> Result<()> {
     }
     let listener = TcpListener::bind(listen).await?;
     tracing::info!(address = %listener.local_addr()?, threads, "listening");
+    #[cfg(feature = "grpc")]
+    let _grpc = {
+        let grpc = state.runtime().config.grpc.clone();
+        if grpc.enabled {
+            let listener = TcpListener::bind(grpc.listen).await?;
+            tracing::info!(address = %listener.local_addr()?, "gRPC listening");
+            Some(tokio::spawn(crate::grpc::serve(state.clone(), listener, shutdown_signal())))
+        } else {
+            None
+        }
+    };
     state.set_ready(true);
     let result =
         run_server_threads(listener, threads, state.clone(), shutdown_signal(), grace).await;
@@ -75,6 +86,18 @@ pub fn check_exposure(config: &Config) -> Result<()> {
              hash-key KEY` prints a digest), listen on 127.0.0.1, or set \
              auth.allow_unauthenticated = true",
             config.server.listen
+        )));
+    }
+    if config.grpc.enabled
+        && !config.grpc.listen.ip().is_loopback()
+        && config.auth.keys.is_empty()
+        && !config.auth.allow_unauthenticated
+    {
+        return Err(Error::Config(format!(
+            "refusing to serve gRPC on {} without client keys (its statistics would be open to \
+             the network): add keys under [auth] keys, listen on 127.0.0.1, or set \
+             auth.allow_unauthenticated = true",
+            config.grpc.listen
         )));
     }
     Ok(())

@@ -311,13 +311,14 @@ impl AppState {
         let old = &current.config;
         let new = &runtime.config;
         if old.server != new.server
+            || old.grpc != new.grpc
             || old.storage != new.storage
             || old.collector != new.collector
             || old.logging != new.logging
         {
             tracing::warn!(
-                "configuration change in server, storage, collector or logging needs a restart; \
-                 the rest is applied"
+                "configuration change in server, grpc, storage, collector or logging needs a \
+                 restart; the rest is applied"
             );
         }
         if old.optimizer != new.optimizer {

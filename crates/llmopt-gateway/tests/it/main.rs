@@ -8,6 +8,8 @@ mod access;
 mod config;
 mod dashboard;
 mod deploy_metrics;
+#[cfg(feature = "grpc")]
+mod grpc;
 mod parsing;
 mod proxy;
 mod reload;
