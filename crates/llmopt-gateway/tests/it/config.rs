@@ -73,3 +73,20 @@ fn environment_file_layers_over_the_base_and_typos_name_their_key() {
         Ok(())
     });
 }
+
+#[test]
+fn the_grpc_switch_needs_the_feature_and_keys_off_loopback() {
+    use llmopt_gateway::{config::from_toml_str, server::check_exposure};
+    let enabled = from_toml_str("[grpc]\nenabled = true\n");
+    if cfg!(feature = "grpc") {
+        let config = enabled.expect("a grpc build accepts the switch");
+        assert_eq!(config.grpc.listen.to_string(), "127.0.0.1:50051", "loopback by default");
+        check_exposure(&config).expect("loopback needs no keys");
+        let open = from_toml_str("[grpc]\nenabled = true\nlisten = \"0.0.0.0:50051\"\n").unwrap();
+        let refused = check_exposure(&open).unwrap_err().to_string();
+        assert!(refused.contains("gRPC") && refused.contains("0.0.0.0:50051"), "{refused}");
+    } else {
+        let refused = enabled.unwrap_err().to_string();
+        assert!(refused.contains("`grpc` feature"), "{refused}");
+    }
+}
