@@ -32,6 +32,7 @@ const session = {
   render: 0,
   charts: [],
   page: null, // the current page's live hooks: { onStats, onEvent }
+  refreshTimer: null,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -249,6 +250,15 @@ function connectStream(restart) {
     setTimeout(() => connectStream(false), session.reconnectDelay);
     session.reconnectDelay = Math.min(session.reconnectDelay * 2, 30000);
   };
+}
+
+/// Re-renders the page once after a burst of loop events (a cycle writes many at once).
+function refreshSoon() {
+  if (session.refreshTimer) return;
+  session.refreshTimer = setTimeout(() => {
+    session.refreshTimer = null;
+    route();
+  }, 1000);
 }
 
 /// The series that stands for "all traffic the caller may see": the total, or for a client
@@ -543,7 +553,7 @@ async function renderExperiments(view) {
           el("th", { class: "hide-narrow" }, "Primary metric"), el("th", {}, "Latest decision"), el("th", { class: "hide-narrow" }, "Started"))),
         el("tbody", {}, rows)))
       : el("p", { class: "muted" }, "No experiment yet: the optimizer starts them from its proposals (POST /api/optimize runs a cycle).")));
-  session.page = { onEvent: () => route() };
+  session.page = { onEvent: refreshSoon };
 }
 
 /// One chart of an interval over time with the decision boundary: one value, or one per point
@@ -704,7 +714,7 @@ async function renderExperiment(view, id) {
     el("div", { class: "grid" }, primarySections, guardrailSections),
     el("section", { class: "panel" }, el("h2", {}, "Events"),
       el("ul", { class: "events" }, experiment.events.slice().reverse().map((event) => el("li", {}, el("span", { class: "small muted" }, time(event.at_ms)), " ", event.what)))));
-  session.page = { onEvent: (event) => { if (event.subject === spec.id) route(); } };
+  session.page = { onEvent: (event) => { if (event.subject === spec.id) refreshSoon(); } };
 }
 
 function verdictBadge(verdict) {
@@ -798,7 +808,7 @@ async function renderChanges(view) {
           el("th", { class: "hide-narrow" }, "Reason"))),
         el("tbody", {}, auditRows)))
       : el("p", { class: "muted" }, "The audit log is empty.")));
-  session.page = { onEvent: () => route() };
+  session.page = { onEvent: refreshSoon };
 }
 
 // ---------------------------------------------------------------------------------------------
