@@ -847,7 +847,8 @@ async function renderWorkloads(view) {
       el("section", { class: "panel" }, el("h2", {}, "Share of requests and of cost per cluster"), sharesChart),
       el("section", { class: "panel" }, el("h2", {}, "Silhouette by number of clusters"), silhouetteChart,
         el("p", { class: "legend-note" }, best ? `k = ${clusters.k} has the best mean silhouette (${number(best[1], 3)}).` : ""))));
-  const bars = uPlot.paths.bars({ size: [0.35, 60], align: 0 });
+  // Side by side: requests left of each cluster's tick, cost right of it.
+  const bars = uPlot.paths.bars({ size: [0.35, 60], align: -1 });
   const xs = profiles.map((_, index) => index);
   plot(sharesChart, {
     height: 220,
