@@ -417,15 +417,16 @@ async function renderForecast(panel, now) {
       fill(panel, title, el("p", { class: "muted" }, "No traffic in the last 7 days to forecast from."));
       return;
     }
-    // The finest window that gives the fit a day's worth of points (or at least 24) and keeps
-    // the rest of the month within the gateway's window limit.
+    // The coarsest window that still gives the fit 24 points of history (the finest, one
+    // minute, for a short history). The API forecasts at most MAX_WINDOWS ahead; the model is
+    // only trusted as far ahead as its history anyway (below).
     const history = now - first + HOUR;
     const remaining = Math.max(monthEnd - now, 1);
-    const candidates = [HOUR, 15 * 60000, 5 * 60000];
-    const windowMs = candidates.find((w) => history / w >= 24 && remaining / w <= MAX_WINDOWS)
-      || candidates.filter((w) => remaining / w <= MAX_WINDOWS).pop();
+    const candidates = [HOUR, 15 * 60000, 5 * 60000, 60000];
+    const windowMs = candidates.find((w) => history / w >= 24) || 60000;
     const horizon = Math.max(1, Math.ceil(remaining / windowMs));
-    const forecast = await api(`/api/forecast?window_ms=${windowMs}&horizon=${horizon}&history_ms=${Math.min(history, 7 * DAY)}`);
+    const asked = Math.min(horizon, MAX_WINDOWS);
+    const forecast = await api(`/api/forecast?window_ms=${windowMs}&horizon=${asked}&history_ms=${Math.min(history, 7 * DAY)}`);
     const spent = month.total_cost_usd;
     const rest = forecast.horizon_total;
     // The model's interval is trusted no further ahead than the history it was fitted on: a
