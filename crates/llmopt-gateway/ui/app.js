@@ -141,9 +141,12 @@ function failure(error, what) {
 // ---------------------------------------------------------------------------------------------
 // Charts (uPlot).
 
-function destroyCharts() {
-  for (const chart of session.charts) chart.destroy();
-  session.charts = [];
+/// Destroys the charts drawn inside `root` (each kept on its container as `chart`).
+function destroyCharts(root) {
+  for (const container of root.querySelectorAll(".chart")) {
+    if (container.chart) container.chart.destroy();
+    container.chart = null;
+  }
 }
 
 function chartWidth(container) {
@@ -169,7 +172,7 @@ function plot(container, options, data) {
     observer.disconnect();
     destroy();
   };
-  session.charts.push(chart);
+  container.chart = chart;
   return chart;
 }
 
@@ -398,7 +401,7 @@ async function renderOverview(view) {
     }
   };
   showLive(stats);
-  session.page = { onStats: showLive };
+  view.hooks = { onStats: showLive };
   await renderForecast(forecastPanel, now);
 }
 
@@ -554,7 +557,7 @@ async function renderExperiments(view) {
           el("th", { class: "hide-narrow" }, "Primary metric"), el("th", {}, "Latest decision"), el("th", { class: "hide-narrow" }, "Started"))),
         el("tbody", {}, rows)))
       : el("p", { class: "muted" }, "No experiment yet: the optimizer starts them from its proposals (POST /api/optimize runs a cycle).")));
-  session.page = { onEvent: refreshSoon };
+  view.hooks = { onEvent: refreshSoon };
 }
 
 /// One chart of an interval over time with the decision boundary: one value, or one per point
@@ -594,7 +597,7 @@ function adminButton(label, confirmText, path, body, danger) {
         await api(path, { method: "POST", body });
         result.textContent = "done";
         result.className = "action-result";
-        setTimeout(route, 400);
+        refreshSoon();
       } catch (error) {
         result.textContent = error.message;
         result.className = "action-result error";
@@ -715,7 +718,7 @@ async function renderExperiment(view, id) {
     el("div", { class: "grid" }, primarySections, guardrailSections),
     el("section", { class: "panel" }, el("h2", {}, "Events"),
       el("ul", { class: "events" }, experiment.events.slice().reverse().map((event) => el("li", {}, el("span", { class: "small muted" }, time(event.at_ms)), " ", event.what)))));
-  session.page = { onEvent: (event) => { if (event.subject === spec.id) refreshSoon(); } };
+  view.hooks = { onEvent: (event) => { if (event.subject === spec.id) refreshSoon(); } };
 }
 
 function verdictBadge(verdict) {
@@ -809,7 +812,7 @@ async function renderChanges(view) {
           el("th", { class: "hide-narrow" }, "Reason"))),
         el("tbody", {}, auditRows)))
       : el("p", { class: "muted" }, "The audit log is empty.")));
-  session.page = { onEvent: refreshSoon };
+  view.hooks = { onEvent: refreshSoon };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -884,12 +887,21 @@ async function route() {
   }
   $("#sign-out").hidden = false;
   $("#sign-out").textContent = session.token ? "Change key" : "Sign in";
-  const view = el("div", { id: "view", "data-page": page || "overview" });
-  destroyCharts();
-  session.page = null;
+  const view = el("div", { id: "view", "data-page": page || "overview", "data-hash": hash });
+  // A pending refresh is superseded by this render.
+  clearTimeout(session.refreshTimer);
+  session.refreshTimer = null;
   const main = $("#main");
-  main.replaceChildren(el("p", { class: "muted" }, "Loading…"));
-  main.dataset.ready = "false";
+  // Another page: say it is loading. The same page (a refresh): keep showing it until the new
+  // one is ready.
+  if (hash !== session.shownHash) {
+    const old = main.querySelector("#view");
+    if (old) destroyCharts(old);
+    session.page = null;
+    main.replaceChildren(el("p", { class: "muted" }, "Loading…"));
+    main.dataset.ready = "false";
+    session.shownHash = null;
+  }
   const renderers = {
     overview: renderOverview, experiments: (v) => (id ? renderExperiment(v, id) : renderExperiments(v)),
     changes: renderChanges, workloads: renderWorkloads,
@@ -905,9 +917,18 @@ async function route() {
     fill(view, failure(error, "This page"));
   }
   staging.remove();
-  if (render !== session.render) return;
+  if (render !== session.render) {
+    destroyCharts(view);
+    return;
+  }
+  const old = main.querySelector("#view");
+  if (old) destroyCharts(old);
   main.replaceChildren(view);
-  for (const chart of session.charts) chart.setSize({ width: chartWidth(chart.root.parentNode), height: chart.height });
+  session.page = view.hooks || null;
+  session.shownHash = hash;
+  for (const container of view.querySelectorAll(".chart")) {
+    if (container.chart) container.chart.setSize({ width: chartWidth(container), height: container.chart.height });
+  }
   main.dataset.ready = "true";
   document.title = `${(view.querySelector("h1") || { textContent: "Dashboard" }).textContent} · LLM Auto-Optimizer`;
 }

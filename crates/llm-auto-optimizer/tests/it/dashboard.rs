@@ -67,9 +67,9 @@ async fn open(browser: &Browser, hash: &str, page: &str) {
         .wait_for(
             &format!(
                 "document.querySelector('#main').dataset.ready === 'true' && \
-                 document.querySelector('#view') !== null && \
-                 document.querySelector('#view').dataset.page === {page:?} && \
-                 location.hash === {hash:?}"
+                 document.querySelector('#main #view') !== null && \
+                 document.querySelector('#main #view').dataset.page === {page:?} && \
+                 document.querySelector('#main #view').dataset.hash === {hash:?}"
             ),
             180,
         )
@@ -77,18 +77,23 @@ async fn open(browser: &Browser, hash: &str, page: &str) {
     // A figure or field the page failed to fill shows up as one of these words.
     let leaked = browser
         .eval(
-            "(document.querySelector('#view').innerText.match(/\\b(null|undefined|NaN|Infinity)\\b/g) || []).join(', ')",
+            "(document.querySelector('#main #view').innerText.match(/\\b(null|undefined|NaN|Infinity)\\b/g) || []).join(', ')",
         )
         .await;
     assert_eq!(leaked, "", "{hash} shows unfilled values");
 }
 
+// The helpers below read the page shown in `#main` (a refresh renders its next version
+// off-screen first).
+
 async fn count(browser: &Browser, selector: &str) -> usize {
+    let selector = format!("#main {selector}");
     browser.eval(&format!("document.querySelectorAll({selector:?}).length")).await.as_u64().unwrap()
         as usize
 }
 
 async fn text(browser: &Browser, selector: &str) -> String {
+    let selector = format!("#main {selector}");
     browser
         .eval(&format!("(document.querySelector({selector:?}) || {{textContent: ''}}).textContent"))
         .await
@@ -98,6 +103,7 @@ async fn text(browser: &Browser, selector: &str) -> String {
 }
 
 async fn data_value(browser: &Browser, selector: &str) -> f64 {
+    let selector = format!("#main {selector}");
     as_f64(&browser.eval(&format!("document.querySelector({selector:?}).dataset.value")).await)
 }
 
