@@ -15,3 +15,25 @@ else
     echo "installing cargo-deny $CARGO_DENY_VERSION from crates.io (a few minutes)" >&2
     cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION"
 fi
+
+# - PostgreSQL and Redis servers: the PostgreSQL stores and the gateway's shared cache are
+#   tested against the real engines, which the tests start themselves on loopback
+#   (crates/llmopt-storage/src/test_engines.rs). Debian keeps the PostgreSQL server binaries
+#   in /usr/lib/postgresql/<version>/bin, off the PATH. Set LLMOPT_SKIP_ENGINES=1 to skip
+#   those tests on a machine without them (CI never does).
+have_postgres() {
+    command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
+missing=()
+have_postgres || missing+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing ${missing[*]} (apt)" >&2
+    if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+    # The Debian packages start system-wide servers where an init system runs; the tests start
+    # their own and need none of them.
+else
+    echo "postgresql and redis-server present" >&2
+fi

@@ -1,8 +1,13 @@
-//! sled-backed implementations of the core storage seams (`RecordStore`, `ExperimentStore`,
-//! `PolicyStore`): time-ordered record keys for cheap range scans, persisted window aggregates,
-//! retention, and clear errors for missing, corrupt or newer-schema data directories.
+//! Implementations of the core storage seams (`RecordStore`, `ExperimentStore`, `PolicyStore`)
+//! on sled (embedded, one process: the default) and on PostgreSQL (shared by several gateway
+//! replicas: [`postgres`]). sled: time-ordered record keys for cheap range scans, persisted
+//! window aggregates, retention, and clear errors for missing, corrupt or newer-schema data
+//! directories.
 //!
-//! This crate is the only one that knows sled. Design choices:
+//! This crate is the only one that knows sled and the PostgreSQL client. Both are always
+//! compiled: the gateway chooses between them at run time (`storage.backend`), so a cargo
+//! feature would only move a configuration error from start-up to build time. sled design
+//! choices:
 //! - **One sled database per data directory**, one tree per kind of data: `blocks` (raw
 //!   records, in blocks of up to 64: see [`records`]), `ids` (request id → block, only for ids
 //!   that do not carry their own timestamp), `by_model` and `by_tenant` (secondary indexes),
@@ -34,7 +39,10 @@
 pub mod aggregates;
 pub mod codec;
 mod docs;
+pub mod postgres;
 pub mod records;
+#[cfg(feature = "test-engines")]
+pub mod test_engines;
 
 use std::{
     path::{Path, PathBuf},
@@ -44,6 +52,7 @@ use std::{
 
 pub use docs::{SledExperimentStore, SledPolicyStore};
 use llmopt_core::StoreError;
+pub use postgres::PgStore;
 pub use records::SledRecordStore;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
