@@ -22,6 +22,10 @@ pub enum Error {
     Config(String),
     #[error("storage: {0}")]
     Storage(String),
+    /// An external engine (PostgreSQL, Redis) cannot be reached: the message names it and where
+    /// (`cannot connect to PostgreSQL at 127.0.0.1:5432: …`), never a credential.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("provider `{provider}`: {message}")]
     Provider { provider: String, message: String },
     #[error("i/o: {0}")]

@@ -117,6 +117,12 @@ pub struct Metrics {
     collector_rejected: Gauge,
     collector_written: Gauge,
     collector_write_errors: Gauge,
+    collector_write_retries: Gauge,
+    collector_write_failed_records: Gauge,
+    collector_retrying_records: Gauge,
+    shared_cache_hits: Gauge,
+    shared_cache_misses: Gauge,
+    shared_cache_errors: Gauge,
     in_flight: Gauge,
     config_reloads: Family<CacheLabels, Counter>,
     handler_panics: Counter,
@@ -288,6 +294,12 @@ impl Metrics {
         let collector_rejected = Gauge::default();
         let collector_written = Gauge::default();
         let collector_write_errors = Gauge::default();
+        let collector_write_retries = Gauge::default();
+        let collector_write_failed_records = Gauge::default();
+        let collector_retrying_records = Gauge::default();
+        let shared_cache_hits = Gauge::default();
+        let shared_cache_misses = Gauge::default();
+        let shared_cache_errors = Gauge::default();
         let in_flight = Gauge::default();
         registry.register(
             "llmopt_collector_queue_depth",
@@ -313,6 +325,36 @@ impl Metrics {
             "llmopt_collector_write_errors",
             "Failed store calls (total)",
             collector_write_errors.clone(),
+        );
+        registry.register(
+            "llmopt_collector_write_retries",
+            "Store writes repeated after a failure, e.g. while PostgreSQL restarts (total)",
+            collector_write_retries.clone(),
+        );
+        registry.register(
+            "llmopt_collector_write_failed_records",
+            "Records lost because the store refused them for longer than collector.write_retry_s (total)",
+            collector_write_failed_records.clone(),
+        );
+        registry.register(
+            "llmopt_collector_retrying_records",
+            "Records of a refused batch waiting for their next attempt",
+            collector_retrying_records.clone(),
+        );
+        registry.register(
+            "llmopt_cache_redis_hits",
+            "Lookups answered by the shared Redis cache after an in-process miss (total)",
+            shared_cache_hits.clone(),
+        );
+        registry.register(
+            "llmopt_cache_redis_misses",
+            "Lookups the shared Redis cache did not have (total)",
+            shared_cache_misses.clone(),
+        );
+        registry.register(
+            "llmopt_cache_redis_errors",
+            "Shared Redis cache commands that failed or timed out; a failed lookup is a miss (total)",
+            shared_cache_errors.clone(),
         );
         registry.register(
             "llmopt_in_flight_requests",
@@ -344,6 +386,12 @@ impl Metrics {
             collector_rejected,
             collector_written,
             collector_write_errors,
+            collector_write_retries,
+            collector_write_failed_records,
+            collector_retrying_records,
+            shared_cache_hits,
+            shared_cache_misses,
+            shared_cache_errors,
             in_flight,
             config_reloads,
             handler_panics,
@@ -495,6 +543,7 @@ impl Metrics {
         collector: &CollectorMetrics,
         loop_metrics: &LoopMetrics,
         quality_budget_used: f64,
+        shared_cache: &crate::cache::SharedCacheCounters,
     ) -> String {
         self.optimizer.sync(loop_metrics, quality_budget_used);
         let as_gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
@@ -503,6 +552,12 @@ impl Metrics {
         self.collector_rejected.set(as_gauge(collector.rejected));
         self.collector_written.set(as_gauge(collector.written));
         self.collector_write_errors.set(as_gauge(collector.write_errors));
+        self.collector_write_retries.set(as_gauge(collector.write_retries));
+        self.collector_write_failed_records.set(as_gauge(collector.write_failed_records));
+        self.collector_retrying_records.set(as_gauge(collector.retrying_records));
+        self.shared_cache_hits.set(as_gauge(shared_cache.hits));
+        self.shared_cache_misses.set(as_gauge(shared_cache.misses));
+        self.shared_cache_errors.set(as_gauge(shared_cache.errors));
         let mut text = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);

@@ -27,8 +27,8 @@ use tokio::sync::broadcast;
 
 use crate::{
     auth::Authenticator,
-    cache::ResponseCache,
-    config::{Config, ConfigSource},
+    cache::{RedisCache, ResponseCache},
+    config::{CacheBackend, Config, ConfigSource, REDIS_URL_ENV},
     error::{Error, Result},
     metrics::Metrics,
     overlay::OptimizerOverlay,
@@ -60,6 +60,15 @@ impl Stores {
             records: Arc::new(MemoryRecordStore::new()),
             experiments: Arc::new(MemoryExperimentStore::new()),
             policies: Arc::new(MemoryPolicyStore::new()),
+        }
+    }
+
+    /// The three stores of one PostgreSQL database, shared by every replica.
+    pub fn postgres(store: &llmopt_storage::PgStore) -> Stores {
+        Stores {
+            records: store.records(),
+            experiments: store.experiments(),
+            policies: store.policy(),
         }
     }
 
@@ -118,6 +127,21 @@ impl Runtime {
         let admin_token = config.auth.admin_token_env.as_deref().and_then(|name| secrets(name));
         let auth = Authenticator::new(&config.auth, admin_token.as_deref());
         let ttl = Duration::from_secs(config.cache.ttl_s);
+        let shared = match config.cache.backend {
+            CacheBackend::Memory => None,
+            CacheBackend::Redis => {
+                let url = secrets(REDIS_URL_ENV).ok_or_else(|| {
+                    Error::Config(format!(
+                        "cache.backend = \"redis\" needs the URL in {REDIS_URL_ENV} \
+                         (redis://host:6379/0)"
+                    ))
+                })?;
+                match previous.and_then(|previous| previous.cache.shared()) {
+                    Some(shared) if shared.is_for(&url) => Some(Arc::clone(shared)),
+                    _ => Some(RedisCache::new(&url).map_err(Error::Config)?),
+                }
+            }
+        };
         let cache = match previous {
             Some(previous)
                 if previous.cache.same_bounds(
@@ -129,7 +153,8 @@ impl Runtime {
                 previous.cache.clone()
             }
             _ => ResponseCache::new(ttl, config.cache.max_bytes, config.cache.max_entry_bytes),
-        };
+        }
+        .with_shared(shared);
         let mut catalog = PriceCatalog::builtin();
         if let Some(file) = &config.pricing.file {
             let text = std::fs::read_to_string(file)

@@ -40,10 +40,13 @@ pub async fn metrics(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, Access::Metrics)?;
     let optimizer = state.optimizer();
+    let shared_cache =
+        state.runtime().cache.shared().map(|shared| shared.counters()).unwrap_or_default();
     let text = state.metrics().render(
         &state.collector().metrics(),
         &optimizer.metrics(),
         optimizer.quality_budget_used(),
+        &shared_cache,
     );
     let mut response = text.into_response();
     response.headers_mut().insert(

@@ -362,7 +362,7 @@ async fn handle(mut call: ProxiedCall, request: Request) -> Response {
     let cache_key =
         cache_key_for(&call, &decision, &chat, &body_value, max_tokens_field, max_tokens);
     if let Some(key) = &cache_key
-        && let Some(answer) = call.runtime.cache.get(key)
+        && let Some(answer) = call.runtime.cache.lookup(key).await
     {
         return answer_from_cache(call, &decision, &answer);
     }

@@ -7,6 +7,7 @@
 mod access;
 mod config;
 mod deploy_metrics;
+mod engines;
 mod parsing;
 mod proxy;
 mod reload;
