@@ -126,6 +126,7 @@ pub struct Metrics {
     in_flight: Gauge,
     config_reloads: Family<CacheLabels, Counter>,
     handler_panics: Counter,
+    cycle_leader: Gauge,
     optimizer: OptimizerMetrics,
 }
 
@@ -259,6 +260,13 @@ impl Metrics {
         let overhead = latency_histogram();
         let config_reloads = Family::<CacheLabels, Counter>::default();
         let handler_panics = Counter::default();
+        let cycle_leader = Gauge::default();
+        registry.register(
+            "llmopt_optimizer_cycle_leader",
+            "1 when this replica runs the scheduled optimization cycles (the fleet's leader, or \
+             the only process on its store), else 0",
+            cycle_leader.clone(),
+        );
         registry.register(
             "llmopt_handler_panics",
             "Handler panics caught and answered with a 500",
@@ -395,6 +403,7 @@ impl Metrics {
             in_flight,
             config_reloads,
             handler_panics,
+            cycle_leader,
         }
     }
 
@@ -535,6 +544,11 @@ impl Metrics {
     pub fn count_reload(&self, applied: bool) {
         let outcome = if applied { "applied" } else { "rejected" };
         self.config_reloads.get_or_create(&CacheLabels { outcome: outcome.to_owned() }).inc();
+    }
+
+    /// Says whether this replica runs the scheduled cycles.
+    pub fn set_cycle_leader(&self, leads: bool) {
+        self.cycle_leader.set(i64::from(leads));
     }
 
     /// The text exposition, with collector gauges and the loop's counters read now.

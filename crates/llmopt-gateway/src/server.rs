@@ -15,7 +15,7 @@ use tokio::{
 use crate::{
     config::{Config, ConfigSource, POSTGRES_URL_ENV, StorageBackend, StorageSection},
     error::{Error, Result},
-    overlay::spawn_schedule,
+    overlay::{CycleGate, spawn_policy_follower, spawn_schedule},
     router,
     state::{AppState, GatewayInit, SecretSource, Stores, environment_secrets},
 };
@@ -39,8 +39,13 @@ pub async fn serve(source: ConfigSource, config: Config) -> Result<()> {
         config_source: Some(source.clone()),
     })?;
     let _schedule = match &schedule {
-        Some(schedule) => Some(spawn_schedule(state.optimizer().clone(), schedule)?),
+        Some(schedule) => Some(spawn_schedule(state.clone(), schedule, store.cycle_gate())?),
         None => None,
+    };
+    // Replicas sharing a store take in each other's policy versions.
+    let _policy_follower = match &store {
+        OpenStore::Postgres(_) => Some(spawn_policy_follower(state.clone())),
+        OpenStore::Sled(_) => None,
     };
     let _watcher = watch_config(&source, state.clone())?;
     spawn_retention(store.clone(), state.runtime().config.storage.clone(), Arc::clone(&clock));
@@ -117,6 +122,15 @@ impl OpenStore {
         match self {
             OpenStore::Sled(store) => store.path().display().to_string(),
             OpenStore::Postgres(store) => store.location().to_string(),
+        }
+    }
+
+    /// Who runs scheduled optimization cycles: the one leader of the replicas on PostgreSQL,
+    /// or this process alone on its sled directory.
+    pub fn cycle_gate(&self) -> CycleGate {
+        match self {
+            OpenStore::Sled(_) => CycleGate::Always,
+            OpenStore::Postgres(store) => CycleGate::Leader(store.leadership("optimizer-cycle")),
         }
     }
 

@@ -391,6 +391,32 @@ impl LivePolicy {
         })
     }
 
+    /// Takes in a newer version another process saved to the shared store (replicas on
+    /// PostgreSQL poll this). Returns the version now in force when it changed, `None` when the
+    /// store holds nothing newer.
+    pub fn refresh(&self) -> Result<Option<u64>, PolicyError> {
+        let Some(doc) = self.store.load()? else { return Ok(None) };
+        if doc.version <= self.current.load().version {
+            return Ok(None);
+        }
+        let stored: StoredPolicy =
+            serde_json::from_value(doc.body).map_err(|e| PolicyError::Decode(e.to_string()))?;
+        if stored.schema > POLICY_SCHEMA {
+            return Err(PolicyError::Decode(format!(
+                "policy schema {} is newer than this version understands ({POLICY_SCHEMA})",
+                stored.schema
+            )));
+        }
+        // Under the writer lock, so that a concurrent local write and this swap cannot
+        // interleave; the version check is repeated inside it.
+        let _writer = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if doc.version <= self.current.load().version {
+            return Ok(None);
+        }
+        self.current.store(Arc::new(Versioned { version: doc.version, policy: stored.policy }));
+        Ok(Some(doc.version))
+    }
+
     /// The policy in force. Lock-free; cheap enough for every request.
     pub fn current(&self) -> Arc<Versioned> {
         self.current.load_full()

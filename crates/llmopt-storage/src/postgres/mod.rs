@@ -78,6 +78,8 @@ fn location_of(config: &tokio_postgres::Config) -> PgLocation {
 /// The connection pool and the runtime that drives it, shared by the three stores.
 pub(crate) struct Engine {
     pool: Pool,
+    /// For connections outside the pool (the leadership session).
+    config: tokio_postgres::Config,
     location: PgLocation,
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -194,7 +196,7 @@ impl PgStore {
                 message: format!("cannot start the PostgreSQL client's runtime: {error}"),
             })?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
@@ -209,7 +211,7 @@ impl PgStore {
                 path: location.to_string(),
                 message: format!("cannot build the PostgreSQL pool: {error}"),
             })?;
-        let engine = Arc::new(Engine { pool, location, runtime: Some(runtime) });
+        let engine = Arc::new(Engine { pool, config, location, runtime: Some(runtime) });
         // The first connection tells a server that is down apart from everything after it.
         engine.run({
             let location = engine.location().clone();
@@ -255,6 +257,16 @@ impl PgStore {
         self.engine.location()
     }
 
+    /// The leadership of one fleet-wide task (the optimization cycle): at most one process
+    /// holds it at a time.
+    pub fn leadership(&self, task: &str) -> PgLeadership {
+        PgLeadership {
+            engine: Arc::clone(&self.engine),
+            key: leadership_key(task),
+            session: Arc::new(tokio::sync::Mutex::new(None)),
+        }
+    }
+
     /// Deletes raw records older than `raw_retention` before `now_ms` (whole day partitions are
     /// dropped). Aggregates are computed from raw records, so they go with them.
     pub fn run_retention(
@@ -268,5 +280,79 @@ impl PgStore {
             report.raw_deleted = llmopt_core::RecordStore::delete_before(&*self.records, before)?;
         }
         Ok(report)
+    }
+}
+
+/// The advisory-lock key of a named task: "llmopt" in the high bytes, an FNV-1a hash of the
+/// name in the low ones, so that other programs' locks in the same database do not collide.
+fn leadership_key(task: &str) -> i64 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in task.bytes() {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    (0x6c6c_6d6f_i64 << 32) | i64::from(hash)
+}
+
+/// Leadership of a fleet-wide task through a PostgreSQL session advisory lock, held on a
+/// connection of its own (outside the pool) for as long as this process leads.
+///
+/// A lock rather than a lease row with an expiry: the server releases it the moment the
+/// holder's session ends (the process exits or is killed, its connection breaks, the server
+/// restarts), so a successor takes over on its next attempt, with no clock to trust and no
+/// expiry to tune. A leader that loses its connection loses the lock with it and finds out on
+/// its next [`PgLeadership::try_lead`].
+#[derive(Debug, Clone)]
+pub struct PgLeadership {
+    engine: Arc<Engine>,
+    key: i64,
+    session: Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
+}
+
+impl PgLeadership {
+    /// Whether this process leads now: keeps a lock it holds (checking that its session is
+    /// alive), or tries to take it. `Ok(false)`: another process leads.
+    pub fn try_lead(&self) -> Result<bool> {
+        let (config, location) = (self.engine.config.clone(), self.engine.location().clone());
+        let (key, session) = (self.key, Arc::clone(&self.session));
+        self.engine.run(move |_pool| async move {
+            let mut session = session.lock().await;
+            if let Some(client) = session.as_ref() {
+                if client.simple_query("SELECT 1").await.is_ok() {
+                    return Ok(true);
+                }
+                // The session is gone, and the lock with it.
+                *session = None;
+            }
+            let (client, connection) =
+                config.connect(NoTls).await.map_err(|error| StoreError::Io {
+                    path: location.to_string(),
+                    message: format!(
+                        "cannot connect to PostgreSQL at {}: {}",
+                        location.host_port,
+                        describe(&error)
+                    ),
+                })?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let locked: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                .await
+                .map_err(|error| db_error(&location, &error))?
+                .get(0);
+            if locked {
+                *session = Some(client);
+            }
+            Ok(locked)
+        })
+    }
+
+    /// Gives the leadership up (closing its session).
+    pub fn resign(&self) {
+        let session = Arc::clone(&self.session);
+        let _ = self.engine.run(move |_pool| async move {
+            session.lock().await.take();
+            Ok(())
+        });
     }
 }

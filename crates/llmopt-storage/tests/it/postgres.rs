@@ -225,3 +225,26 @@ fn the_store_reconnects_after_the_server_restarts() {
         .collect();
     assert_eq!(ids, ["req-000001", "req-000003"]);
 }
+
+#[test]
+fn one_process_leads_and_another_takes_over_when_it_goes() {
+    let Some((url, first)) = fresh() else { return };
+    let second = PgStore::open(&url).unwrap();
+    let (a, b) = (first.leadership("optimizer"), second.leadership("optimizer"));
+    assert!(a.try_lead().unwrap(), "the first to ask leads");
+    assert!(a.try_lead().unwrap(), "and keeps leading");
+    assert!(!b.try_lead().unwrap(), "the other does not");
+    assert!(second.leadership("retention").try_lead().unwrap(), "another task, another lock");
+    // The leader goes away (its session ends with it): the other takes over.
+    drop(a);
+    drop(first);
+    // The server notices the closed session at once; the old runtime stops in the background.
+    let start = std::time::Instant::now();
+    while !b.try_lead().unwrap() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "no takeover");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    b.resign();
+    let third = PgStore::open(&url).unwrap();
+    assert!(third.leadership("optimizer").try_lead().unwrap(), "resigning frees it");
+}
