@@ -8,3 +8,4 @@ mod analyze;
 mod cli;
 mod demo;
 mod evaluate;
+mod fleet;
