@@ -24,6 +24,10 @@ fi
 have_postgres() {
     command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
 }
+if [ "${LLMOPT_SKIP_ENGINES:-}" = "1" ]; then
+    echo "LLMOPT_SKIP_ENGINES=1: not installing postgresql and redis-server" >&2
+    exit 0
+fi
 missing=()
 have_postgres || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
@@ -32,8 +36,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
-    # The Debian packages start system-wide servers where an init system runs; the tests start
-    # their own and need none of them.
 else
     echo "postgresql and redis-server present" >&2
 fi
