@@ -278,6 +278,7 @@ pub fn experiment_store_suite(store: &dyn ExperimentStore) {
 /// Runs every policy-store check on an empty store.
 pub fn policy_store_suite(store: &dyn PolicyStore) {
     assert!(store.load().unwrap().is_none());
+    assert_eq!(store.current_version().unwrap(), 0);
     assert!(store.history(10).unwrap().is_empty());
     let v1 = PolicyDoc {
         version: 1,
@@ -295,6 +296,7 @@ pub fn policy_store_suite(store: &dyn PolicyStore) {
     store.save(&v2).unwrap();
     assert!(matches!(store.save(&v2), Err(StoreError::Conflict { .. })), "versions only grow");
     assert_eq!(store.load().unwrap(), Some(v2.clone()));
+    assert_eq!(store.current_version().unwrap(), 2);
     assert_eq!(store.history(10).unwrap(), vec![v2, v1.clone()]);
     assert_eq!(store.history(1).unwrap().len(), 1);
 

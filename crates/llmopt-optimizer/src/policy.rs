@@ -395,6 +395,10 @@ impl LivePolicy {
     /// PostgreSQL poll this). Returns the version now in force when it changed, `None` when the
     /// store holds nothing newer.
     pub fn refresh(&self) -> Result<Option<u64>, PolicyError> {
+        // The version first (cheap on PostgreSQL); the document only when it changed.
+        if self.store.current_version()? <= self.current.load().version {
+            return Ok(None);
+        }
         let Some(doc) = self.store.load()? else { return Ok(None) };
         if doc.version <= self.current.load().version {
             return Ok(None);

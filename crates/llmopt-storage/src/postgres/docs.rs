@@ -159,20 +159,6 @@ impl PgPolicyStore {
     pub(super) fn new(engine: Arc<Engine>) -> PgPolicyStore {
         PgPolicyStore { engine }
     }
-
-    /// The current policy version (0 when none was saved): one index lookup, cheap enough for
-    /// replicas to poll every second for changes another replica saved.
-    pub fn current_version(&self) -> Result<u64> {
-        let location = self.engine.location().clone();
-        self.engine.run(move |pool| async move {
-            let client = pool.get().await.map_err(|error| pool_error(&location, error))?;
-            let row = client
-                .query_one("SELECT coalesce(max(version), 0) FROM llmopt_policy_versions", &[])
-                .await
-                .map_err(|error| db_error(&location, &error))?;
-            Ok(to_u64(row.get(0)))
-        })
-    }
 }
 
 fn policy_from_row(row: &tokio_postgres::Row) -> Result<PolicyDoc> {
@@ -187,6 +173,19 @@ fn policy_from_row(row: &tokio_postgres::Row) -> Result<PolicyDoc> {
 impl PolicyStore for PgPolicyStore {
     fn load(&self) -> Result<Option<PolicyDoc>> {
         Ok(self.history(1)?.into_iter().next())
+    }
+
+    /// One index lookup, cheap enough for every replica to poll each second.
+    fn current_version(&self) -> Result<u64> {
+        let location = self.engine.location().clone();
+        self.engine.run(move |pool| async move {
+            let client = pool.get().await.map_err(|error| pool_error(&location, error))?;
+            let row = client
+                .query_one("SELECT coalesce(max(version), 0) FROM llmopt_policy_versions", &[])
+                .await
+                .map_err(|error| db_error(&location, &error))?;
+            Ok(to_u64(row.get(0)))
+        })
     }
 
     fn save(&self, doc: &PolicyDoc) -> Result<()> {
