@@ -97,6 +97,22 @@ pub enum Endpoint {
     Messages,
     /// Reported through `POST /v1/records` by an application that does not proxy.
     External,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+    /// `POST /v1/responses` (OpenAI's Responses API).
+    Responses,
+}
+
+impl Endpoint {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat_completions",
+            Endpoint::Messages => "messages",
+            Endpoint::External => "external",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Responses => "responses",
+        }
+    }
 }
 
 /// Outcome of a call.

@@ -231,6 +231,8 @@ fn endpoint_code(endpoint: Endpoint) -> u8 {
         Endpoint::ChatCompletions => 0,
         Endpoint::Messages => 1,
         Endpoint::External => 2,
+        Endpoint::Embeddings => 3,
+        Endpoint::Responses => 4,
     }
 }
 
@@ -239,6 +241,8 @@ fn endpoint_from(code: u8) -> Result<Endpoint, StoreError> {
         0 => Endpoint::ChatCompletions,
         1 => Endpoint::Messages,
         2 => Endpoint::External,
+        3 => Endpoint::Embeddings,
+        4 => Endpoint::Responses,
         _ => return Err(bad("endpoint")),
     })
 }
