@@ -39,6 +39,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod overlay;
@@ -58,7 +59,7 @@ pub use state::{AppState, GatewayInit, Runtime, Stores};
 
 /// Every route of the gateway.
 pub fn router(state: AppState) -> Router {
-    use api::{control, ingest, reports, service};
+    use api::{control, ingest, keys, reports, service};
     Router::new()
         .route("/v1/chat/completions", post(proxy::chat_completions).get(proxy::method_not_allowed))
         .route("/v1/messages", post(proxy::messages).get(proxy::method_not_allowed))
@@ -81,6 +82,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/usage", get(reports::usage))
         .route("/api/forecast", get(reports::forecast))
         .route("/api/clusters", get(reports::clusters))
+        .route("/api/keys", post(keys::create_key).get(keys::list_keys))
+        .route("/api/keys/{id}", axum::routing::delete(keys::revoke_key))
+        .route("/api/budgets", get(keys::budgets))
         .route("/metrics", get(service::metrics))
         .route("/health", get(service::health))
         .route("/ready", get(service::ready))

@@ -120,7 +120,16 @@ pub struct Metrics {
     in_flight: Gauge,
     config_reloads: Family<CacheLabels, Counter>,
     handler_panics: Counter,
+    key_spend_usd: Family<KeyLabels, Gauge<f64, AtomicU64>>,
+    key_budget_usd: Family<KeyLabels, Gauge<f64, AtomicU64>>,
     optimizer: OptimizerMetrics,
+}
+
+/// A virtual key's series: at most `keys::MAX_KEY_SERIES` keys are exported.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub key: String,
+    pub tenant: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -253,6 +262,18 @@ impl Metrics {
         let overhead = latency_histogram();
         let config_reloads = Family::<CacheLabels, Counter>::default();
         let handler_panics = Counter::default();
+        let key_spend_usd = Family::<KeyLabels, Gauge<f64, AtomicU64>>::default();
+        let key_budget_usd = Family::<KeyLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "llmopt_key_spend_usd",
+            "Spend of a virtual key in its current budget period, USD",
+            key_spend_usd.clone(),
+        );
+        registry.register(
+            "llmopt_key_budget_usd",
+            "Budget of a virtual key per period, USD",
+            key_budget_usd.clone(),
+        );
         registry.register(
             "llmopt_handler_panics",
             "Handler panics caught and answered with a 500",
@@ -347,6 +368,8 @@ impl Metrics {
             in_flight,
             config_reloads,
             handler_panics,
+            key_spend_usd,
+            key_budget_usd,
         }
     }
 
@@ -358,11 +381,7 @@ impl Metrics {
             Status::Ok => "ok",
             Status::Error(kind) => kind.as_str(),
         };
-        let endpoint = match record.endpoint {
-            llmopt_core::Endpoint::ChatCompletions => "chat_completions",
-            llmopt_core::Endpoint::Messages => "messages",
-            llmopt_core::Endpoint::External => "external",
-        };
+        let endpoint = record.endpoint.as_str();
         let cache = record.cache.as_str();
         let model_labels =
             || ModelLabels { provider: provider.to_owned(), model: model.to_owned() };
@@ -478,6 +497,20 @@ impl Metrics {
 
     pub fn in_flight(&self) -> &Gauge {
         &self.in_flight
+    }
+
+    /// Replaces the virtual keys' series with `keys` ((key id, tenant, spend, budget) of the
+    /// active keys), at most `keys::MAX_KEY_SERIES` of them.
+    pub fn set_keys(&self, keys: impl Iterator<Item = (String, String, f64, Option<f64>)>) {
+        self.key_spend_usd.clear();
+        self.key_budget_usd.clear();
+        for (key, tenant, spend, budget) in keys.take(crate::keys::MAX_KEY_SERIES) {
+            let labels = KeyLabels { key, tenant };
+            self.key_spend_usd.get_or_create(&labels).set(spend);
+            if let Some(budget) = budget {
+                self.key_budget_usd.get_or_create(&labels).set(budget);
+            }
+        }
     }
 
     pub fn count_panic(&self) {

@@ -94,6 +94,7 @@ async fn proxy(state: AppState, protocol: Protocol, request: Request) -> Respons
         upstream_time: Duration::ZERO,
         span: span.clone(),
         _in_flight: None,
+        key: None,
     };
     handle(call, request).instrument(span).await
 }
@@ -117,9 +118,29 @@ struct ProxiedCall {
     upstream_time: Duration,
     span: tracing::Span,
     _in_flight: Option<InFlightGuard>,
+    /// The virtual key the call is made with, if any (`crate::keys`).
+    key: Option<Arc<crate::keys::KeyEntry>>,
 }
 
 impl ProxiedCall {
+    /// Who is calling: the tenant the call is billed to and, for a virtual key, the key (named
+    /// in the record's `llmopt.key` tag, which its spend is counted and rebuilt from).
+    fn set_caller(&mut self, caller: &crate::auth::Caller) {
+        self.tenant = caller.tenant().map(str::to_owned);
+        if let Some(key) = caller.key() {
+            self.tags.insert(crate::keys::KEY_TAG.to_owned(), key.key.id.clone());
+            self.key = Some(Arc::clone(key));
+        }
+    }
+
+    /// A virtual key's checks for the model asked for (or the model its alias names): allowed
+    /// model, budget, rate.
+    fn admit(&self, model: &str) -> Result<(), ApiError> {
+        let Some(key) = &self.key else { return Ok(()) };
+        let resolved = self.runtime.routes.resolve_alias(model);
+        key.admit(&[model, resolved], self.state.clock().now_ms())
+    }
+
     fn endpoint(&self) -> Endpoint {
         match self.protocol {
             Protocol::OpenAi => Endpoint::ChatCompletions,
@@ -253,7 +274,7 @@ async fn handle(mut call: ProxiedCall, request: Request) -> Response {
         return call.refuse(error);
     }
     match call.runtime.auth.authorize(&parts.headers, Access::Proxy) {
-        Ok(caller) => call.tenant = caller.tenant().map(str::to_owned),
+        Ok(caller) => call.set_caller(&caller),
         Err(error) => return call.refuse(crate::api::auth_error(error)),
     }
     match call.state.try_enter(limits.max_concurrent_requests) {
@@ -297,6 +318,9 @@ async fn handle(mut call: ProxiedCall, request: Request) -> Response {
         return call.refuse(ApiError::invalid_request("`model` is required"));
     };
     call.requested_model = Some(model.clone());
+    if let Err(error) = call.admit(&model) {
+        return call.refuse(error);
+    }
     call.stream = chat.is_stream();
     // One full parse for fingerprints (of what the client asked, whatever model serves it).
     let body_value = answer_fields(&chat);
