@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(proxy::chat_completions).get(proxy::method_not_allowed))
         .route("/v1/messages", post(proxy::messages).get(proxy::method_not_allowed))
+        .route("/v1/models", get(proxy::models::list_models))
         .route("/v1/feedback", post(ingest::feedback))
         .route("/v1/records", post(ingest::ingest_records))
         .route("/api/stats", get(service::stats))

@@ -11,6 +11,7 @@
 //! the body of a streamed answer that records the call when it ends.
 
 mod forward;
+pub mod models;
 mod stream;
 mod workload;
 

@@ -420,3 +420,61 @@ async fn concurrent_calls_overshoot_by_at_most_the_calls_in_flight() {
         send(state, "POST", "/v1/chat/completions", Some(&secret), chat("sim-small", "c")).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
 }
+
+#[tokio::test]
+async fn models_lists_what_the_routes_serve_filtered_by_the_key() {
+    let setup = setup("[aliases]\nfast = \"sim-small\"\nbig = \"sim-large\"\n").await;
+    let state = &setup.gateway.state;
+    let (_, all) = make_key(state, json!({"tenant": "t"})).await;
+    let (_, small_only) = make_key(state, json!({"tenant": "t", "models": ["sim-small"]})).await;
+    let ids = |body: &Value| -> Vec<String> {
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, body, _) = send(state, "GET", "/v1/models", Some(&all), Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["object"], "list");
+    // sim-small through the `sim-*` glob (it is in the price catalog), sim-large exactly, and
+    // both aliases; the glob itself is not a model.
+    assert_eq!(ids(&body), ["big", "fast", "sim-large", "sim-small"]);
+    let large = body["data"].as_array().unwrap().iter().find(|m| m["id"] == "sim-large").unwrap();
+    assert_eq!((&large["object"], &large["owned_by"]), (&json!("model"), &json!("ant")));
+
+    let (status, body, _) = send(state, "GET", "/v1/models", Some(&small_only), Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&body), ["fast", "sim-small"], "the key's models, and aliases naming them");
+
+    // The Anthropic SDK's shape when it says its version.
+    let request = Request::builder()
+        .uri("/v1/models")
+        .header("x-api-key", &small_only)
+        .header("anthropic-version", "2023-06-01")
+        .body(Body::empty())
+        .unwrap();
+    let response = router(state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(ids(&body), ["fast", "sim-small"]);
+    assert_eq!(body["data"][0]["type"], "model");
+    assert_eq!(
+        (&body["has_more"], &body["first_id"], &body["last_id"]),
+        (&json!(false), &json!("fast"), &json!("sim-small"))
+    );
+    let request = Request::builder()
+        .uri("/v1/models")
+        .header("anthropic-version", "2023-06-01")
+        .body(Body::empty())
+        .unwrap();
+    let response = router(state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(anthropic_error(&body), "authentication_error");
+    let (status, body, _) = send(state, "GET", "/v1/models", Some(ADMIN), Value::Null).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the admin token is not a client key: {body}");
+}
