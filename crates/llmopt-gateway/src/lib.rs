@@ -64,6 +64,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(proxy::chat_completions).get(proxy::method_not_allowed))
         .route("/v1/messages", post(proxy::messages).get(proxy::method_not_allowed))
         .route("/v1/models", get(proxy::models::list_models))
+        .route("/v1/responses", post(proxy::responses::create).get(proxy::method_not_allowed))
+        .route(
+            "/v1/responses/{id}",
+            get(proxy::responses::retrieve).delete(proxy::responses::delete),
+        )
+        .route("/v1/responses/{id}/input_items", get(proxy::responses::input_items))
+        .route("/v1/embeddings", post(proxy::embeddings::embeddings).get(proxy::method_not_allowed))
         .route("/v1/feedback", post(ingest::feedback))
         .route("/v1/records", post(ingest::ingest_records))
         .route("/api/stats", get(service::stats))

@@ -168,6 +168,7 @@ pub struct Shared {
     overlay: OptimizerOverlay,
     records: Arc<dyn RecordStore>,
     keys: Arc<KeyRegistry>,
+    responses: crate::proxy::responses::ResponseOwners,
     pub collector: Collector,
     pub metrics: Metrics,
     pub clock: Arc<dyn Clock>,
@@ -225,6 +226,7 @@ impl AppState {
             overlay,
             records: stores.records,
             keys,
+            responses: Default::default(),
             collector,
             metrics: Metrics::new(),
             clock,
@@ -261,6 +263,11 @@ impl AppState {
     /// The virtual keys made at run time, with their spend.
     pub fn keys(&self) -> &Arc<KeyRegistry> {
         &self.0.keys
+    }
+
+    /// Who made each stored response of the Responses API (`proxy::responses`).
+    pub fn response_owners(&self) -> &crate::proxy::responses::ResponseOwners {
+        &self.0.responses
     }
 
     /// The optimizer: live policy, experiments and cycles.

@@ -10,8 +10,12 @@
 //! [`forward`] tries the candidates (one path for whole and streamed answers); [`stream`] is
 //! the body of a streamed answer that records the call when it ends.
 
+mod accept;
+pub mod embeddings;
+mod endpoints;
 mod forward;
 pub mod models;
+pub mod responses;
 mod stream;
 mod workload;
 
@@ -36,7 +40,6 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::{
-    auth::Access,
     cache::{AnswerShape, CacheKey, CachedAnswer},
     error::ApiError,
     routing::{RouteDecision, RouteInput},
@@ -75,28 +78,12 @@ pub fn request_id_at(ts_ms: i64) -> String {
 }
 
 async fn proxy(state: AppState, protocol: Protocol, request: Request) -> Response {
-    let ts_ms = state.clock().now_ms();
-    let request_id = request_id_at(ts_ms);
-    let span = tracing::info_span!("request", request_id = %request_id);
-    let call = ProxiedCall {
-        state: state.clone(),
-        runtime: state.runtime(),
-        request_id,
-        start: Instant::now(),
-        ts_ms,
-        protocol,
-        tenant: None,
-        tags: Tags::new(),
-        requested_model: None,
-        fingerprints: Fingerprints::default(),
-        stream: false,
-        max_tokens: None,
-        experiment: None,
-        upstream_time: Duration::ZERO,
-        span: span.clone(),
-        _in_flight: None,
-        key: None,
+    let endpoint = match protocol {
+        Protocol::OpenAi => Endpoint::ChatCompletions,
+        Protocol::Anthropic => Endpoint::Messages,
     };
+    let call = ProxiedCall::start(state, protocol, endpoint);
+    let span = call.span.clone();
     handle(call, request).instrument(span).await
 }
 
@@ -121,6 +108,7 @@ struct ProxiedCall {
     _in_flight: Option<InFlightGuard>,
     /// The virtual key the call is made with, if any (`crate::keys`).
     key: Option<Arc<crate::keys::KeyEntry>>,
+    endpoint: Endpoint,
 }
 
 impl ProxiedCall {
@@ -143,10 +131,7 @@ impl ProxiedCall {
     }
 
     fn endpoint(&self) -> Endpoint {
-        match self.protocol {
-            Protocol::OpenAi => Endpoint::ChatCompletions,
-            Protocol::Anthropic => Endpoint::Messages,
-        }
+        self.endpoint
     }
 
     fn record(&self, provider: &str, served_model: &str, status: Status) -> RequestRecord {
@@ -262,50 +247,11 @@ pub fn parse_tags(headers: &HeaderMap) -> Tags {
 }
 
 async fn handle(mut call: ProxiedCall, request: Request) -> Response {
-    let limits = call.runtime.config.limits.clone();
     let (parts, body) = request.into_parts();
     call.tags = parse_tags(&parts.headers);
-    if header_bytes(&parts.headers) > limits.max_header_bytes {
-        let mut error = ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ErrorKind::Gateway,
-            format!("request headers exceed {} bytes", limits.max_header_bytes),
-        );
-        error.retry_after_s = None;
-        return call.refuse(error);
-    }
-    match call.runtime.auth.authorize(&parts.headers, Access::Proxy) {
-        Ok(caller) => call.set_caller(&caller),
-        Err(error) => return call.refuse(crate::api::auth_error(error)),
-    }
-    match call.state.try_enter(limits.max_concurrent_requests) {
-        Some(guard) => call._in_flight = Some(guard),
-        None => {
-            return call.refuse(ApiError::too_many(format!(
-                "more than {} requests in flight",
-                limits.max_concurrent_requests
-            )));
-        }
-    }
-    let declared_length = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared_length.is_some_and(|length| length > limits.max_body_bytes) {
-        return call.refuse(ApiError::too_large(format!(
-            "request body exceeds {} bytes",
-            limits.max_body_bytes
-        )));
-    }
-    let body = match axum::body::to_bytes(body, limits.max_body_bytes).await {
+    let body = match accept::accept(&mut call, &parts.headers, body).await {
         Ok(body) => body,
-        Err(_) => {
-            return call.refuse(ApiError::too_large(format!(
-                "request body exceeds {} bytes (or could not be read)",
-                limits.max_body_bytes
-            )));
-        }
+        Err(error) => return call.refuse(error),
     };
     let mut chat = match ChatRequest::from_slice(call.protocol, &body) {
         Ok(chat) => chat,

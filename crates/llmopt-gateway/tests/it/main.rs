@@ -7,6 +7,7 @@
 mod access;
 mod config;
 mod deploy_metrics;
+mod endpoints;
 mod keys;
 mod parsing;
 mod proxy;
