@@ -7,8 +7,9 @@
 //!
 //! Where things are: [`proxy`] (the `/v1` proxy routes), [`routing`] (the configuration's route
 //! table), [`overlay`] (the optimizer's live policy over it), [`cache`] (response cache),
-//! [`auth`], [`api`] (every other route), [`metrics`] (Prometheus text), [`config`] (figment
-//! layering and validation), [`server`] (sockets, threads, reload, shutdown), [`state`].
+//! [`auth`], [`keys`] (virtual keys, budgets, rates), [`api`] (every other route), [`metrics`]
+//! (Prometheus text), [`config`] (figment layering and validation), [`server`] (sockets,
+//! threads, reload, shutdown), [`state`].
 //!
 //! Design choices:
 //! - **Bytes in, bytes out.** Request bodies are parsed only at the top level (raw JSON values,
