@@ -478,3 +478,61 @@ async fn models_lists_what_the_routes_serve_filtered_by_the_key() {
     let (status, body, _) = send(state, "GET", "/v1/models", Some(ADMIN), Value::Null).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "the admin token is not a client key: {body}");
 }
+
+/// On the embedded store, as `serve` runs: keys and spend outlive the process.
+#[tokio::test]
+async fn keys_and_spend_survive_a_restart_on_sled() {
+    use std::sync::Arc;
+
+    use llmopt_core::{Clock, SystemClock};
+    use llmopt_gateway::{GatewayInit, Stores, server::close_sled};
+    use llmopt_storage::{SledStore, StorageConfig};
+
+    let sim = sim_server(0.0).await;
+    let prices = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(prices.path(), PRICES).unwrap();
+    let extra = format!(
+        "[auth]\nadmin_token_env = \"TEST_ADMIN_TOKEN\"\n[pricing]\nfile = \"{}\"\n",
+        prices.path().display()
+    );
+    let config = llmopt_gateway::config::from_toml_str(&config_text(&sim, &extra)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let open = |config: llmopt_gateway::config::Config| {
+        let store = SledStore::open(&path, StorageConfig::default()).unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let init = GatewayInit {
+            config,
+            stores: Stores::sled(&store),
+            clock,
+            secrets: crate::support::secrets(),
+            config_source: None,
+        };
+        (AppState::build(init).unwrap(), store)
+    };
+
+    let (state, store) = open(config.clone());
+    // A budget below one call: the first call is admitted, the second refused.
+    let (id, secret) =
+        make_key(&state, json!({"tenant": "team-a", "budget_usd": "0.000001"})).await;
+    let (status, _, _) =
+        send(&state, "POST", "/v1/chat/completions", Some(&secret), chat("sim-small", "a")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) =
+        send(&state, "POST", "/v1/chat/completions", Some(&secret), chat("sim-small", "b")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let (_, before, _) = send(&state, "GET", "/api/keys", Some(ADMIN), Value::Null).await;
+    let spend = before["keys"][0]["spend_usd"].as_f64().unwrap();
+    assert!(spend > 0.000001);
+    close_sled(state, store).await.unwrap();
+
+    let (state, store) = open(config);
+    let (_, after, _) = send(&state, "GET", "/api/keys", Some(ADMIN), Value::Null).await;
+    assert_eq!(after["keys"][0]["id"], json!(id));
+    assert_eq!(after["keys"][0]["spend_usd"].as_f64().unwrap(), spend, "spend rebuilt");
+    let (status, body, _) =
+        send(&state, "POST", "/v1/chat/completions", Some(&secret), chat("sim-small", "c")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(openai_error(&body), ("budget_exceeded", "budget_exceeded"));
+    close_sled(state, store).await.unwrap();
+}
