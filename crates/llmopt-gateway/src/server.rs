@@ -22,8 +22,25 @@ use crate::{
 
 /// Runs the gateway until SIGTERM or SIGINT.
 pub async fn serve(source: ConfigSource, config: Config) -> Result<()> {
-    check_exposure(&config)?;
+    // Virtual keys made at run time protect the gateway as configured keys do; a store that
+    // does not exist yet holds none, and is not created for a refusal.
+    let exposure = check_exposure(&config);
+    if exposure.is_err() && !config.storage.path.is_dir() {
+        return exposure;
+    }
     let store = open_sled(&config.storage).await?;
+    if let Err(error) = exposure {
+        let keys = store.keys();
+        let has_virtual_keys = tokio::task::spawn_blocking(move || {
+            llmopt_core::KeyStore::list(keys.as_ref()).map(|keys| !keys.is_empty())
+        })
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))?
+        .map_err(|e| Error::Storage(format!("virtual keys: {e}")))?;
+        if !has_virtual_keys {
+            return Err(error);
+        }
+    }
     tracing::info!(path = %config.storage.path.display(), "store open");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let listen = config.server.listen;
@@ -43,7 +60,7 @@ pub async fn serve(source: ConfigSource, config: Config) -> Result<()> {
     };
     let _watcher = watch_config(&source, state.clone())?;
     spawn_retention(store.clone(), Arc::clone(&clock));
-    if open_to_the_network(&state.runtime().config) {
+    if open_to_the_network(&state.runtime().config) && !state.runtime().auth.enabled() {
         spawn_open_proxy_warning(listen);
     }
     let listener = TcpListener::bind(listen).await?;
