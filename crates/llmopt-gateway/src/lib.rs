@@ -97,8 +97,18 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(service::metrics))
         .route("/health", get(service::health))
         .route("/ready", get(service::ready))
+        .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn_with_state(state.clone(), catch_panic))
         .with_state(state)
+}
+
+/// A method a route does not serve: a JSON 405 (axum's own has an empty body).
+async fn wrong_method(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        llmopt_core::ErrorKind::InvalidRequest,
+        format!("{method} is not served on this route"),
+    )
 }
 
 /// A panic in a handler answers 500 in the caller's protocol shape (Anthropic's for
