@@ -146,6 +146,7 @@ impl OptimizerOverlay {
         if let Some(after_ms) = policy.hedge_after_ms {
             decision.hedge_after = Some(Duration::from_millis(after_ms));
         }
+        decision.prompt_cache = policy.prompt_cache;
         decision.applied_flags = policy.applied_flags;
         decision.held_out = policy.held_out;
         if let Some(arm) = routing.arm {

@@ -36,6 +36,8 @@ pub struct RouteDecision {
     /// Send a second attempt of a whole (non-streamed) call when the first has not answered
     /// after this long.
     pub hedge_after: Option<Duration>,
+    /// Insert prompt-cache breakpoints with this lifetime (Anthropic protocol).
+    pub prompt_cache: Option<llmopt_experiments::PromptCacheTtl>,
     pub experiment: Option<ExperimentArm>,
     /// The adopted changes (their flags) that applied, and those whose holdout kept this
     /// request out: written into its record so each change is measured against its holdout.
@@ -153,6 +155,7 @@ impl RouteTable {
             cache_sampled: false,
             timeout: route.timeout,
             hedge_after: None,
+            prompt_cache: None,
             experiment: None,
             applied_flags: Vec::new(),
             held_out: Vec::new(),

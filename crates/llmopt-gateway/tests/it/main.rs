@@ -8,6 +8,7 @@ mod access;
 mod config;
 mod deploy_metrics;
 mod parsing;
+mod policy_changes;
 mod proxy;
 mod reload;
 mod router;
