@@ -119,7 +119,11 @@ impl Strategy for ResponseCacheStrategy {
             {
                 continue;
             }
-            let Ok(analysis) = duplicate_analysis(&group, config) else { continue };
+            // Only deterministic requests can be answered from the cache the change turns on
+            // (it never caches sampled ones): repeats of sampled requests are not counted.
+            let cacheable: Vec<RequestRecord> =
+                group.iter().filter(|r| !r.sampled).cloned().collect();
+            let Ok(analysis) = duplicate_analysis(&cacheable, config) else { continue };
             if analysis.hits == 0 || analysis.saved.is_zero() {
                 continue;
             }
@@ -133,7 +137,7 @@ impl Strategy for ResponseCacheStrategy {
                 id: format!("response_cache:model={model}"),
                 strategy: self.kind(),
                 summary: format!(
-                    "Cache responses of {model} for {} s: {:.1} % of its requests repeat exactly",
+                    "Cache responses of {model} for {} s: {:.1} % of its deterministic requests (temperature 0) repeat exactly",
                     settings.cache_ttl_seconds,
                     share * 100.0
                 ),

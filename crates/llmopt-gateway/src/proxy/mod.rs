@@ -94,6 +94,7 @@ async fn proxy(state: AppState, protocol: Protocol, request: Request) -> Respons
         upstream_time: Duration::ZERO,
         cache_ttl: None,
         hedged: false,
+        sampled: false,
         span: span.clone(),
         _in_flight: None,
     };
@@ -121,6 +122,8 @@ struct ProxiedCall {
     cache_ttl: Option<Duration>,
     /// A second attempt was sent (hedging): its cost is charged to this call.
     hedged: bool,
+    /// The request asked for sampling (`temperature` absent or above 0).
+    sampled: bool,
     span: tracing::Span,
     _in_flight: Option<InFlightGuard>,
 }
@@ -148,6 +151,7 @@ impl ProxiedCall {
         record.experiment = self.experiment.clone();
         record.fingerprints = self.fingerprints.clone();
         record.max_tokens = self.max_tokens;
+        record.sampled = self.sampled;
         record
     }
 
@@ -304,6 +308,8 @@ async fn handle(mut call: ProxiedCall, request: Request) -> Response {
     };
     call.requested_model = Some(model.clone());
     call.stream = chat.is_stream();
+    // No temperature means the provider default (1.0): sampled too.
+    call.sampled = !chat.get::<f64>("temperature").is_some_and(|t| t <= 0.0);
     // One full parse for fingerprints (of what the client asked, whatever model serves it).
     let body_value = answer_fields(&chat);
     call.fingerprints = Fingerprints {

@@ -67,8 +67,10 @@ async fn started(
     let sim = sim_server(time_scale).await;
     let prices = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(prices.path(), PRICES).unwrap();
-    let extra =
-        format!("[pricing]\nfile = \"{}\"\n[cache]\nenabled = false\n[routes.large]\nmodels = [\"large\"]\nprovider = \"oai\"\n", prices.path().display());
+    let extra = format!(
+        "[pricing]\nfile = \"{}\"\n[cache]\nenabled = false\n[routes.large]\nmodels = [\"large\"]\nprovider = \"oai\"\n",
+        prices.path().display()
+    );
     let gateway = RunningGateway::start(TestGateway::from_toml(&config_text(&sim, &extra))).await;
     (gateway, sim, prices)
 }
@@ -92,6 +94,7 @@ async fn every_policy_change_field_reaches_the_request_path() {
     assert_eq!((status.as_u16(), outcome.as_str()), (200, "bypass/sim-small"));
     let before = gateway.gateway.record(&id).await;
     assert!(!before.tags.contains_key(llmopt_core::APPLIED_TAG), "no adoption yet");
+    assert!(!before.sampled, "temperature 0 is deterministic");
     adopt(
         &gateway.gateway,
         "sim-small",

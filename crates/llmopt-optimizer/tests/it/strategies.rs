@@ -45,6 +45,20 @@ fn response_cache_counts_exact_repeats_within_the_ttl() {
     assert!(low < 0.35 && high > 0.35);
     assert!(matches!(proposal.action, Some(Action::ResponseCache { enabled: true, .. })));
     assert_eq!(proposal.experiment.as_ref().unwrap().treatment.response_cache, Some(true));
+    // Repeats of sampled requests (temperature above 0) are not answered by the cache the
+    // change turns on: with every request whose index is 6, 7 or 8 modulo 9 sampled, the
+    // repeats left are those at 2 and 5 modulo 9, 34 + 33 = 67 of the 100.
+    let partly_sampled: Vec<RequestRecord> = records
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, mut r)| {
+            r.sampled = i % 9 >= 6;
+            r
+        })
+        .collect();
+    let proposals = ResponseCacheStrategy.propose(&input(&partly_sampled, &catalog, &settings));
+    assert!((proposals[0].saving.usd_per_day - 67.0 * 0.0035).abs() < 1e-9);
     // No repeats, no proposal.
     let unique: Vec<RequestRecord> =
         (0..300).map(|i| record(i, T0 + i as i64 * 60_000, "gpt-4o", 1_000, 100)).collect();
