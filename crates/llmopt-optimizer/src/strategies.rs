@@ -231,8 +231,15 @@ impl Strategy for PromptCacheStrategy {
             let simulated =
                 json!({"5m": five.2.saving.as_usd_f64(), "1h": hour.2.saving.as_usd_f64()});
             let (ttl, reuse, saving) = if hour.2.saving > five.2.saving { hour } else { five };
-            // What the provider cache already gives today (cache reads and writes in the records).
-            let usages = group.iter().filter_map(|r| r.usage);
+            // What the provider cache already gives today (cache reads and writes in the records),
+            // on the traffic served as the client sent it: calls marked by our own experiment
+            // or adoption are not the client's doing.
+            let usages = group
+                .iter()
+                .filter(|r| {
+                    r.experiment.is_none() && !r.tags.contains_key(llmopt_core::APPLIED_TAG)
+                })
+                .filter_map(|r| r.usage);
             let (observed_read, observed_write) = usages.fold((0u64, 0u64), |(read, write), u| {
                 (
                     read + u.cache_read_tokens,
