@@ -7,6 +7,7 @@
 mod access;
 mod config;
 mod deploy_metrics;
+mod loop_e2e;
 mod parsing;
 mod policy_changes;
 mod proxy;
