@@ -55,7 +55,10 @@ pub use record::{
     CacheOutcome, Endpoint, ErrorKind, ExperimentArm, Feedback, FeedbackValue, Fingerprints,
     RecordValidationError, RequestRecord, Status, Tags,
 };
-pub use scope::{ScopeFilter, ScopeSubject, WORKLOAD_TAG};
+pub use scope::{
+    APPLIED_TAG, AdoptionSide, HEDGED_TAG, HELD_OUT_TAG, ScopeFilter, ScopeSubject, WORKLOAD_TAG,
+    adoption_side, tag_adoptions,
+};
 pub use store::{
     AggregateQuery, AggregateRow, AuditEntry, ExperimentDoc, ExperimentStore, GroupBy, PolicyDoc,
     PolicyStore, RecordFilter, RecordQuery, RecordStore, StoreError,

@@ -40,6 +40,26 @@ pub struct CachedAnswer {
     pub stop_reason: Option<String>,
     /// What the answer cost at the provider: a hit saves this much.
     pub cost: Option<Money>,
+    /// How long this answer may be served: the policy's TTL for its scope (an adopted cache
+    /// change carries the TTL its proposal simulated), else `cache.ttl_s`.
+    pub ttl: Duration,
+}
+
+/// Each entry lives for its own TTL (moka's per-entry expiry), capped at [`MAX_TTL`].
+struct PerEntryTtl;
+
+/// The longest an answer is ever kept, whatever a policy says.
+pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl moka::Expiry<CacheKey, Arc<CachedAnswer>> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        answer: &Arc<CachedAnswer>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(answer.ttl.min(MAX_TTL))
+    }
 }
 
 /// The cache and the bounds it was built with (a reload with other bounds builds a new one).
@@ -69,7 +89,7 @@ impl ResponseCache {
             .weigher(|_key: &CacheKey, answer: &Arc<CachedAnswer>| {
                 u32::try_from(answer.body.len() + 256).unwrap_or(u32::MAX)
             })
-            .time_to_live(ttl)
+            .expire_after(PerEntryTtl)
             .build();
         ResponseCache { entries, ttl, max_bytes, max_entry_bytes }
     }
@@ -116,6 +136,7 @@ mod tests {
             usage: None,
             stop_reason: None,
             cost: None,
+            ttl: Duration::from_secs(60),
         }
     }
 
@@ -129,5 +150,21 @@ mod tests {
         assert!(cache.get(&sse).is_none());
         assert!(!cache.insert(sse, answer(101)));
         assert!(cache.get(&sse).is_none());
+    }
+
+    #[test]
+    fn each_answer_expires_after_its_own_ttl() {
+        let cache = ResponseCache::new(Duration::from_secs(60), 1 << 20, 1_000);
+        let short = CacheKey { fingerprint: Fingerprint(1), shape: AnswerShape::Json };
+        let long = CacheKey { fingerprint: Fingerprint(2), shape: AnswerShape::Json };
+        cache.insert(short, CachedAnswer { ttl: Duration::from_millis(1), ..answer(10) });
+        cache.insert(long, CachedAnswer { ttl: Duration::from_secs(3_600), ..answer(10) });
+        // moka's clock is the real one: a 1 ms entry is gone once 1 ms has passed.
+        let inserted = std::time::Instant::now();
+        while inserted.elapsed() < Duration::from_millis(2) {
+            std::hint::spin_loop();
+        }
+        assert!(cache.get(&short).is_none(), "expired after its own 1 ms");
+        assert!(cache.get(&long).is_some(), "kept for its own hour");
     }
 }

@@ -40,6 +40,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod hedging;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/optimize", post(control::optimize))
         .route("/api/audit", get(control::audit))
         .route("/api/adoptions", get(control::adoptions))
+        .route("/api/adoptions/{id}/rollback", post(control::roll_back_adoption))
         .route("/api/usage", get(reports::usage))
         .route("/api/forecast", get(reports::forecast))
         .route("/api/clusters", get(reports::clusters))

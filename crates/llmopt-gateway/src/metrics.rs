@@ -143,6 +143,11 @@ pub struct DecisionLabels {
     pub outcome: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabels {
+    pub cause: String,
+}
+
 /// The loop's metrics, synchronised from `LoopMetrics` snapshots at scrape time.
 #[derive(Debug)]
 struct OptimizerMetrics {
@@ -154,6 +159,7 @@ struct OptimizerMetrics {
     quality_budget_used: Gauge<f64, AtomicU64>,
     proposals: Family<StrategyLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
+    rollbacks: Family<CauseLabels, Counter>,
     /// What has been exported already, to turn snapshots into counter increments.
     synced: std::sync::Mutex<LoopMetrics>,
 }
@@ -169,6 +175,7 @@ impl OptimizerMetrics {
             quality_budget_used: Gauge::default(),
             proposals: Family::default(),
             decisions: Family::default(),
+            rollbacks: Family::default(),
             synced: std::sync::Mutex::new(LoopMetrics::default()),
         };
         registry.register("optimizer_runs", "Optimization cycles run", metrics.runs.clone());
@@ -184,7 +191,7 @@ impl OptimizerMetrics {
         );
         registry.register(
             "optimizer_cost_reduction",
-            "Measured saving of adopted changes, USD per day",
+            "Measured saving of the adopted changes in force against their holdouts, USD per day",
             metrics.cost_reduction.clone(),
         );
         registry.register(
@@ -206,6 +213,11 @@ impl OptimizerMetrics {
             "optimizer_decisions",
             "Experiment decisions, by strategy and outcome",
             metrics.decisions.clone(),
+        );
+        registry.register(
+            "optimizer_rollbacks",
+            "Adopted changes rolled back, by cause (guardrail:<metric>, cost, operator)",
+            metrics.rollbacks.clone(),
         );
         metrics
     }
@@ -234,6 +246,12 @@ impl OptimizerMetrics {
                     strategy: strategy.clone(),
                     outcome: outcome.clone(),
                 })
+                .inc_by(count.saturating_sub(before));
+        }
+        for (cause, count) in &now.rollbacks {
+            let before = synced.rollbacks.get(cause).copied().unwrap_or(0);
+            self.rollbacks
+                .get_or_create(&CauseLabels { cause: cause.clone() })
                 .inc_by(count.saturating_sub(before));
         }
         *synced = now.clone();

@@ -27,9 +27,22 @@ pub struct RouteDecision {
     pub candidates: Vec<Candidate>,
     pub max_tokens_cap: Option<u32>,
     pub cache: bool,
+    /// How long an answer stored now may be served (`None`: `cache.ttl_s`).
+    pub cache_ttl: Option<Duration>,
+    /// Cache requests that ask for sampling (`temperature` absent or above 0) too.
+    pub cache_sampled: bool,
     /// `None`: the provider's own timeout.
     pub timeout: Option<Duration>,
+    /// Send a second attempt of a whole (non-streamed) call when the first has not answered
+    /// after this long.
+    pub hedge_after: Option<Duration>,
+    /// Insert prompt-cache breakpoints with this lifetime (Anthropic protocol).
+    pub prompt_cache: Option<llmopt_experiments::PromptCacheTtl>,
     pub experiment: Option<ExperimentArm>,
+    /// The adopted changes (their flags) that applied, and those whose holdout kept this
+    /// request out: written into its record so each change is measured against its holdout.
+    pub applied_flags: Vec<String>,
+    pub held_out: Vec<String>,
 }
 
 /// What a policy may look at.
@@ -169,8 +182,14 @@ impl RouteTable {
             candidates,
             max_tokens_cap: route.max_tokens_cap,
             cache: route.cache.unwrap_or(self.cache_default),
+            cache_ttl: None,
+            cache_sampled: false,
             timeout: route.timeout,
+            hedge_after: None,
+            prompt_cache: None,
             experiment: None,
+            applied_flags: Vec::new(),
+            held_out: Vec::new(),
         })
     }
 }

@@ -282,6 +282,11 @@ impl AppState {
         Some(decision)
     }
 
+    /// The optimizer's overlay (hedge budget, experiment counts).
+    pub fn overlay(&self) -> &OptimizerOverlay {
+        &self.0.overlay
+    }
+
     /// Hands a finished call's record to the live policy (before the collector takes it).
     pub fn on_record(&self, record: &RequestRecord) {
         self.0.keys.on_record(record);

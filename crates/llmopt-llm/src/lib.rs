@@ -35,7 +35,8 @@ mod stream;
 
 pub use anthropic::{Anthropic, AnthropicConfig};
 pub use decorators::{
-    Hedge, HedgeConfig, RateLimit, RateLimitConfig, RateLimitMode, Retry, RetryConfig, Timeout,
+    Hedge, HedgeConfig, Hedged, RateLimit, RateLimitConfig, RateLimitMode, Retry, RetryConfig,
+    Timeout, hedged_chat,
 };
 pub use error::{Error, Result};
 pub use http::Timeouts;
