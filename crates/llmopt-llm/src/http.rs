@@ -331,10 +331,7 @@ pub(crate) async fn call_whole(
     builder: reqwest::RequestBuilder,
     timeouts: &Timeouts,
 ) -> Result<ChatResponse, ProviderError> {
-    let started = Instant::now();
-    let total_deadline = started + timeouts.total;
-    let first_byte_deadline = (started + timeouts.first_byte).min(total_deadline);
-    let response = send(builder, first_byte_deadline, total_deadline).await?;
+    let (started, total_deadline, response) = send_with_timeouts(builder, timeouts).await?;
     let first_byte = started.elapsed();
     let status = response.status().as_u16();
     let headers = passable_headers(response.headers());
@@ -366,16 +363,26 @@ pub(crate) async fn call_stream(
     crate::stream::start(setup, status, headers, body_stream(response)).await
 }
 
+/// Sends a call to another endpoint under the first-byte and total timeouts: the start, the
+/// total deadline and the response head.
+async fn send_with_timeouts(
+    builder: reqwest::RequestBuilder,
+    timeouts: &Timeouts,
+) -> Result<(Instant, Instant, reqwest::Response), ProviderError> {
+    let started = Instant::now();
+    let total_deadline = started + timeouts.total;
+    let first_byte_deadline = (started + timeouts.first_byte).min(total_deadline);
+    let response = send(builder, first_byte_deadline, total_deadline).await?;
+    Ok((started, total_deadline, response))
+}
+
 /// One whole call to another endpoint (`crate::passthrough`): send, wait for the head, read
 /// the body; the body is kept as it came.
 pub(crate) async fn call_api_whole(
     builder: reqwest::RequestBuilder,
     timeouts: &Timeouts,
 ) -> Result<crate::passthrough::ApiResponse, ProviderError> {
-    let started = Instant::now();
-    let total_deadline = started + timeouts.total;
-    let first_byte_deadline = (started + timeouts.first_byte).min(total_deadline);
-    let response = send(builder, first_byte_deadline, total_deadline).await?;
+    let (started, total_deadline, response) = send_with_timeouts(builder, timeouts).await?;
     let first_byte = started.elapsed();
     let status = response.status().as_u16();
     let headers = passable_headers(response.headers());
@@ -395,10 +402,7 @@ pub(crate) async fn call_api_stream(
     builder: reqwest::RequestBuilder,
     timeouts: &Timeouts,
 ) -> Result<crate::passthrough::ApiStream, ProviderError> {
-    let started = Instant::now();
-    let total_deadline = started + timeouts.total;
-    let first_byte_deadline = (started + timeouts.first_byte).min(total_deadline);
-    let response = send(builder, first_byte_deadline, total_deadline).await?;
+    let (started, total_deadline, response) = send_with_timeouts(builder, timeouts).await?;
     let first_byte = started.elapsed();
     let status = response.status().as_u16();
     let headers = passable_headers(response.headers());
