@@ -71,6 +71,10 @@ enum Command {
         /// traffic rarely has); by default workloads are discovered from the prompts' content.
         #[arg(long)]
         tags: bool,
+        /// Leave out the scripted drift (the weak model degrading on one routed workload
+        /// partway through, which the optimizer should roll back).
+        #[arg(long)]
+        no_drift: bool,
     },
     /// Offline analysis of a trace: our records (NDJSON) or a public trace (Azure CSV, Mooncake
     /// JSONL): traffic and cost, forecast, anomalies, clusters, cache and prefix opportunities,
@@ -161,6 +165,7 @@ fn run(cli: Cli) -> Result<()> {
             prompts,
             json,
             tags,
+            no_drift,
         } => {
             let args = llm_auto_optimizer::demo::DemoArgs {
                 requests,
@@ -173,6 +178,7 @@ fn run(cli: Cli) -> Result<()> {
                 prompts,
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 tags,
+                drift: !no_drift,
             };
             commands::demo::demo(&args, json)
         }

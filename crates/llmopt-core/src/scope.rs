@@ -22,6 +22,49 @@ use crate::{
 /// its content. Reserved: the gateway drops a client's own tag of this name.
 pub const WORKLOAD_TAG: &str = "llmopt.workload";
 
+/// The tag under which a record lists the adopted changes (their flags, comma-separated) that
+/// applied to it. Reserved like [`WORKLOAD_TAG`].
+pub const APPLIED_TAG: &str = "llmopt.applied";
+
+/// The tag under which a record lists the adopted changes whose scope it was in but whose
+/// holdout kept it on the policy before them. Reserved like [`WORKLOAD_TAG`].
+pub const HELD_OUT_TAG: &str = "llmopt.held_out";
+
+/// The tag of a record whose call was hedged (a second attempt was sent; its cost is in the
+/// record's). Reserved like [`WORKLOAD_TAG`].
+pub const HEDGED_TAG: &str = "llmopt.hedged";
+
+/// Writes which adopted changes applied to a request and which held it out (nothing when both
+/// are empty, so records outside every adoption carry no extra tags).
+pub fn tag_adoptions(tags: &mut Tags, applied: &[String], held_out: &[String]) {
+    for (key, flags) in [(APPLIED_TAG, applied), (HELD_OUT_TAG, held_out)] {
+        if !flags.is_empty() {
+            tags.insert(key.to_owned(), flags.join(","));
+        }
+    }
+}
+
+/// Where an adopted change (named by its flag) stood for a stored record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdoptionSide {
+    Applied,
+    HeldOut,
+}
+
+/// Whether the change named `flag` applied to `record`, held it out, or neither.
+pub fn adoption_side(record: &RequestRecord, flag: &str) -> Option<AdoptionSide> {
+    let lists = |key: &str| {
+        record.tags.get(key).is_some_and(|value| value.split(',').any(|item| item == flag))
+    };
+    if lists(APPLIED_TAG) {
+        Some(AdoptionSide::Applied)
+    } else if lists(HELD_OUT_TAG) {
+        Some(AdoptionSide::HeldOut)
+    } else {
+        None
+    }
+}
+
 /// The constraints of a scope, borrowed from whichever scope type holds them. `None`: any.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScopeFilter<'a> {

@@ -55,5 +55,8 @@ pub use decision::{
 pub use engine::{Assignment, Engine};
 pub use error::{Error, Result};
 pub use experiment::{ArmState, ArmStatus, Experiment, ExperimentStatus, Outcome, SCHEMA_VERSION};
-pub use spec::{Allocation, ArmSpec, Degradation, ExperimentSpec, Guardrail, Metric, PolicyChange};
+pub use spec::{
+    Allocation, ArmSpec, Degradation, ExperimentSpec, Guardrail, Metric, PolicyChange,
+    PromptCacheTtl,
+};
 pub use stats::{ArmSummary, Interval, ValueKind};

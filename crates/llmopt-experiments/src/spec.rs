@@ -44,6 +44,9 @@ pub enum Metric {
     TtftMs,
     /// Share of requests that failed.
     ErrorRate,
+    /// Share of answers cut by the output limit (`length` / `max_tokens` stop reasons): the
+    /// guardrail of a `max_tokens` cap, which must not truncate more answers than it promised.
+    TruncatedShare,
     /// Share of requests slower than `threshold_ms`. The guardrail form of a latency quantile:
     /// with the threshold at the control's baseline p95, "p95 must not rise" becomes "the share
     /// of requests above the old p95 must not rise", a proportion the sequential test handles.
@@ -61,6 +64,7 @@ impl Metric {
             Metric::LatencyMs => "latency_ms".to_owned(),
             Metric::TtftMs => "ttft_ms".to_owned(),
             Metric::ErrorRate => "error_rate".to_owned(),
+            Metric::TruncatedShare => "truncated_share".to_owned(),
             Metric::SlowShare { threshold_ms } => format!("slow_share_over_{threshold_ms}ms"),
             Metric::Quality { name } => format!("quality:{name}"),
         }
@@ -72,9 +76,10 @@ impl Metric {
 
     pub fn value_kind(&self) -> ValueKind {
         match self {
-            Metric::ErrorRate | Metric::SlowShare { .. } | Metric::InexactCostShare => {
-                ValueKind::Proportion
-            }
+            Metric::ErrorRate
+            | Metric::TruncatedShare
+            | Metric::SlowShare { .. }
+            | Metric::InexactCostShare => ValueKind::Proportion,
             _ => ValueKind::Continuous,
         }
     }
@@ -97,6 +102,10 @@ impl Metric {
             Metric::LatencyMs => Some(record.latency_ms()),
             Metric::TtftMs => record.ttft_us.map(|us| us as f64 / 1000.0),
             Metric::ErrorRate => Some(if record.status.is_ok() { 0.0 } else { 1.0 }),
+            // Only answers can be truncated: failed calls count in the error rate.
+            Metric::TruncatedShare => {
+                record.status.is_ok().then_some(if record.truncated() { 1.0 } else { 0.0 })
+            }
             Metric::SlowShare { threshold_ms } => {
                 Some(if record.latency_ms() > *threshold_ms { 1.0 } else { 0.0 })
             }
@@ -193,6 +202,36 @@ pub struct PolicyChange {
     /// Send a second attempt when the first has not answered after this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hedge_after_ms: Option<u64>,
+    /// Mark the prompt's prefix for the provider's prompt cache (Anthropic `cache_control`
+    /// breakpoints) with this lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_cache: Option<PromptCacheTtl>,
+}
+
+/// The lifetime of an Anthropic prompt-cache entry: a write costs 1.25× the input price for
+/// five minutes, 2× for an hour; reads cost 0.1× and refresh the lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PromptCacheTtl {
+    #[serde(rename = "5m")]
+    FiveMinutes,
+    #[serde(rename = "1h")]
+    OneHour,
+}
+
+impl PromptCacheTtl {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptCacheTtl::FiveMinutes => "5m",
+            PromptCacheTtl::OneHour => "1h",
+        }
+    }
+
+    pub fn millis(self) -> i64 {
+        match self {
+            PromptCacheTtl::FiveMinutes => 5 * 60 * 1_000,
+            PromptCacheTtl::OneHour => 60 * 60 * 1_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -49,10 +49,16 @@ pub struct CachedAnswer {
     pub stop_reason: Option<String>,
     /// What the answer cost at the provider: a hit saves this much.
     pub cost: Option<Money>,
+    /// How long this answer may be served: the policy's TTL for its scope (an adopted cache
+    /// change carries the TTL its proposal simulated), else `cache.ttl_s`.
+    pub ttl: Duration,
 }
 
-/// An entry of the first level: the answer and how long it may live (the configured TTL, or
-/// what is left of it when the answer came from the second level).
+/// The longest an answer is ever kept, whatever a policy says.
+pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// An entry of the first level: the answer and how long it may live (the answer's own TTL, the
+/// policy's or `cache.ttl_s`, or what is left of it when the answer came from the second level).
 #[derive(Debug, Clone)]
 struct Stored {
     answer: Arc<CachedAnswer>,
@@ -129,7 +135,7 @@ impl ResponseCache {
         let (answer, ttl_left) = shared.get(key).await?;
         let answer = Arc::new(answer);
         if answer.body.len() <= self.max_entry_bytes {
-            let ttl = ttl_left.min(self.ttl);
+            let ttl = ttl_left.min(MAX_TTL);
             self.entries.insert(*key, Stored { answer: Arc::clone(&answer), ttl });
         }
         Some(answer)
@@ -141,11 +147,12 @@ impl ResponseCache {
         if answer.body.len() > self.max_entry_bytes {
             return false;
         }
+        let ttl = answer.ttl.min(MAX_TTL);
         let answer = Arc::new(answer);
         if let Some(shared) = &self.shared {
-            shared.put(key, Arc::clone(&answer), self.ttl);
+            shared.put(key, Arc::clone(&answer), ttl);
         }
-        self.entries.insert(key, Stored { answer, ttl: self.ttl });
+        self.entries.insert(key, Stored { answer, ttl });
         true
     }
 
@@ -226,6 +233,8 @@ fn decode_entry(bytes: &[u8]) -> Option<CachedAnswer> {
         usage: head.usage,
         stop_reason: head.stop_reason,
         cost: head.cost,
+        // Set by the caller from the entry's remaining lifetime in Redis.
+        ttl: Duration::ZERO,
     })
 }
 
@@ -403,9 +412,10 @@ impl RedisCache {
         })?;
         match found.await {
             Ok(Ok((Some(bytes), ttl_ms))) if ttl_ms > 0 => match decode_entry(&bytes) {
-                Some(answer) => {
+                Some(mut answer) => {
                     self.hits.fetch_add(1, Ordering::Relaxed);
-                    Some((answer, Duration::from_millis(ttl_ms.unsigned_abs())))
+                    answer.ttl = Duration::from_millis(ttl_ms.unsigned_abs());
+                    Some((answer, answer.ttl))
                 }
                 None => {
                     self.errors.fetch_add(1, Ordering::Relaxed);
@@ -477,6 +487,7 @@ mod tests {
             usage: None,
             stop_reason: None,
             cost: None,
+            ttl: Duration::from_secs(60),
         }
     }
 
@@ -506,5 +517,21 @@ mod tests {
         assert!(cache.get(&sse).is_none());
         assert!(!cache.insert(sse, answer(101)));
         assert!(cache.get(&sse).is_none());
+    }
+
+    #[test]
+    fn each_answer_expires_after_its_own_ttl() {
+        let cache = ResponseCache::new(Duration::from_secs(60), 1 << 20, 1_000);
+        let short = CacheKey { fingerprint: Fingerprint(1), shape: AnswerShape::Json };
+        let long = CacheKey { fingerprint: Fingerprint(2), shape: AnswerShape::Json };
+        cache.insert(short, CachedAnswer { ttl: Duration::from_millis(1), ..answer(10) });
+        cache.insert(long, CachedAnswer { ttl: Duration::from_secs(3_600), ..answer(10) });
+        // moka's clock is the real one: a 1 ms entry is gone once 1 ms has passed.
+        let inserted = std::time::Instant::now();
+        while inserted.elapsed() < Duration::from_millis(2) {
+            std::hint::spin_loop();
+        }
+        assert!(cache.get(&short).is_none(), "expired after its own 1 ms");
+        assert!(cache.get(&long).is_some(), "kept for its own hour");
     }
 }

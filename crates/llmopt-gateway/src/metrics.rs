@@ -127,7 +127,16 @@ pub struct Metrics {
     config_reloads: Family<CacheLabels, Counter>,
     handler_panics: Counter,
     cycle_leader: Gauge,
+    key_spend_usd: Family<KeyLabels, Gauge<f64, AtomicU64>>,
+    key_budget_usd: Family<KeyLabels, Gauge<f64, AtomicU64>>,
     optimizer: OptimizerMetrics,
+}
+
+/// A virtual key's series: at most `keys::MAX_KEY_SERIES` keys are exported.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub key: String,
+    pub tenant: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -141,6 +150,11 @@ pub struct DecisionLabels {
     pub outcome: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabels {
+    pub cause: String,
+}
+
 /// The loop's metrics, synchronised from `LoopMetrics` snapshots at scrape time.
 #[derive(Debug)]
 struct OptimizerMetrics {
@@ -152,6 +166,7 @@ struct OptimizerMetrics {
     quality_budget_used: Gauge<f64, AtomicU64>,
     proposals: Family<StrategyLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
+    rollbacks: Family<CauseLabels, Counter>,
     /// What has been exported already, to turn snapshots into counter increments.
     synced: std::sync::Mutex<LoopMetrics>,
 }
@@ -167,6 +182,7 @@ impl OptimizerMetrics {
             quality_budget_used: Gauge::default(),
             proposals: Family::default(),
             decisions: Family::default(),
+            rollbacks: Family::default(),
             synced: std::sync::Mutex::new(LoopMetrics::default()),
         };
         registry.register("optimizer_runs", "Optimization cycles run", metrics.runs.clone());
@@ -182,7 +198,7 @@ impl OptimizerMetrics {
         );
         registry.register(
             "optimizer_cost_reduction",
-            "Measured saving of adopted changes, USD per day",
+            "Measured saving of the adopted changes in force against their holdouts, USD per day",
             metrics.cost_reduction.clone(),
         );
         registry.register(
@@ -204,6 +220,11 @@ impl OptimizerMetrics {
             "optimizer_decisions",
             "Experiment decisions, by strategy and outcome",
             metrics.decisions.clone(),
+        );
+        registry.register(
+            "optimizer_rollbacks",
+            "Adopted changes rolled back, by cause (guardrail:<metric>, cost, operator)",
+            metrics.rollbacks.clone(),
         );
         metrics
     }
@@ -232,6 +253,12 @@ impl OptimizerMetrics {
                     strategy: strategy.clone(),
                     outcome: outcome.clone(),
                 })
+                .inc_by(count.saturating_sub(before));
+        }
+        for (cause, count) in &now.rollbacks {
+            let before = synced.rollbacks.get(cause).copied().unwrap_or(0);
+            self.rollbacks
+                .get_or_create(&CauseLabels { cause: cause.clone() })
                 .inc_by(count.saturating_sub(before));
         }
         *synced = now.clone();
@@ -266,6 +293,18 @@ impl Metrics {
             "1 when this replica runs the scheduled optimization cycles (the fleet's leader, or \
              the only process on its store), else 0",
             cycle_leader.clone(),
+        );
+        let key_spend_usd = Family::<KeyLabels, Gauge<f64, AtomicU64>>::default();
+        let key_budget_usd = Family::<KeyLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "llmopt_key_spend_usd",
+            "Spend of a virtual key in its current budget period, USD",
+            key_spend_usd.clone(),
+        );
+        registry.register(
+            "llmopt_key_budget_usd",
+            "Budget of a virtual key per period, USD",
+            key_budget_usd.clone(),
         );
         registry.register(
             "llmopt_handler_panics",
@@ -404,6 +443,8 @@ impl Metrics {
             config_reloads,
             handler_panics,
             cycle_leader,
+            key_spend_usd,
+            key_budget_usd,
         }
     }
 
@@ -415,11 +456,7 @@ impl Metrics {
             Status::Ok => "ok",
             Status::Error(kind) => kind.as_str(),
         };
-        let endpoint = match record.endpoint {
-            llmopt_core::Endpoint::ChatCompletions => "chat_completions",
-            llmopt_core::Endpoint::Messages => "messages",
-            llmopt_core::Endpoint::External => "external",
-        };
+        let endpoint = record.endpoint.as_str();
         let cache = record.cache.as_str();
         let model_labels =
             || ModelLabels { provider: provider.to_owned(), model: model.to_owned() };
@@ -535,6 +572,20 @@ impl Metrics {
 
     pub fn in_flight(&self) -> &Gauge {
         &self.in_flight
+    }
+
+    /// Replaces the virtual keys' series with `keys` ((key id, tenant, spend, budget) of the
+    /// active keys), at most `keys::MAX_KEY_SERIES` of them.
+    pub fn set_keys(&self, keys: impl Iterator<Item = (String, String, f64, Option<f64>)>) {
+        self.key_spend_usd.clear();
+        self.key_budget_usd.clear();
+        for (key, tenant, spend, budget) in keys.take(crate::keys::MAX_KEY_SERIES) {
+            let labels = KeyLabels { key, tenant };
+            self.key_spend_usd.get_or_create(&labels).set(spend);
+            if let Some(budget) = budget {
+                self.key_budget_usd.get_or_create(&labels).set(budget);
+            }
+        }
     }
 
     pub fn count_panic(&self) {

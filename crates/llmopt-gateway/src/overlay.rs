@@ -31,6 +31,8 @@ pub struct OptimizerOverlay {
     /// (request id, metric) pairs already counted in an experiment: feedback counts once per
     /// request and metric, so posting it again cannot push a guardrail or a verdict.
     counted: moka::sync::Cache<(String, String), ()>,
+    /// The extra load hedges may add (`max_hedge_load`).
+    hedges: crate::hedging::HedgeBudget,
 }
 
 impl std::fmt::Debug for OptimizerOverlay {
@@ -78,6 +80,7 @@ impl OptimizerOverlay {
                 .max_capacity(1_000_000)
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
+            hedges: crate::hedging::HedgeBudget::default(),
         })
     }
 
@@ -134,14 +137,33 @@ impl OptimizerOverlay {
         }
         if let Some(cache) = policy.cache {
             decision.cache = cache.enabled;
+            decision.cache_ttl = cache.ttl_seconds.map(Duration::from_secs);
+            decision.cache_sampled = cache.allow_sampling;
         }
         if let Some(timeout_ms) = policy.timeout_ms {
             decision.timeout = Some(Duration::from_millis(timeout_ms));
         }
+        if let Some(after_ms) = policy.hedge_after_ms {
+            decision.hedge_after = Some(Duration::from_millis(after_ms));
+        }
+        decision.prompt_cache = policy.prompt_cache;
+        decision.applied_flags = policy.applied_flags;
+        decision.held_out = policy.held_out;
         if let Some(arm) = routing.arm {
             self.arms.insert(input.request_id.to_owned(), arm.clone());
             decision.experiment = Some(arm);
         }
+    }
+
+    /// Counts a call whose scope has an adopted hedge delay.
+    pub fn hedge_eligible(&self) {
+        self.hedges.eligible();
+    }
+
+    /// Whether a hedge may be sent now, within `max_hedge_load` (counts it when it may).
+    pub fn may_hedge(&self) -> bool {
+        let max_load = self.optimizer.with_config(|config| config.settings.max_hedge_load);
+        self.hedges.try_hedge(max_load)
     }
 
     /// Sees every finished call's record before the collector takes it (experiment counts).

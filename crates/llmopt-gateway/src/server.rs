@@ -22,9 +22,29 @@ use crate::{
 
 /// Runs the gateway until SIGTERM or SIGINT.
 pub async fn serve(source: ConfigSource, config: Config) -> Result<()> {
-    check_exposure(&config)?;
+    // Virtual keys made at run time protect the gateway as configured keys do; a sled store
+    // that does not exist yet holds none, and is not created for a refusal.
+    let exposure = check_exposure(&config);
+    if exposure.is_err()
+        && config.storage.backend == crate::config::StorageBackend::Sled
+        && !config.storage.path.is_dir()
+    {
+        return exposure;
+    }
     let secrets = environment_secrets();
     let store = open_store(&config.storage, &secrets).await?;
+    if let Err(error) = exposure {
+        let keys = store.stores().keys;
+        let has_virtual_keys = tokio::task::spawn_blocking(move || {
+            llmopt_core::KeyStore::list(keys.as_ref()).map(|keys| !keys.is_empty())
+        })
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))?
+        .map_err(|e| Error::Storage(format!("virtual keys: {e}")))?;
+        if !has_virtual_keys {
+            return Err(error);
+        }
+    }
     tracing::info!(store = %store.describe(), "store open");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let listen = config.server.listen;
@@ -49,7 +69,7 @@ pub async fn serve(source: ConfigSource, config: Config) -> Result<()> {
     };
     let _watcher = watch_config(&source, state.clone())?;
     spawn_retention(store.clone(), state.runtime().config.storage.clone(), Arc::clone(&clock));
-    if open_to_the_network(&state.runtime().config) {
+    if open_to_the_network(&state.runtime().config) && !state.runtime().auth.enabled() {
         spawn_open_proxy_warning(listen);
     }
     let listener = TcpListener::bind(listen).await?;

@@ -27,6 +27,7 @@ pub mod decorators;
 pub mod error;
 pub mod http;
 pub mod openai;
+pub mod passthrough;
 pub mod provider;
 pub mod secret;
 pub mod sim;
@@ -34,11 +35,13 @@ mod stream;
 
 pub use anthropic::{Anthropic, AnthropicConfig};
 pub use decorators::{
-    Hedge, HedgeConfig, RateLimit, RateLimitConfig, RateLimitMode, Retry, RetryConfig, Timeout,
+    Hedge, HedgeConfig, Hedged, RateLimit, RateLimitConfig, RateLimitMode, Retry, RetryConfig,
+    Timeout, hedged_chat,
 };
 pub use error::{Error, Result};
 pub use http::Timeouts;
 pub use openai::{OpenAiCompatible, OpenAiConfig};
+pub use passthrough::{ApiCall, ApiMethod, ApiResponse, ApiStream};
 pub use provider::{
     ChatRequest, ChatResponse, ChatStream, Provider, ProviderError, StreamItem, StreamOutcome,
     StreamProgress,

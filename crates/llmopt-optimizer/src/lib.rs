@@ -19,11 +19,12 @@ pub mod strategy;
 pub mod workloads;
 
 pub use cycle::{
-    Adoption, CycleReport, LoopMetrics, Mode, Optimizer, OptimizerConfig, OptimizerError, Routing,
+    Adoption, CycleReport, LoopMetrics, Measurement, Mode, Optimizer, OptimizerConfig,
+    OptimizerError, RolledBack, Routing,
 };
 pub use policy::{
-    Action, Decision, FeatureFlag, FlagConditions, LivePolicy, Policy, PolicyError, RequestContext,
-    Rule, Scope,
+    Action, Admission, Decision, FeatureFlag, FlagConditions, LivePolicy, Policy, PolicyError,
+    RequestContext, Rule, Scope,
 };
 pub use strategy::{
     AnalysisInput, Estimate, Proposal, Risk, Strategy, StrategyKind, StrategySettings,

@@ -100,6 +100,9 @@ pub enum Action {
     Timeout { total_ms: u64 },
     /// Send a second request if the first has not answered after this long.
     Hedge { after_ms: u64 },
+    /// Mark the prompt's prefix for the provider's prompt cache (`cache_control` breakpoints
+    /// after the system prompt and at the end of the conversation) with this lifetime.
+    PromptCache { ttl: llmopt_experiments::PromptCacheTtl },
 }
 
 impl Action {
@@ -110,6 +113,7 @@ impl Action {
             Action::ResponseCache { .. } => ActionKind::Cache,
             Action::Timeout { .. } => ActionKind::Timeout,
             Action::Hedge { .. } => ActionKind::Hedge,
+            Action::PromptCache { .. } => ActionKind::PromptCache,
         }
     }
 }
@@ -121,6 +125,7 @@ enum ActionKind {
     Cache,
     Timeout,
     Hedge,
+    PromptCache,
 }
 
 /// A switch for a rule or a strategy: on/off, a deterministic rollout share and conditions.
@@ -177,8 +182,15 @@ pub struct Decision {
     pub cache: Option<CacheDecision>,
     pub timeout_ms: Option<u64>,
     pub hedge_after_ms: Option<u64>,
+    pub prompt_cache: Option<llmopt_experiments::PromptCacheTtl>,
     /// Ids of the rules that applied, in rule order.
     pub applied_rules: Vec<String>,
+    /// Flags of the rules that applied (each once): the adoptions this request is treated by.
+    pub applied_flags: Vec<String>,
+    /// Flags whose rule matched the request but whose rollout left its unit out (and no other
+    /// rule of the same kind applied): the request is in that change's holdout, the comparison
+    /// an adoption's saving and guardrails are measured against.
+    pub held_out: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -234,11 +246,27 @@ impl Scope {
     }
 }
 
+/// What a flag says for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The request gets the change.
+    Admitted,
+    /// The flag is on and its conditions hold, but the unit's bucket lies outside the rollout.
+    HeldOut,
+    /// The flag is off or its conditions do not hold.
+    Excluded,
+}
+
 impl FeatureFlag {
     /// Whether a request gets the flagged change.
     pub fn admits(&self, name: &str, request: &RequestContext<'_>) -> bool {
+        self.admission(name, request) == Admission::Admitted
+    }
+
+    /// Whether a request gets the flagged change, and if not, why.
+    pub fn admission(&self, name: &str, request: &RequestContext<'_>) -> Admission {
         if !self.enabled {
-            return false;
+            return Admission::Excluded;
         }
         let conditions = &self.conditions;
         let environment_ok = conditions.environments.is_empty()
@@ -248,10 +276,14 @@ impl FeatureFlag {
         let tag_ok = conditions.tags.is_empty()
             || conditions.tags.iter().any(|(k, v)| request.tags.get(k) == Some(v));
         if !(environment_ok && tenant_ok && tag_ok) {
-            return false;
+            return Admission::Excluded;
         }
         let threshold = (self.rollout_percent * 100.0).round() as u32;
-        rollout_bucket(name, request.unit_id) < threshold
+        if rollout_bucket(name, request.unit_id) < threshold {
+            Admission::Admitted
+        } else {
+            Admission::HeldOut
+        }
     }
 }
 
@@ -304,7 +336,7 @@ impl Policy {
     /// What to do with one request.
     pub fn decide(&self, request: &RequestContext<'_>) -> Decision {
         let mut decision = Decision::default();
-        let mut decided: Vec<ActionKind> = Vec::with_capacity(5);
+        let mut decided: Vec<ActionKind> = Vec::with_capacity(6);
         for rule in &self.rules {
             let kind = rule.action.kind();
             if decided.contains(&kind) || !rule.scope.matches(request) {
@@ -312,10 +344,23 @@ impl Policy {
             }
             if let Some(flag_name) = &rule.flag {
                 // A rule whose flag is missing stays off: fail closed.
-                let admitted =
-                    self.flags.get(flag_name).is_some_and(|flag| flag.admits(flag_name, request));
-                if !admitted {
-                    continue;
+                let admission = self
+                    .flags
+                    .get(flag_name)
+                    .map_or(Admission::Excluded, |flag| flag.admission(flag_name, request));
+                match admission {
+                    Admission::Admitted => {
+                        if !decision.applied_flags.contains(flag_name) {
+                            decision.applied_flags.push(flag_name.clone());
+                        }
+                    }
+                    Admission::HeldOut => {
+                        if !decision.held_out.contains(flag_name) {
+                            decision.held_out.push(flag_name.clone());
+                        }
+                        continue;
+                    }
+                    Admission::Excluded => continue,
                 }
             }
             decided.push(kind);
@@ -335,6 +380,7 @@ impl Policy {
                 }
                 Action::Timeout { total_ms } => decision.timeout_ms = Some(*total_ms),
                 Action::Hedge { after_ms } => decision.hedge_after_ms = Some(*after_ms),
+                Action::PromptCache { ttl } => decision.prompt_cache = Some(*ttl),
             }
         }
         decision

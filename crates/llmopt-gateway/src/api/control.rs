@@ -122,6 +122,29 @@ pub async fn approve_experiment(
     Ok(Json(json!(adoption)))
 }
 
+/// `POST /api/adoptions/{id}/rollback` (admin): removes an adopted change (its rules and flag)
+/// at once, with an audit entry; `{"reason": "…"}` is optional. 404 when no adoption of that
+/// experiment id is in force (never adopted, or already rolled back).
+pub async fn roll_back_adoption(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Body,
+) -> Result<Json<Value>, ApiError> {
+    let optimizer = admin(&state, &headers)?;
+    let body: ConcludeBody = parse(&read_body(&state, body).await?, "rollback request")?;
+    let reason = body.reason;
+    let reason = if reason.is_empty() { "rolled back through the API".to_owned() } else { reason };
+    let adoption =
+        blocking(move || optimizer.roll_back(&id, &reason)).await?.map_err(|e| match e {
+            llmopt_optimizer::OptimizerError::NoSuchAdoption(_) => {
+                ApiError::not_found(e.to_string())
+            }
+            other => ApiError::internal(other.to_string()),
+        })?;
+    Ok(Json(json!(adoption)))
+}
+
 /// `GET /api/policy`: the policy in force and its version.
 pub async fn policy(
     State(state): State<AppState>,

@@ -59,6 +59,13 @@ impl ProxiedCall {
             .usage
             .as_ref()
             .and_then(|usage| self.cost(&[&answered.served_model, &candidate.model], usage));
+        if self.hedged {
+            // The other attempt was cancelled when this one answered; what the provider billed
+            // for it is not reported, so it is charged as a second full call (an upper bound),
+            // to the change that sent it.
+            record.cost = record.cost.map(|cost| cost + cost);
+            record.tags.insert(llmopt_core::HEDGED_TAG.to_owned(), "1".to_owned());
+        }
         record.stop_reason = answered.stop_reason.clone();
         let before_upstream = answered.upstream_start.duration_since(self.start);
         record.ttft_us = answered
@@ -87,6 +94,7 @@ impl ProxiedCall {
                 usage: record.usage,
                 stop_reason: record.stop_reason.clone(),
                 cost: record.cost,
+                ttl: self.cache_ttl.unwrap_or(self.runtime.cache.ttl),
             },
         );
     }
@@ -132,6 +140,25 @@ pub(super) async fn forward(
             with_timeout(decision.timeout, provider.chat_stream(upstream))
                 .await
                 .map(Attempt::Stream)
+        } else if let Some(delay) = decision.hedge_after.filter(|_| index == 0) {
+            // Streams are never hedged: two racing streams bill every token twice and the
+            // caller cannot be given one consistent stream.
+            let overlay = call.state.overlay();
+            overlay.hedge_eligible();
+            let hedged = with_timeout(decision.timeout, async {
+                Ok(llmopt_llm::hedged_chat(provider.as_ref(), upstream, delay, || {
+                    overlay.may_hedge()
+                })
+                .await)
+            })
+            .await;
+            match hedged {
+                Ok(hedged) => {
+                    call.hedged = hedged.second_sent;
+                    hedged.result.map(Attempt::Whole)
+                }
+                Err(timeout) => Err(timeout),
+            }
         } else {
             with_timeout(decision.timeout, provider.chat(upstream)).await.map(Attempt::Whole)
         };
@@ -176,7 +203,7 @@ pub(super) async fn forward(
 }
 
 /// The candidate's provider, if it is configured and speaks the caller's protocol.
-fn usable_provider(
+pub(super) fn usable_provider(
     call: &ProxiedCall,
     candidate: &Candidate,
 ) -> Result<std::sync::Arc<dyn Provider>, ProviderError> {
@@ -254,7 +281,7 @@ pub(super) async fn with_timeout<T>(
     }
 }
 
-fn fail(
+pub(super) fn fail(
     call: ProxiedCall,
     candidate: &Candidate,
     error: ProviderError,
@@ -270,7 +297,7 @@ fn fail(
 }
 
 /// Whether the next candidate should be tried after this error.
-fn falls_back(error: &ProviderError) -> bool {
+pub(super) fn falls_back(error: &ProviderError) -> bool {
     match error {
         ProviderError::RateLimited { .. }
         | ProviderError::Timeout(_)

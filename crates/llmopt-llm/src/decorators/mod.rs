@@ -8,7 +8,7 @@ pub mod rate_limit;
 pub mod retry;
 pub mod timeout;
 
-pub use hedge::{Hedge, HedgeConfig};
+pub use hedge::{Hedge, HedgeConfig, Hedged, hedged_chat};
 pub use rate_limit::{RateLimit, RateLimitConfig, RateLimitMode};
 pub use retry::{Retry, RetryConfig, is_retryable};
 pub use timeout::Timeout;

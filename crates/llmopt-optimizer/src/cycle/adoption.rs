@@ -40,7 +40,7 @@
 //! winner was already judged) spends α again; `Q` and `w_s` are measured on the lookback
 //! window and treated as known.
 
-use llmopt_core::{Money, RequestRecord, ScopeFilter};
+use llmopt_core::{RequestRecord, ScopeFilter};
 use llmopt_experiments::{
     GuardrailCheck, PolicyChange, assignment::Scope as ExperimentScope,
     decision::Decision as EngineDecision, stats,
@@ -73,10 +73,28 @@ pub struct Adoption {
     /// Its quality drop relative to the model's quality (routing only).
     #[serde(default)]
     pub quality_drop: Option<QualityDrop>,
-    /// Saving measured on the records served under it since adoption, against the control's
-    /// cost per request (USD per day; updated every cycle).
+    /// Share of the scope's units held out of it (on the policy before it), the comparison
+    /// its saving and guardrails are measured against. 0 for adoptions made without one.
+    #[serde(default)]
+    pub holdout_share: f64,
+    /// Saving per day measured against the holdout (see [`super::watch`]); `None` until both
+    /// sides have records, and for adoptions without a holdout.
     pub measured_saving_usd_per_day: Option<f64>,
+    /// Requests counted for the measurement (both sides).
     pub measured_requests: u64,
+    /// The latest measurement against the holdout, with its interval and guardrails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measurement: Option<super::watch::Measurement>,
+    /// Set when the change was rolled back (by a breached guardrail or by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<super::watch::RolledBack>,
+}
+
+impl Adoption {
+    /// Whether its rules are still in the policy.
+    pub fn in_force(&self) -> bool {
+        self.rolled_back.is_none()
+    }
 }
 
 /// A routing change's effect on the model's relative quality: estimate and anytime-valid
@@ -202,6 +220,9 @@ pub fn rules_for(
     }
     if let Some(after_ms) = change.hedge_after_ms {
         actions.push(("hedge", Action::Hedge { after_ms }));
+    }
+    if let Some(ttl) = change.prompt_cache {
+        actions.push(("prompt_cache", Action::PromptCache { ttl }));
     }
     actions
         .into_iter()
@@ -363,7 +384,8 @@ impl Optimizer {
             .map(|a| a.change.clone())
             .unwrap_or_default();
         let scope = policy_scope(&experiment.spec.scope);
-        let ttl = self.config().settings.cache_ttl_seconds;
+        let (ttl, holdout_share) =
+            self.with_config(|config| (config.settings.cache_ttl_seconds, config.holdout_share));
         let rules = rules_for(&decision.experiment_id, &scope, &change, ttl);
         let flag_name = decision.experiment_id.clone();
         self.policy.update(&format!("adopt {}", decision.experiment_id), now_ms, |policy| {
@@ -371,7 +393,8 @@ impl Optimizer {
                 flag_name.clone(),
                 FeatureFlag {
                     enabled: true,
-                    rollout_percent: 100.0,
+                    // The holdout: units outside the rollout stay on the policy before it.
+                    rollout_percent: 100.0 * (1.0 - holdout_share),
                     conditions: FlagConditions::default(),
                 },
             );
@@ -406,8 +429,11 @@ impl Optimizer {
             treatment_cost_per_request: costs.get(treatment_index).copied().unwrap_or(0.0),
             quality_budget_used: budget,
             quality_drop,
+            holdout_share,
             measured_saving_usd_per_day: None,
             measured_requests: 0,
+            measurement: None,
+            rolled_back: None,
         };
         self.audit_entry(
             now_ms,
@@ -419,33 +445,5 @@ impl Optimizer {
         state.ledger.extend(quality_drop);
         state.adoptions.push(adoption.clone());
         Ok(adoption)
-    }
-
-    /// Measures each adoption's saving on the records served since it: the control arm's cost
-    /// per request minus what the requests actually cost.
-    pub(super) fn refresh_measurements(&self, records: &[RequestRecord], now_ms: i64) {
-        let mut state = lock(&self.state);
-        let mut total = 0.0;
-        for adoption in &mut state.adoptions {
-            let scope = &adoption.scope;
-            let after: Vec<&RequestRecord> = records
-                .iter()
-                .filter(|r| r.ts_ms >= adoption.adopted_ms && r.experiment.is_none())
-                .filter(|r| scope.matches_record(r))
-                .collect();
-            if after.is_empty() {
-                continue;
-            }
-            // Requests with a known cost only, as the control's cost per request was measured.
-            let actual: Money = after.iter().filter_map(|r| r.cost).sum();
-            let priced = after.iter().filter(|r| r.cost.is_some()).count();
-            let counterfactual = adoption.control_cost_per_request * priced as f64;
-            let span_days = ((now_ms - adoption.adopted_ms).max(1) as f64 / 86_400_000.0).max(1e-9);
-            let saving = (counterfactual - actual.as_usd_f64()) / span_days;
-            adoption.measured_saving_usd_per_day = Some(saving);
-            adoption.measured_requests = after.len() as u64;
-            total += saving;
-        }
-        state.metrics.cost_reduction_usd_per_day = total;
     }
 }

@@ -34,6 +34,10 @@ pub struct OptimizerConfig {
     pub max_running_experiments: usize,
     /// Share of a scope's traffic an experiment takes (the rest keeps the policy in force).
     pub experiment_coverage: f64,
+    /// Share of an adopted change's units kept on the policy before it (its holdout): the
+    /// change's saving is measured against them and its guardrails stay watched on them, so a
+    /// change that stops holding is rolled back. 0 turns both off.
+    pub holdout_share: f64,
     /// Proposals saving less than this per day are not tested (hedging proposals, which buy
     /// latency with money, are exempt).
     pub min_saving_usd_per_day: f64,
@@ -63,6 +67,7 @@ impl Default for OptimizerConfig {
             lookback_ms: 24 * 3_600_000,
             max_running_experiments: 4,
             experiment_coverage: 1.0,
+            holdout_share: 0.05,
             min_saving_usd_per_day: 0.0,
             experiment_max_duration_ms: 7 * 24 * 3_600_000,
             min_samples_per_arm: 200,
@@ -87,6 +92,9 @@ impl OptimizerConfig {
         }
         if !(self.experiment_coverage > 0.0 && self.experiment_coverage <= 1.0) {
             return invalid("experiment_coverage must be within (0, 1]");
+        }
+        if !(0.0..=0.5).contains(&self.holdout_share) {
+            return invalid("holdout_share must be within [0, 0.5]");
         }
         if !(self.alpha > 0.0 && self.alpha < 0.5) {
             return invalid("alpha must be within (0, 0.5)");
@@ -119,6 +127,8 @@ pub enum OptimizerError {
     Policy(#[from] PolicyError),
     #[error("nothing awaits approval under `{0}`")]
     NotAwaitingApproval(String),
+    #[error("no adoption `{0}` in force")]
+    NoSuchAdoption(String),
 }
 
 /// Writes the configuration's flags into the live policy when they differ from it.

@@ -13,12 +13,14 @@
 //! - `experiments`: starting experiments for the best untested proposals;
 //! - `adoption`: the quality budget, adopting winners into the policy, approvals and the
 //!   measured saving of what was adopted;
+//! - `watch`: the holdout of each adoption, its measured saving and its rollback;
 //! - `report`: what a cycle reports and the loop's counters.
 
 mod adoption;
 mod config;
 mod experiments;
 mod report;
+mod watch;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -44,6 +46,7 @@ pub use self::{
     },
     config::{Mode, OptimizerConfig, OptimizerError},
     report::{CycleReport, LoopMetrics},
+    watch::{Measurement, RolledBack},
 };
 use crate::{
     policy::{Decision, LivePolicy, RequestContext},
@@ -118,12 +121,39 @@ impl Optimizer {
             let page = audit.audit(after, 1_000)?;
             let Some(last) = page.last() else { break };
             after = last.seq;
-            for entry in page.iter().filter(|e| e.kind == "adopted") {
-                if let Ok(adoption) =
-                    serde_json::from_value::<Adoption>(entry.detail["adoption"].clone())
-                {
-                    state.ledger.extend(adoption.quality_drop);
-                    state.adoptions.push(adoption);
+            for entry in &page {
+                match entry.kind.as_str() {
+                    "adopted" => {
+                        if let Ok(adoption) =
+                            serde_json::from_value::<Adoption>(entry.detail["adoption"].clone())
+                        {
+                            state.ledger.extend(adoption.quality_drop);
+                            state.adoptions.push(adoption);
+                        }
+                    }
+                    // A rollback releases what the adoption held, as it did when it happened.
+                    "rolled_back" => {
+                        let Ok(rolled_back) = serde_json::from_value::<RolledBack>(
+                            entry.detail["rolled_back"].clone(),
+                        ) else {
+                            continue;
+                        };
+                        let Some(adoption) = state
+                            .adoptions
+                            .iter_mut()
+                            .find(|a| a.experiment_id == entry.subject && a.rolled_back.is_none())
+                        else {
+                            continue;
+                        };
+                        adoption.rolled_back = Some(rolled_back);
+                        let released = adoption.quality_drop;
+                        if let Some(drop) = released
+                            && let Some(index) = state.ledger.iter().position(|d| *d == drop)
+                        {
+                            state.ledger.remove(index);
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
@@ -259,6 +289,9 @@ impl Optimizer {
         if let Some(after) = change.hedge_after_ms {
             decision.hedge_after_ms = Some(after);
         }
+        if let Some(ttl) = change.prompt_cache {
+            decision.prompt_cache = Some(ttl);
+        }
         Routing { decision, arm: Some(assignment.arm) }
     }
 
@@ -380,8 +413,9 @@ impl Optimizer {
             state.proposals = proposals.clone();
         }
         report.proposals = proposals.clone();
+        // Adopted changes are watched in every mode: a change that stops holding goes.
+        report.rolled_back = self.watch_adoptions(&records, now_ms)?;
         if config.mode == Mode::Observe {
-            self.refresh_measurements(&records, now_ms);
             return Ok(report);
         }
 
@@ -436,7 +470,6 @@ impl Optimizer {
 
         // 3. Start experiments for the best untested proposals, within the limits.
         self.start_experiments(&proposals, &config, now_ms, &mut report)?;
-        self.refresh_measurements(&records, now_ms);
         Ok(report)
     }
 

@@ -20,6 +20,9 @@ pub struct CycleReport {
     pub not_adopted: Vec<(String, String)>,
     pub rejected: Vec<String>,
     pub awaiting_approval: Vec<String>,
+    /// Adoptions rolled back this cycle (their experiment ids).
+    #[serde(default)]
+    pub rolled_back: Vec<String>,
     /// What workload discovery did this cycle (fitted, or why not); `None`: nothing was due.
     pub workloads: Option<String>,
 }
@@ -31,8 +34,11 @@ pub struct LoopMetrics {
     pub failed_runs: u64,
     pub last_duration_seconds: f64,
     pub durations_seconds: Vec<f64>,
-    /// Measured saving of adopted changes, USD per day.
+    /// Measured saving of the adopted changes in force against their holdouts, USD per day
+    /// (each credited with its own marginal effect, see `watch`).
     pub cost_reduction_usd_per_day: f64,
+    /// Rollbacks by cause (`guardrail:<metric>`, `cost`, `latency`, `operator`).
+    pub rollbacks: BTreeMap<String, u64>,
     pub active_experiments: u64,
     /// (strategy, count) of proposals made, over all cycles.
     pub proposals: BTreeMap<String, u64>,

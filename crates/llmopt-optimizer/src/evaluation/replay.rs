@@ -208,6 +208,12 @@ pub fn replay(
         );
         record.served_model = price.id.as_str().into();
         record.tags = tags;
+        // As the gateway does: which adoptions applied and which held the request out.
+        llmopt_core::tag_adoptions(
+            &mut record.tags,
+            &routing.decision.applied_flags,
+            &routing.decision.held_out,
+        );
         record.usage = Some(usage);
         record.cost = Some(price.cost(&usage, false).total);
         record.experiment = routing.arm.clone();

@@ -22,6 +22,8 @@ struct World {
     policies: Arc<MemoryPolicyStore>,
     clock: Arc<ManualClock>,
     next_id: u64,
+    /// The cheap model has degraded on `easy` tasks too (40 % correct): a drift after adoption.
+    drift: bool,
 }
 
 fn config(mode: Mode) -> OptimizerConfig {
@@ -53,10 +55,15 @@ impl World {
             policies: Arc::new(MemoryPolicyStore::new()),
             clock: Arc::new(ManualClock::new(T0)),
             next_id: 0,
+            drift: false,
         }
     }
 
     fn optimizer(&self, mode: Mode) -> Optimizer {
+        self.optimizer_with(config(mode))
+    }
+
+    fn optimizer_with(&self, config: OptimizerConfig) -> Optimizer {
         let engine = Arc::new(Engine::open(self.experiments.clone(), self.clock.clone()).unwrap());
         let policy = Arc::new(LivePolicy::load(self.policies.clone(), Policy::default()).unwrap());
         Optimizer::new(
@@ -67,7 +74,7 @@ impl World {
             Arc::new(PriceCatalog::builtin()),
             self.clock.clone(),
             strategies::all(),
-            config(mode),
+            config,
         )
         .unwrap()
     }
@@ -98,11 +105,16 @@ impl World {
             r.id = id.as_str().into();
             r.requested_model = "gpt-4o".into();
             r.tags = tags.clone();
+            llmopt_core::tag_adoptions(
+                &mut r.tags,
+                &routing.decision.applied_flags,
+                &routing.decision.held_out,
+            );
             r.experiment = routing.arm.clone();
             // A spread-out pattern over the request number: 9 in 10, or 4 in 10, correct.
             let draw = (i.wrapping_mul(2_654_435_761) >> 7) % 10;
-            let correct =
-                if served == "gpt-4o-mini" && task == "hard" { draw < 4 } else { draw < 9 };
+            let degraded = task == "hard" || self.drift;
+            let correct = if served == "gpt-4o-mini" && degraded { draw < 4 } else { draw < 9 };
             let r: RequestRecord = with_feedback(r, correct);
             optimizer.observe(&r);
             batch.push(r);
@@ -287,4 +299,115 @@ fn flags_from_configuration_switch_an_adopted_change_off() {
     let version = optimizer.policy().current().version;
     optimizer.set_config(config).unwrap();
     assert_eq!(optimizer.policy().current().version, version, "an unchanged flag writes nothing");
+}
+
+/// Runs cycles of `per_cycle` requests until the easy workload's routing is adopted.
+fn adopt_easy_routing(world: &mut World, optimizer: &Optimizer, per_cycle: u64) -> String {
+    world.traffic(optimizer, 400);
+    optimizer.run_cycle().unwrap();
+    for _ in 0..30 {
+        world.traffic(optimizer, per_cycle);
+        let report = optimizer.run_cycle().unwrap();
+        if let Some(id) = report.adopted.first() {
+            return id.clone();
+        }
+    }
+    panic!("the easy workload's routing was never adopted");
+}
+
+fn easy_context(tags: &Tags) -> RequestContext<'_> {
+    RequestContext {
+        model: "gpt-4o",
+        tenant: None,
+        tags,
+        endpoint: llmopt_core::Endpoint::ChatCompletions,
+        unit_id: "someone",
+        environment: "test",
+        workload: None,
+    }
+}
+
+#[test]
+fn an_adoption_is_measured_against_its_holdout_and_rolled_back_when_quality_drifts() {
+    let mut world = World::new();
+    let optimizer =
+        world.optimizer_with(OptimizerConfig { holdout_share: 0.2, ..config(Mode::Auto) });
+    let adopted = adopt_easy_routing(&mut world, &optimizer, 1_000);
+    let budget_held = optimizer.quality_budget_used();
+    assert!(budget_held > 0.0);
+    let flag = &optimizer.policy().current().policy.flags[&adopted];
+    assert!((flag.rollout_percent - 80.0).abs() < 1e-9, "20 % held out");
+
+    // Before the drift: measured against the holdout, a positive saving with its interval.
+    world.traffic(&optimizer, 2_000);
+    let report = optimizer.run_cycle().unwrap();
+    assert!(report.rolled_back.is_empty(), "{:?}", report.rolled_back);
+    let adoption = optimizer.adoptions().into_iter().find(|a| a.experiment_id == adopted).unwrap();
+    let measurement = adoption.measurement.clone().expect("measured");
+    assert!(measurement.held_out_requests > 100, "{measurement:?}");
+    assert!(measurement.applied_requests > 3 * measurement.held_out_requests);
+    assert!(measurement.held_out_cost_per_request > measurement.applied_cost_per_request);
+    let (low, high) = measurement.saving_interval_usd_per_day.expect("an interval");
+    assert!(low <= measurement.saving_usd_per_day && measurement.saving_usd_per_day <= high);
+    assert!(low > 0.0, "the saving is shown: [{low}, {high}]");
+    assert_eq!(adoption.measured_saving_usd_per_day, Some(measurement.saving_usd_per_day));
+
+    // The cheap model degrades on the adopted workload: the holdout shows it and the change
+    // goes within a bounded number of requests.
+    world.drift = true;
+    let mut requests_after_drift = 0;
+    let mut rolled_back = Vec::new();
+    while rolled_back.is_empty() && requests_after_drift < 8_000 {
+        world.traffic(&optimizer, 500);
+        requests_after_drift += 500;
+        rolled_back = optimizer.run_cycle().unwrap().rolled_back;
+    }
+    assert_eq!(rolled_back, vec![adopted.clone()], "after {requests_after_drift} requests");
+    // Measured: 1,000 requests (500 of the workload, 100 of them held out).
+    assert!(requests_after_drift <= 3_000, "{requests_after_drift} requests");
+    let tags = {
+        let mut tags = Tags::new();
+        tags.insert("task".into(), "easy".into());
+        tags
+    };
+    assert_eq!(optimizer.policy().decide(&easy_context(&tags)).model, None, "rule removed");
+    assert!(!optimizer.policy().current().policy.flags.contains_key(&adopted), "flag removed");
+    assert!(optimizer.quality_budget_used() < budget_held, "budget released");
+    let adoption = optimizer.adoptions().into_iter().find(|a| a.experiment_id == adopted).unwrap();
+    let rollback = adoption.rolled_back.expect("rolled back");
+    assert!(rollback.cause.starts_with("guardrail:quality"), "{rollback:?}");
+    assert_eq!(optimizer.metrics().rollbacks.values().sum::<u64>(), 1);
+    let log = optimizer.audit_log(0, 100_000).unwrap();
+    assert!(log.iter().any(|e| e.kind == "rolled_back" && e.subject == adopted));
+
+    // A restart keeps the rollback and the released budget.
+    let released = optimizer.quality_budget_used();
+    drop(optimizer);
+    let restarted =
+        world.optimizer_with(OptimizerConfig { holdout_share: 0.2, ..config(Mode::Auto) });
+    assert!((restarted.quality_budget_used() - released).abs() < 1e-12);
+    assert!(restarted.adoptions().iter().all(|a| !a.in_force()));
+    assert_eq!(restarted.policy().decide(&easy_context(&tags)).model, None);
+    assert!(matches!(
+        restarted.roll_back(&adopted, "again"),
+        Err(llmopt_optimizer::OptimizerError::NoSuchAdoption(_))
+    ));
+}
+
+#[test]
+fn an_operator_rolls_an_adoption_back_by_hand() {
+    let mut world = World::new();
+    let optimizer = world.optimizer(Mode::Auto);
+    let adopted = adopt_easy_routing(&mut world, &optimizer, 1_000);
+    let rolled = optimizer.roll_back(&adopted, "not wanted").unwrap();
+    assert_eq!(rolled.rolled_back.as_ref().unwrap().cause, "operator");
+    assert_eq!(optimizer.quality_budget_used(), 0.0, "its budget is released");
+    let tags = {
+        let mut tags = Tags::new();
+        tags.insert("task".into(), "easy".into());
+        tags
+    };
+    assert_eq!(optimizer.policy().decide(&easy_context(&tags)).model, None);
+    assert!(optimizer.roll_back(&adopted, "twice").is_err(), "once only");
+    assert!(optimizer.roll_back("exp-9999", "unknown").is_err());
 }

@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use llmopt_core::{AuditEntry, ExperimentDoc, ExperimentStore, PolicyDoc, PolicyStore, StoreError};
+use llmopt_core::{
+    AuditEntry, ExperimentDoc, ExperimentStore, KeyStore, PolicyDoc, PolicyStore, StoreError,
+    VirtualKey,
+};
 
 use super::{Engine, db_error, pool_error};
 use crate::Result;
@@ -286,6 +289,108 @@ impl PolicyStore for PgPolicyStore {
                     })
                 })
                 .collect()
+        })
+    }
+}
+
+/// Virtual keys (`llmopt_keys`): the document as JSON text, the digest unique.
+#[derive(Debug)]
+pub struct PgKeyStore {
+    engine: Arc<Engine>,
+}
+
+impl PgKeyStore {
+    pub(super) fn new(engine: Arc<Engine>) -> PgKeyStore {
+        PgKeyStore { engine }
+    }
+}
+
+fn key_from_text(text: &str) -> Result<VirtualKey> {
+    serde_json::from_str(text).map_err(|error| StoreError::Encoding(error.to_string()))
+}
+
+impl KeyStore for PgKeyStore {
+    fn insert(&self, key: &VirtualKey) -> Result<()> {
+        let location = self.engine.location().clone();
+        let body =
+            serde_json::to_string(key).map_err(|error| StoreError::Encoding(error.to_string()))?;
+        let key = key.clone();
+        self.engine.run(move |pool| async move {
+            let client = pool.get().await.map_err(|error| pool_error(&location, error))?;
+            let inserted = client
+                .execute(
+                    "INSERT INTO llmopt_keys (id, sha256, revoked_ms, body) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                    &[&key.id, &key.sha256, &key.revoked_ms, &body],
+                )
+                .await
+                .map_err(|error| db_error(&location, &error))?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "a key with id `{}` or the same digest is already stored",
+                    key.id
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn get(&self, id: &str) -> Result<Option<VirtualKey>> {
+        let location = self.engine.location().clone();
+        let id = id.to_owned();
+        self.engine.run(move |pool| async move {
+            let client = pool.get().await.map_err(|error| pool_error(&location, error))?;
+            let row = client
+                .query_opt("SELECT body FROM llmopt_keys WHERE id = $1", &[&id])
+                .await
+                .map_err(|error| db_error(&location, &error))?;
+            row.map(|row| key_from_text(row.get(0))).transpose()
+        })
+    }
+
+    fn list(&self) -> Result<Vec<VirtualKey>> {
+        let location = self.engine.location().clone();
+        self.engine.run(move |pool| async move {
+            let client = pool.get().await.map_err(|error| pool_error(&location, error))?;
+            let rows = client
+                .query("SELECT body FROM llmopt_keys ORDER BY id", &[])
+                .await
+                .map_err(|error| db_error(&location, &error))?;
+            rows.iter().map(|row| key_from_text(row.get(0))).collect()
+        })
+    }
+
+    fn revoke(&self, id: &str, at_ms: i64) -> Result<bool> {
+        let location = self.engine.location().clone();
+        let id = id.to_owned();
+        self.engine.run(move |pool| async move {
+            let mut client = pool.get().await.map_err(|error| pool_error(&location, error))?;
+            let db = |error: tokio_postgres::Error| db_error(&location, &error);
+            // Read, mark and write in one transaction with the row locked: a second revocation
+            // keeps the first one's time.
+            let transaction = client.transaction().await.map_err(db)?;
+            let Some(row) = transaction
+                .query_opt("SELECT body FROM llmopt_keys WHERE id = $1 FOR UPDATE", &[&id])
+                .await
+                .map_err(db)?
+            else {
+                return Ok(false);
+            };
+            let mut key = key_from_text(row.get(0))?;
+            if key.revoked_ms.is_none() {
+                key.revoked_ms = Some(at_ms);
+                let body = serde_json::to_string(&key)
+                    .map_err(|error| StoreError::Encoding(error.to_string()))?;
+                transaction
+                    .execute(
+                        "UPDATE llmopt_keys SET revoked_ms = $2, body = $3 WHERE id = $1",
+                        &[&id, &key.revoked_ms, &body],
+                    )
+                    .await
+                    .map_err(db)?;
+            }
+            transaction.commit().await.map_err(db)?;
+            Ok(true)
         })
     }
 }

@@ -12,11 +12,13 @@ use super::{Engine, db_error, pool_error};
 use crate::Result;
 
 /// (version, name, SQL), in order. Never edit an applied migration: add the next one.
-const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "initial", include_str!("../../migrations/postgres/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
+    (2, "virtual_keys", include_str!("../../migrations/postgres/0002_virtual_keys.sql")),
+];
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Key of the advisory lock migrations take ("llmopt" + 1).
 const MIGRATION_LOCK: i64 = 0x6c6c_6d6f_7074_0001;

@@ -37,7 +37,7 @@ use llmopt_core::StoreError;
 use tokio_postgres::NoTls;
 
 pub use self::{
-    docs::{PgExperimentStore, PgPolicyStore},
+    docs::{PgExperimentStore, PgKeyStore, PgPolicyStore},
     migrations::SCHEMA_VERSION as PG_SCHEMA_VERSION,
     records::PgRecordStore,
 };
@@ -159,13 +159,14 @@ pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
     }
 }
 
-/// One PostgreSQL database and the three stores over it.
+/// One PostgreSQL database and the stores over it.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     engine: Arc<Engine>,
     records: Arc<PgRecordStore>,
     experiments: Arc<PgExperimentStore>,
     policy: Arc<PgPolicyStore>,
+    keys: Arc<PgKeyStore>,
 }
 
 impl PgStore {
@@ -236,6 +237,7 @@ impl PgStore {
             records: Arc::new(PgRecordStore::new(Arc::clone(&engine))),
             experiments: Arc::new(PgExperimentStore::new(Arc::clone(&engine))),
             policy: Arc::new(PgPolicyStore::new(Arc::clone(&engine))),
+            keys: Arc::new(PgKeyStore::new(Arc::clone(&engine))),
             engine,
         })
     }
@@ -250,6 +252,11 @@ impl PgStore {
 
     pub fn policy(&self) -> Arc<PgPolicyStore> {
         Arc::clone(&self.policy)
+    }
+
+    /// Virtual keys, shared by every replica.
+    pub fn keys(&self) -> Arc<PgKeyStore> {
+        Arc::clone(&self.keys)
     }
 
     /// Host, port and database (no credentials), for logs.

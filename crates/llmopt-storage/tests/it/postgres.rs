@@ -43,6 +43,31 @@ fn policy_store_passes_the_conformance_suite() {
 }
 
 #[test]
+fn key_store_passes_the_conformance_suite() {
+    let Some((_, store)) = fresh() else { return };
+    llmopt_core::testsuite::key_store_suite(store.keys().as_ref());
+    // Keys are shared: a second store on the same database (another replica) sees them.
+    let Some((url, store)) = fresh() else { return };
+    let key = llmopt_core::VirtualKey {
+        id: "key_shared".into(),
+        sha256: "ab".repeat(32),
+        tenant: "team-a".into(),
+        budget: None,
+        budget_period: Default::default(),
+        models: Vec::new(),
+        requests_per_minute: None,
+        expires_at_ms: None,
+        created_ms: T0,
+        revoked_ms: None,
+    };
+    llmopt_core::KeyStore::insert(store.keys().as_ref(), &key).unwrap();
+    let replica = PgStore::open(&url).unwrap();
+    assert!(llmopt_core::KeyStore::revoke(replica.keys().as_ref(), "key_shared", T0 + 1).unwrap());
+    let seen = llmopt_core::KeyStore::get(store.keys().as_ref(), "key_shared").unwrap().unwrap();
+    assert_eq!(seen.revoked_ms, Some(T0 + 1));
+}
+
+#[test]
 fn aggregates_match_the_in_memory_store_exactly() {
     let Some((_, store)) = fresh() else { return };
     let memory = llmopt_core::MemoryRecordStore::new();
