@@ -414,8 +414,9 @@ impl RedisCache {
             Ok(Ok((Some(bytes), ttl_ms))) if ttl_ms > 0 => match decode_entry(&bytes) {
                 Some(mut answer) => {
                     self.hits.fetch_add(1, Ordering::Relaxed);
-                    answer.ttl = Duration::from_millis(ttl_ms.unsigned_abs());
-                    Some((answer, answer.ttl))
+                    let ttl = Duration::from_millis(ttl_ms.unsigned_abs());
+                    answer.ttl = ttl;
+                    Some((answer, ttl))
                 }
                 None => {
                     self.errors.fetch_add(1, Ordering::Relaxed);

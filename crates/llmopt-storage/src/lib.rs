@@ -39,8 +39,8 @@
 pub mod aggregates;
 pub mod codec;
 mod docs;
-pub mod postgres;
 mod keys;
+pub mod postgres;
 pub mod records;
 #[cfg(feature = "test-engines")]
 pub mod test_engines;

@@ -99,9 +99,12 @@ async fn calls_reach_postgres_and_wait_out_a_server_restart() {
         config_source: None,
     })
     .unwrap();
-    let gateway =
-        RunningGateway::start(TestGateway { state: state.clone(), store: Default::default() })
-            .await;
+    let gateway = RunningGateway::start(TestGateway {
+        state: state.clone(),
+        store: Default::default(),
+        keys: Default::default(),
+    })
+    .await;
     let call = |i: usize| {
         let url = gateway.url("/v1/chat/completions");
         async move {
@@ -174,7 +177,12 @@ async fn cached_gateway(sim: &llmopt_llm::sim::SimServer, redis_url: &str) -> Ru
     let state =
         AppState::build(GatewayInit { config, stores, clock, secrets, config_source: None })
             .unwrap();
-    RunningGateway::start(TestGateway { state, store: Default::default() }).await
+    RunningGateway::start(TestGateway {
+        state,
+        store: Default::default(),
+        keys: Default::default(),
+    })
+    .await
 }
 
 async fn ask(gateway: &RunningGateway, content: &str) -> String {

@@ -7,8 +7,8 @@
 mod access;
 mod config;
 mod deploy_metrics;
-mod engines;
 mod endpoints;
+mod engines;
 mod keys;
 mod loop_e2e;
 mod parsing;

@@ -326,10 +326,8 @@ impl KeyStore for PgKeyStore {
                 .await
                 .map_err(|error| db_error(&location, &error))?;
             if inserted == 0 {
-                return Err(StoreError::Conflict(format!(
-                    "a key with id `{}` or the same digest is already stored",
-                    key.id
-                )));
+                // Its id or its digest is already stored (as on sled).
+                return Err(StoreError::Conflict { key: key.id.clone(), expected: 0, found: 1 });
             }
             Ok(())
         })
