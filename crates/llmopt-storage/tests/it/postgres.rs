@@ -197,19 +197,19 @@ fn migrations_are_recorded_and_a_newer_schema_is_refused() {
     drop(store);
     assert_eq!(
         psql(&url, "SELECT string_agg(version || ':' || name, ',') FROM llmopt_schema_migrations"),
-        "1:initial"
+        "1:initial,2:virtual_keys"
     );
     // Opening again applies nothing twice.
     PgStore::open(&url).expect("reopens");
-    assert_eq!(psql(&url, "SELECT count(*) FROM llmopt_schema_migrations"), "1");
+    assert_eq!(psql(&url, "SELECT count(*) FROM llmopt_schema_migrations"), "2");
     psql(
         &url,
-        "INSERT INTO llmopt_schema_migrations (version, name) VALUES (2, 'from_the_future')",
+        "INSERT INTO llmopt_schema_migrations (version, name) VALUES (3, 'from_the_future')",
     );
     let error = PgStore::open(&url).expect_err("a newer schema is refused");
     assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
     let message = error.to_string();
-    assert!(message.contains("schema is version 2, newer than this build reads (1)"), "{message}");
+    assert!(message.contains("schema is version 3, newer than this build reads (2)"), "{message}");
 }
 
 #[test]
