@@ -45,6 +45,23 @@ fn core(c: &mut Criterion) {
             )
         })
     });
+    // A 2,000-token prompt as a client sends it (about 8 KB of JSON): a shared system prompt and
+    // the conversation, fingerprinted in prefix blocks on every call.
+    let system = "You are a careful assistant for a travel agency. ".repeat(80);
+    let messages = serde_json::to_string(&json!([
+        {"role": "system", "content": system},
+        {"role": "user", "content": "Which flights leave Lisbon for Porto tomorrow morning? ".repeat(60)}
+    ]))
+    .expect("json");
+    let tools = r#"[{"type":"function","function":{"name":"search_flights","parameters":{"type":"object"}}}]"#;
+    c.bench_function("core/prefix_blocks_2k_tokens", |b| {
+        b.iter(|| {
+            fingerprint::prefix_blocks(&[
+                black_box(tools.as_bytes()),
+                black_box(messages.as_bytes()),
+            ])
+        })
+    });
 }
 
 criterion_group!(benches, core);

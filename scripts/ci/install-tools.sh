@@ -10,6 +10,11 @@
 #   DevTools Protocol. That test fails, rather than skips, when no browser is found.
 # - protoc (Debian's `protobuf-compiler`), for the gateway's optional `grpc` feature, which
 #   `cargo xtask ci` builds and tests too.
+# - PostgreSQL and Redis servers: the PostgreSQL stores and the gateway's shared cache are
+#   tested against the real engines, which the tests start themselves on loopback
+#   (crates/llmopt-storage/src/test_engines.rs). Debian keeps the PostgreSQL server binaries
+#   in /usr/lib/postgresql/<version>/bin, off the PATH. Set LLMOPT_SKIP_ENGINES=1 to skip
+#   those tests on a machine without them (CI never does).
 set -euo pipefail
 
 CARGO_DENY_VERSION="0.20.2"
@@ -21,20 +26,24 @@ else
     cargo install cargo-deny --locked --version "$CARGO_DENY_VERSION"
 fi
 
-if command -v chromium >/dev/null 2>&1; then
-    echo "chromium present: $(chromium --version 2>/dev/null || echo unknown version)" >&2
-else
-    echo "installing Debian's chromium (for the dashboard's browser test)" >&2
-    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update
-    $SUDO apt-get install -y --no-install-recommends chromium
-fi
+have_postgres() {
+    command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
 
-if command -v protoc >/dev/null 2>&1 || [ -n "${PROTOC:-}" ]; then
-    echo "protoc present: $(${PROTOC:-protoc} --version)" >&2
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v protoc >/dev/null 2>&1 || [ -n "${PROTOC:-}" ] || missing+=(protobuf-compiler)
+if [ "${LLMOPT_SKIP_ENGINES:-}" = "1" ]; then
+    echo "LLMOPT_SKIP_ENGINES=1: not installing postgresql and redis-server" >&2
 else
-    echo "installing Debian's protobuf-compiler (for the gateway's grpc feature)" >&2
-    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update
-    $SUDO apt-get install -y --no-install-recommends protobuf-compiler
+    have_postgres || missing+=(postgresql)
+    command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing ${missing[*]} (apt)" >&2
+    if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+else
+    echo "chromium, protoc, postgresql and redis-server present" >&2
 fi

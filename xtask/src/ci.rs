@@ -1,5 +1,6 @@
 //! `cargo xtask ci`: formatting, clippy with warnings denied, the dependency policy of
-//! `deny.toml` (cargo-deny: licences, sources, bans; not advisories, see [`deny`]), and the whole
+//! `deny.toml` (cargo-deny: licences, sources, bans; not advisories, see [`deny`]), the
+//! PostgreSQL and Redis servers the shared-state tests start (see [`engines`]), and the whole
 //! test suite (nextest when installed, cargo test otherwise; doc tests always through cargo test).
 
 use anyhow::Result;
@@ -11,6 +12,7 @@ pub fn run(args: &[String]) -> Result<()> {
     cmd!(sh, "cargo fmt --all -- --check").run()?;
     cmd!(sh, "cargo clippy --workspace --all-targets --locked -- -D warnings").run()?;
     deny(&sh)?;
+    engines(&sh)?;
     let nextest =
         cmd!(sh, "cargo nextest --version").quiet().ignore_stdout().ignore_stderr().run().is_ok();
     // Chromium (the dashboard's browser test) and protoc (the grpc feature), each installed
@@ -68,6 +70,32 @@ fn deny(sh: &Shell) -> Result<()> {
     // The inclusion graphs of the duplicate-version warnings run to ~1,700 lines; an error names
     // its crate, and `cargo deny check bans` run by hand shows the graph.
     cmd!(sh, "cargo deny --locked check --hide-inclusion-graph licenses sources bans").run()?;
+    Ok(())
+}
+
+/// The PostgreSQL and Redis servers the shared-state tests start on loopback: installed by
+/// `scripts/ci/install-tools.sh` when missing (apt), unless `LLMOPT_SKIP_ENGINES=1` says to
+/// skip those tests on this machine.
+fn engines(sh: &Shell) -> Result<()> {
+    if std::env::var("LLMOPT_SKIP_ENGINES").is_ok_and(|value| value == "1") {
+        eprintln!("LLMOPT_SKIP_ENGINES=1: tests that need PostgreSQL or Redis are skipped");
+        return Ok(());
+    }
+    let postgres =
+        cmd!(sh, "initdb --version").quiet().ignore_stdout().ignore_stderr().run().is_ok()
+            || std::fs::read_dir("/usr/lib/postgresql")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|entry| entry.path().join("bin/initdb").is_file());
+    let redis =
+        cmd!(sh, "redis-server --version").quiet().ignore_stdout().ignore_stderr().run().is_ok();
+    if !(postgres && redis) {
+        eprintln!(
+            "PostgreSQL or Redis is not installed: installing with scripts/ci/install-tools.sh"
+        );
+        cmd!(sh, "bash scripts/ci/install-tools.sh").run()?;
+    }
     Ok(())
 }
 

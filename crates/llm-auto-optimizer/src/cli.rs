@@ -75,6 +75,10 @@ enum Command {
         /// until interrupted; prints the URL and the run's admin token.
         #[arg(long)]
         serve: bool,
+        /// Leave out the scripted drift (the weak model degrading on one routed workload
+        /// partway through, which the optimizer should roll back).
+        #[arg(long)]
+        no_drift: bool,
     },
     /// Offline analysis of a trace: our records (NDJSON) or a public trace (Azure CSV, Mooncake
     /// JSONL): traffic and cost, forecast, anomalies, clusters, cache and prefix opportunities,
@@ -166,6 +170,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
             tags,
             serve,
+            no_drift,
         } => {
             let args = llm_auto_optimizer::demo::DemoArgs {
                 requests,
@@ -178,6 +183,7 @@ fn run(cli: Cli) -> Result<()> {
                 prompts,
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 tags,
+                drift: !no_drift,
             };
             commands::demo::demo(&args, json, serve)
         }

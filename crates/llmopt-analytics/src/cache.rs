@@ -147,6 +147,8 @@ pub fn duplicate_analysis(
     Ok(analysis)
 }
 
+const FIVE_MINUTES_MS: i64 = 5 * 60 * 1_000;
+
 /// How a provider prompt cache behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PrefixCachePolicy {
@@ -155,7 +157,9 @@ pub struct PrefixCachePolicy {
     /// Prompts shorter than this are neither cached nor served from cache (1,024 at OpenAI and
     /// Anthropic; 0 for the idealised cache).
     pub min_cached_tokens: u64,
-    /// Idle time after which a block is gone; `None` for an unlimited cache.
+    /// Idle time after which a block is gone; `None` for an unlimited cache. A lifetime
+    /// beyond five minutes is Anthropic's one-hour cache: its writes are priced as 1-hour
+    /// writes (2× input instead of 1.25×).
     pub ttl_ms: Option<i64>,
 }
 
@@ -167,7 +171,7 @@ impl PrefixCachePolicy {
 
     /// OpenAI and Anthropic defaults: 1,024-token minimum, five minutes idle.
     pub fn provider_default(block_tokens: u64) -> PrefixCachePolicy {
-        PrefixCachePolicy { block_tokens, min_cached_tokens: 1024, ttl_ms: Some(5 * 60 * 1000) }
+        PrefixCachePolicy { block_tokens, min_cached_tokens: 1024, ttl_ms: Some(FIVE_MINUTES_MS) }
     }
 }
 
@@ -255,10 +259,12 @@ pub fn prefix_reuse(records: &[RequestRecord], policy: PrefixCachePolicy) -> Res
             }
         }
         seen.extend(blocks.iter().copied());
+        let one_hour = policy.ttl_ms.is_some_and(|ttl| ttl > FIVE_MINUTES_MS);
         reuse.usages.push(Usage {
             input_tokens: input,
             cache_read_tokens: cached,
-            cache_write_5m_tokens: written,
+            cache_write_5m_tokens: if one_hour { 0 } else { written },
+            cache_write_1h_tokens: if one_hour { written } else { 0 },
             output_tokens: usage.output_tokens,
             ..Usage::default()
         });

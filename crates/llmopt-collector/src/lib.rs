@@ -24,6 +24,13 @@
 //!   `record` at time `t` is therefore durable by `t + flush_interval + T(write the queue) +
 //!   T(store flush)`; a SIGKILL loses at most what was acknowledged within that span. The crash
 //!   test in `tests/it/crash.rs` measures it.
+//! - **A store that is down loses nothing acknowledged, within bounds.** A batch whose `append`
+//!   fails is retried with backoff (50 ms doubling to 2 s) for up to `write_retry`; meanwhile new
+//!   records wait in the queue, whose capacity bounds the memory (beyond it records are dropped
+//!   and counted, as always). Appends are idempotent (a duplicate id replaces), so a batch whose
+//!   commit succeeded but whose answer was lost is safely written again. A batch still failing
+//!   after `write_retry`, or at shutdown, is lost and counted in `write_failed_records`. A
+//!   `flush` caller learns of a failure at once rather than waiting out the outage.
 //! - **Feedback can arrive before the record is stored.** `add_feedback` looks in the queue and
 //!   in the batch being written before asking the store, so a quick thumbs-up is never lost.
 
@@ -71,6 +78,9 @@ pub struct CollectorConfig {
     pub overflow: OverflowPolicy,
     /// Most live-statistics series (total + models + tenants + tag values).
     pub max_series: usize,
+    /// How long a batch whose `append` failed is retried before it is given up (counted in
+    /// `write_failed_records`). Zero: never retried.
+    pub write_retry: Duration,
 }
 
 impl Default for CollectorConfig {
@@ -83,6 +93,7 @@ impl Default for CollectorConfig {
             windows_kept: 15,
             overflow: OverflowPolicy::Block { max_wait: Duration::from_millis(5) },
             max_series: 10_000,
+            write_retry: Duration::from_secs(300),
         }
     }
 }
@@ -102,8 +113,12 @@ pub struct CollectorMetrics {
     pub written: u64,
     /// Failed store calls (`append` or `flush`).
     pub write_errors: u64,
-    /// Records lost because their `append` failed.
+    /// Records lost because their `append` failed (for longer than `write_retry`).
     pub write_failed_records: u64,
+    /// `append` calls repeated after a failure.
+    pub write_retries: u64,
+    /// Records of a batch that failed and waits for its next attempt now.
+    pub retrying_records: u64,
     /// Live-statistics updates refused because the series table was full.
     pub live_series_refused: u64,
     /// Live-statistics series held now.
@@ -166,6 +181,8 @@ struct Counters {
     written: AtomicU64,
     write_errors: AtomicU64,
     write_failed_records: AtomicU64,
+    write_retries: AtomicU64,
+    retrying_records: AtomicU64,
     live_series_refused: AtomicU64,
 }
 
@@ -390,14 +407,16 @@ impl Collector {
             written: counters.written.load(Ordering::Relaxed),
             write_errors: counters.write_errors.load(Ordering::Relaxed),
             write_failed_records: counters.write_failed_records.load(Ordering::Relaxed),
+            write_retries: counters.write_retries.load(Ordering::Relaxed),
+            retrying_records: counters.retrying_records.load(Ordering::Relaxed),
             live_series_refused: counters.live_series_refused.load(Ordering::Relaxed),
             live_series: shared.live.series_count() as u64,
         }
     }
 
     /// Returns once every record accepted before the call is appended and `store.flush()` ran
-    /// after it. Fails if a store call failed meanwhile (the records of a failed batch are lost
-    /// and counted in `write_failed_records`).
+    /// after it. Fails as soon as a store call fails meanwhile (the writer keeps retrying the
+    /// batch for up to `write_retry`; see the crate doc).
     pub fn flush(&self) -> Result<()> {
         flush_shared(&self.inner.shared)
     }
@@ -419,11 +438,8 @@ fn flush_shared(shared: &Shared) -> Result<()> {
     state.flush_wanted = state.flush_wanted.max(target);
     state.writer_waiting = false;
     shared.writer_wakeup.notify_one();
-    while state.durable < target && state.writer_alive {
+    while state.durable < target && state.writer_alive && state.errors == errors_before {
         state = shared.flushed.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
-    }
-    if state.durable < target {
-        return Err(CollectorError::WriterGone);
     }
     if state.errors > errors_before {
         let error = state.last_error.clone().unwrap_or(llmopt_core::StoreError::Io {
@@ -431,6 +447,9 @@ fn flush_shared(shared: &Shared) -> Result<()> {
             message: "store write failed".to_owned(),
         });
         return Err(CollectorError::Store(error));
+    }
+    if state.durable < target {
+        return Err(CollectorError::WriterGone);
     }
     Ok(())
 }
@@ -558,6 +577,60 @@ fn note_error(shared: &Shared, error: llmopt_core::StoreError) {
     let mut state = lock(&shared.queue);
     state.errors += 1;
     state.last_error = Some(error);
+    drop(state);
+    // A flush caller waiting for this batch learns of the failure now.
+    shared.flushed.notify_all();
+}
+
+/// First pause before a failed batch is tried again; it doubles up to [`RETRY_PAUSE_MAX`].
+const RETRY_PAUSE_FIRST: Duration = Duration::from_millis(50);
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(2);
+
+/// Appends one batch, retrying a failing store for up to `write_retry` (one last attempt at
+/// shutdown).
+fn append_with_retry(shared: &Shared, batch: &[RequestRecord]) {
+    let started = Instant::now();
+    let mut pause = RETRY_PAUSE_FIRST;
+    let mut retrying = false;
+    loop {
+        match shared.store.append(batch) {
+            Ok(()) => {
+                shared.counters.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                break;
+            }
+            Err(error) => {
+                note_error(shared, error);
+                let elapsed = started.elapsed();
+                if elapsed >= shared.config.write_retry || lock(&shared.queue).shutting_down {
+                    shared
+                        .counters
+                        .write_failed_records
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    break;
+                }
+                if !retrying {
+                    retrying = true;
+                    shared.counters.retrying_records.store(batch.len() as u64, Ordering::Relaxed);
+                }
+                // Wait on the wake-up condition so that shutdown cuts the pause short.
+                let pause_now = pause.min(shared.config.write_retry - elapsed);
+                let state = lock(&shared.queue);
+                if !state.shutting_down {
+                    drop(
+                        shared
+                            .writer_wakeup
+                            .wait_timeout(state, pause_now)
+                            .unwrap_or_else(PoisonError::into_inner),
+                    );
+                }
+                pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                shared.counters.write_retries.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    if retrying {
+        shared.counters.retrying_records.store(0, Ordering::Relaxed);
+    }
 }
 
 /// Appends the in-flight records in batches, then applies feedback that arrived for them
@@ -568,18 +641,7 @@ fn write_in_flight(shared: &Shared, batch_size: usize) {
         let (records, rest) = in_flight.as_slices();
         debug_assert!(rest.is_empty(), "made contiguous before");
         for batch in records.chunks(batch_size).chain(rest.chunks(batch_size)) {
-            match shared.store.append(batch) {
-                Ok(()) => {
-                    shared.counters.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                }
-                Err(error) => {
-                    shared
-                        .counters
-                        .write_failed_records
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    note_error(shared, error);
-                }
-            }
+            append_with_retry(shared, batch);
         }
     }
     apply_deferred_feedback(shared);

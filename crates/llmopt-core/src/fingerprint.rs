@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
-use xxhash_rust::xxh3::xxh3_128;
+use xxhash_rust::xxh3::{xxh3_64_with_seed, xxh3_128};
 
 /// A 128-bit fingerprint, written as 32 lowercase hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -111,6 +111,52 @@ pub fn cache_key(scope: &CacheScope<'_>, body: &Value) -> Fingerprint {
     bytes.push(u8::from(scope.tenant.is_some()));
     bytes.extend_from_slice(&request.0.to_le_bytes());
     Fingerprint::of_bytes(&bytes)
+}
+
+/// Bytes of prompt per prefix block: about 512 tokens of English JSON text (four bytes a
+/// token), the Mooncake traces' block size, so live records and traces are analysed alike.
+pub const PREFIX_BLOCK_BYTES: usize = 2_048;
+
+/// Tokens a prefix block stands for (see [`PREFIX_BLOCK_BYTES`]).
+pub const PREFIX_BLOCK_TOKENS: u64 = 512;
+
+/// Blocks kept per request at most (about 256 K tokens): a record's size stays bounded.
+pub const MAX_PREFIX_BLOCKS: usize = 512;
+
+/// Fingerprints of consecutive prefix blocks of a prompt, as the Mooncake traces' `hash_ids`:
+/// `parts` are the prompt's fields in the order a provider caches them (tools, system, then
+/// messages), as the client sent their bytes; they are cut into [`PREFIX_BLOCK_BYTES`] chunks
+/// and block `i`'s id is a hash of chunk `i` seeded with block `i − 1`'s id, so equal ids mean
+/// the prompt is byte-identical up to the end of that block. Only full blocks count (a provider
+/// caches whole prefixes, and a trailing partial block is the part that changes). One pass of
+/// xxh3 over the bytes: cheap enough for every request (`core/prefix_blocks` bench).
+pub fn prefix_blocks(parts: &[&[u8]]) -> Vec<u64> {
+    let total: usize = parts.iter().map(|part| part.len()).sum();
+    let mut blocks = Vec::with_capacity((total / PREFIX_BLOCK_BYTES).min(MAX_PREFIX_BLOCKS));
+    let mut chunk: Vec<u8> = Vec::new();
+    let mut previous = 0_u64;
+    for part in parts {
+        let mut rest = *part;
+        while !rest.is_empty() && blocks.len() < MAX_PREFIX_BLOCKS {
+            let wanted = PREFIX_BLOCK_BYTES - chunk.len();
+            if chunk.is_empty() && rest.len() >= PREFIX_BLOCK_BYTES {
+                // A whole block inside one part: hashed in place, no copy.
+                previous = xxh3_64_with_seed(&rest[..PREFIX_BLOCK_BYTES], previous);
+                blocks.push(previous);
+                rest = &rest[PREFIX_BLOCK_BYTES..];
+                continue;
+            }
+            let take = wanted.min(rest.len());
+            chunk.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if chunk.len() == PREFIX_BLOCK_BYTES {
+                previous = xxh3_64_with_seed(&chunk, previous);
+                blocks.push(previous);
+                chunk.clear();
+            }
+        }
+    }
+    blocks
 }
 
 /// Fingerprint of the prompt prefix: the system prompt, the tools and every message but the last.
@@ -295,5 +341,28 @@ mod tests {
         let text = serde_json::to_string(&fingerprint).unwrap();
         assert_eq!(text, "\"0123456789abcdef0011223344556677\"");
         assert_eq!(serde_json::from_str::<Fingerprint>(&text).unwrap(), fingerprint);
+    }
+
+    #[test]
+    fn prefix_blocks_are_equal_exactly_as_far_as_the_prompts_are() {
+        let system = vec![b's'; 3 * PREFIX_BLOCK_BYTES + 100];
+        let first = prefix_blocks(&[&system, b"[{\"role\":\"user\",\"content\":\"one\"}]"]);
+        let second = prefix_blocks(&[&system, b"[{\"role\":\"user\",\"content\":\"two\"}]"]);
+        assert_eq!(first.len(), 3, "only full blocks");
+        assert_eq!(first, second, "the shared system prompt gives the same blocks");
+        // Splitting the same bytes differently across parts does not change the blocks.
+        let joined: Vec<u8> = system.iter().copied().chain(vec![b'x'; 5_000]).collect();
+        let (left, right) = joined.split_at(1_000);
+        assert_eq!(prefix_blocks(&[&joined]), prefix_blocks(&[left, right]));
+        // A change inside block 2 changes block 2 and every later one, not the ones before.
+        let mut changed = joined.clone();
+        changed[2 * PREFIX_BLOCK_BYTES + 5] = b't';
+        let (a, b) = (prefix_blocks(&[&joined]), prefix_blocks(&[&changed]));
+        assert_eq!(a[..2], b[..2]);
+        assert!(a[2..].iter().zip(&b[2..]).all(|(x, y)| x != y));
+        // Bounded per request.
+        let huge = vec![b'h'; (MAX_PREFIX_BLOCKS + 10) * PREFIX_BLOCK_BYTES];
+        assert_eq!(prefix_blocks(&[&huge]).len(), MAX_PREFIX_BLOCKS);
+        assert!(prefix_blocks(&[]).is_empty());
     }
 }

@@ -13,7 +13,8 @@
 //!   normalises both into one form with total input, cache reads, cache writes and output, and
 //!   [`usage`] holds the normalisers for whole responses and for streams. Usage that never
 //!   arrived is `None`, never zero.
-//! - **Seams are traits.** [`RecordStore`], [`ExperimentStore`], [`PolicyStore`] and [`Clock`]
+//! - **Seams are traits.** [`RecordStore`], [`ExperimentStore`], [`PolicyStore`], [`KeyStore`]
+//!   and [`Clock`]
 //!   are defined here with in-memory implementations; sled-backed stores live in
 //!   `llmopt-storage`. Every implementation runs the same conformance suite ([`testsuite`], behind
 //!   the `testsuite` feature).
@@ -27,6 +28,7 @@ pub mod clock;
 pub mod error;
 pub mod fingerprint;
 pub mod ids;
+pub mod keys;
 pub mod memory;
 pub mod moments;
 pub mod money;
@@ -43,7 +45,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use fingerprint::Fingerprint;
 pub use ids::{ModelId, ProviderId, RequestId, TenantId};
-pub use memory::{MemoryExperimentStore, MemoryPolicyStore, MemoryRecordStore};
+pub use keys::{BudgetPeriod, KeyStore, VirtualKey};
+pub use memory::{MemoryExperimentStore, MemoryKeyStore, MemoryPolicyStore, MemoryRecordStore};
 pub use moments::Moments;
 pub use money::Money;
 pub use pattern::glob_matches;

@@ -8,6 +8,7 @@ use std::{
 
 use crate::{
     ids::RequestId,
+    keys::{KeyStore, VirtualKey},
     record::{Feedback, RequestRecord},
     store::{
         AggregateQuery, AggregateRow, AuditEntry, ExperimentDoc, ExperimentStore, PolicyDoc,
@@ -212,5 +213,43 @@ impl PolicyStore for MemoryPolicyStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+}
+
+/// Virtual keys in a map by id.
+#[derive(Debug, Default)]
+pub struct MemoryKeyStore {
+    keys: Mutex<BTreeMap<String, VirtualKey>>,
+}
+
+impl MemoryKeyStore {
+    pub fn new() -> MemoryKeyStore {
+        MemoryKeyStore::default()
+    }
+}
+
+impl KeyStore for MemoryKeyStore {
+    fn insert(&self, key: &VirtualKey) -> Result<(), StoreError> {
+        let mut keys = lock(&self.keys);
+        if keys.contains_key(&key.id) || keys.values().any(|stored| stored.sha256 == key.sha256) {
+            return Err(StoreError::Conflict { key: key.id.clone(), expected: 0, found: 1 });
+        }
+        keys.insert(key.id.clone(), key.clone());
+        Ok(())
+    }
+
+    fn get(&self, id: &str) -> Result<Option<VirtualKey>, StoreError> {
+        Ok(lock(&self.keys).get(id).cloned())
+    }
+
+    fn list(&self) -> Result<Vec<VirtualKey>, StoreError> {
+        Ok(lock(&self.keys).values().cloned().collect())
+    }
+
+    fn revoke(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        Ok(lock(&self.keys)
+            .get_mut(id)
+            .map(|key| key.revoked_ms = key.revoked_ms.or(Some(at_ms)))
+            .is_some())
     }
 }

@@ -62,6 +62,12 @@ pub struct RequestRecord {
     /// reports usage only in its last chunk). `false` for every complete answer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub incomplete: bool,
+    /// The request asked for sampling (`temperature` absent, which means the provider's
+    /// default of 1, or above 0): a repeat gets another answer, so a response cache serves it
+    /// only where sampled requests may be cached. `false` for deterministic requests and for
+    /// records that do not say (ingested, traces, records of schema 2 and older).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sampled: bool,
     /// For cache hits: what the call would have cost at the provider.
     #[serde(default)]
     pub saved_cost: Option<Money>,
@@ -97,6 +103,22 @@ pub enum Endpoint {
     Messages,
     /// Reported through `POST /v1/records` by an application that does not proxy.
     External,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+    /// `POST /v1/responses` (OpenAI's Responses API).
+    Responses,
+}
+
+impl Endpoint {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat_completions",
+            Endpoint::Messages => "messages",
+            Endpoint::External => "external",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Responses => "responses",
+        }
+    }
 }
 
 /// Outcome of a call.
@@ -271,6 +293,7 @@ impl RequestRecord {
             usage: None,
             cost: None,
             incomplete: false,
+            sampled: false,
             saved_cost: None,
             cache: CacheOutcome::Bypass,
             stream: false,

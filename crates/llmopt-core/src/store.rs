@@ -233,6 +233,11 @@ pub struct AuditEntry {
 pub trait PolicyStore: Send + Sync + std::fmt::Debug {
     /// The current policy, if any was saved.
     fn load(&self) -> Result<Option<PolicyDoc>, StoreError>;
+    /// The current version (0 when none was saved), for replicas that poll a shared store for
+    /// changes: a store where loading the whole document costs more answers this cheaply.
+    fn current_version(&self) -> Result<u64, StoreError> {
+        Ok(self.load()?.map_or(0, |doc| doc.version))
+    }
     /// Saves a new version; its `version` must be greater than the current one.
     fn save(&self, doc: &PolicyDoc) -> Result<(), StoreError>;
     /// Saved versions, newest first.

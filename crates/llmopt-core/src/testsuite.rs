@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::{
     fingerprint::Fingerprint,
     ids::{RequestId, TenantId},
+    keys::{BudgetPeriod, KeyStore, VirtualKey},
     money::Money,
     record::{
         CacheOutcome, Endpoint, ErrorKind, ExperimentArm, Feedback, FeedbackValue, Fingerprints,
@@ -278,6 +279,7 @@ pub fn experiment_store_suite(store: &dyn ExperimentStore) {
 /// Runs every policy-store check on an empty store.
 pub fn policy_store_suite(store: &dyn PolicyStore) {
     assert!(store.load().unwrap().is_none());
+    assert_eq!(store.current_version().unwrap(), 0);
     assert!(store.history(10).unwrap().is_empty());
     let v1 = PolicyDoc {
         version: 1,
@@ -295,6 +297,7 @@ pub fn policy_store_suite(store: &dyn PolicyStore) {
     store.save(&v2).unwrap();
     assert!(matches!(store.save(&v2), Err(StoreError::Conflict { .. })), "versions only grow");
     assert_eq!(store.load().unwrap(), Some(v2.clone()));
+    assert_eq!(store.current_version().unwrap(), 2);
     assert_eq!(store.history(10).unwrap(), vec![v2, v1.clone()]);
     assert_eq!(store.history(1).unwrap().len(), 1);
 
@@ -315,4 +318,56 @@ pub fn policy_store_suite(store: &dyn PolicyStore) {
     assert_eq!(log[1].seq, second);
     assert_eq!(store.audit(first, 10).unwrap().len(), 1);
     assert_eq!(store.audit(0, 1).unwrap().len(), 1);
+}
+
+/// A virtual key with every field set.
+pub fn virtual_key(id: &str, digest_byte: char) -> VirtualKey {
+    VirtualKey {
+        id: id.to_owned(),
+        sha256: digest_byte.to_string().repeat(64),
+        tenant: "team-a".to_owned(),
+        budget: Some(Money::from_micros(2_500_000)),
+        budget_period: BudgetPeriod::Day,
+        models: vec!["gpt-4o-mini".to_owned(), "claude-*".to_owned()],
+        requests_per_minute: Some(60),
+        expires_at_ms: Some(T0 + 86_400_000),
+        created_ms: T0,
+        revoked_ms: None,
+    }
+}
+
+/// Runs every key-store check on an empty store.
+pub fn key_store_suite(store: &dyn KeyStore) {
+    assert!(store.list().unwrap().is_empty(), "a new store is empty");
+    assert_eq!(store.get("key_a").unwrap(), None);
+    let first = virtual_key("key_b", 'b');
+    let second = VirtualKey {
+        budget: None,
+        budget_period: BudgetPeriod::Month,
+        models: Vec::new(),
+        requests_per_minute: None,
+        expires_at_ms: None,
+        ..virtual_key("key_a", 'a')
+    };
+    store.insert(&first).unwrap();
+    store.insert(&second).unwrap();
+    assert_eq!(store.get("key_b").unwrap(), Some(first.clone()), "every field round-trips");
+    assert_eq!(store.list().unwrap(), vec![second.clone(), first.clone()], "ordered by id");
+    assert!(
+        matches!(store.insert(&first), Err(StoreError::Conflict { .. })),
+        "an id is never replaced"
+    );
+    let same_digest = VirtualKey { id: "key_c".to_owned(), ..first.clone() };
+    assert!(
+        matches!(store.insert(&same_digest), Err(StoreError::Conflict { .. })),
+        "a digest belongs to one key"
+    );
+    assert_eq!(store.list().unwrap().len(), 2);
+
+    assert!(store.revoke("key_b", T0 + 5).unwrap());
+    assert!(store.revoke("key_b", T0 + 9).unwrap(), "revoking twice is not an error");
+    assert_eq!(store.get("key_b").unwrap().unwrap().revoked_ms, Some(T0 + 5), "first time kept");
+    assert!(!store.revoke("key_z", T0).unwrap(), "unknown id");
+    assert_eq!(store.get("key_a").unwrap().unwrap().revoked_ms, None, "others untouched");
+    assert_eq!(store.list().unwrap().len(), 2, "revoked keys stay listed");
 }

@@ -58,5 +58,8 @@ pub use experiment::{
     ArmState, ArmStatus, DecisionPoint, Experiment, ExperimentStatus, MAX_HISTORY, Outcome,
     SCHEMA_VERSION,
 };
-pub use spec::{Allocation, ArmSpec, Degradation, ExperimentSpec, Guardrail, Metric, PolicyChange};
+pub use spec::{
+    Allocation, ArmSpec, Degradation, ExperimentSpec, Guardrail, Metric, PolicyChange,
+    PromptCacheTtl,
+};
 pub use stats::{ArmSummary, Interval, ValueKind};

@@ -202,6 +202,36 @@ pub struct PolicyChange {
     /// Send a second attempt when the first has not answered after this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hedge_after_ms: Option<u64>,
+    /// Mark the prompt's prefix for the provider's prompt cache (Anthropic `cache_control`
+    /// breakpoints) with this lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_cache: Option<PromptCacheTtl>,
+}
+
+/// The lifetime of an Anthropic prompt-cache entry: a write costs 1.25× the input price for
+/// five minutes, 2× for an hour; reads cost 0.1× and refresh the lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PromptCacheTtl {
+    #[serde(rename = "5m")]
+    FiveMinutes,
+    #[serde(rename = "1h")]
+    OneHour,
+}
+
+impl PromptCacheTtl {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptCacheTtl::FiveMinutes => "5m",
+            PromptCacheTtl::OneHour => "1h",
+        }
+    }
+
+    pub fn millis(self) -> i64 {
+        match self {
+            PromptCacheTtl::FiveMinutes => 5 * 60 * 1_000,
+            PromptCacheTtl::OneHour => 60 * 60 * 1_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

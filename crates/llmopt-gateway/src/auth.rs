@@ -5,10 +5,15 @@
 //! arrives where its SDK puts it (`Authorization: Bearer` for OpenAI, `x-api-key` for
 //! Anthropic) and is never forwarded upstream: the provider uses its own secret.
 
+use std::sync::Arc;
+
 use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
 
-use crate::config::AuthConfig;
+use crate::{
+    config::AuthConfig,
+    keys::{KeyEntry, KeyRegistry},
+};
 
 /// Lowercase hex SHA-256 of a key.
 pub fn hash_key(key: &str) -> String {
@@ -41,6 +46,9 @@ pub enum Caller {
     Tenant(String),
     /// The admin token: the loop's controls, and reads of every tenant.
     Admin,
+    /// A virtual key made at run time (`POST /api/keys`): a client key of its tenant, with its
+    /// own budget, models and rate.
+    Key(Arc<KeyEntry>),
 }
 
 impl Caller {
@@ -49,7 +57,16 @@ impl Caller {
         match self {
             Caller::Open(tenant) => tenant.as_deref(),
             Caller::Tenant(tenant) => Some(tenant),
+            Caller::Key(entry) => Some(&entry.key.tenant),
             Caller::Admin => None,
+        }
+    }
+
+    /// The virtual key of the call, if it was made with one.
+    pub fn key(&self) -> Option<&Arc<KeyEntry>> {
+        match self {
+            Caller::Key(entry) => Some(entry),
+            _ => None,
         }
     }
 
@@ -57,6 +74,7 @@ impl Caller {
     pub fn only_tenant(&self) -> Option<&str> {
         match self {
             Caller::Tenant(tenant) => Some(tenant),
+            Caller::Key(entry) => Some(&entry.key.tenant),
             Caller::Open(_) | Caller::Admin => None,
         }
     }
@@ -95,6 +113,8 @@ pub struct Authenticator {
     client_keys: Vec<([u8; 32], String)>,
     admin_token_digest: Option<[u8; 32]>,
     metrics_public: bool,
+    /// The virtual keys made at run time (process-wide: they outlive configuration reloads).
+    virtual_keys: Option<Arc<KeyRegistry>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,16 +131,33 @@ pub enum AuthError {
     AdminIsNotAClient,
     #[error("a client key reads and acts on its own tenant only")]
     OtherTenant,
+    #[error("this API key has expired")]
+    Expired,
+    #[error("this API key has been revoked")]
+    Revoked,
 }
 
 impl AuthError {
     /// 401 when no valid credential was presented, 403 when it is valid but not enough.
     pub fn is_unauthenticated(&self) -> bool {
-        matches!(self, AuthError::Missing | AuthError::Invalid)
+        matches!(
+            self,
+            AuthError::Missing | AuthError::Invalid | AuthError::Expired | AuthError::Revoked
+        )
+    }
+
+    /// The `code` of the error object, for the kinds a client can tell apart.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            AuthError::Invalid => Some("invalid_api_key"),
+            AuthError::Expired => Some("key_expired"),
+            AuthError::Revoked => Some("key_revoked"),
+            _ => None,
+        }
     }
 }
 
-fn digest(key: &str) -> [u8; 32] {
+pub(crate) fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
@@ -152,12 +189,19 @@ impl Authenticator {
                 .collect(),
             admin_token_digest: admin_token.filter(|t| !t.is_empty()).map(digest),
             metrics_public: config.metrics_public,
+            virtual_keys: None,
         }
     }
 
-    /// Whether client keys are configured (otherwise the proxy is open).
+    /// Also accepts the virtual keys of `registry`.
+    pub fn attach_keys(&mut self, registry: Arc<KeyRegistry>) {
+        self.virtual_keys = Some(registry);
+    }
+
+    /// Whether client keys are configured or were made at run time (otherwise the proxy is
+    /// open).
     pub fn enabled(&self) -> bool {
-        !self.client_keys.is_empty()
+        !self.client_keys.is_empty() || self.virtual_keys.as_ref().is_some_and(|keys| keys.any())
     }
 
     /// Who presented these headers. Every configured key is compared in full (constant time
@@ -178,7 +222,21 @@ impl Authenticator {
         match (admin, tenant) {
             (true, _) => Ok(Caller::Admin),
             (false, Some(tenant)) => Ok(Caller::Tenant(tenant.clone())),
-            (false, None) => Err(AuthError::Invalid),
+            (false, None) => {
+                // A virtual key is found by its digest: a lookup keyed by a SHA-256 digest
+                // tells nothing useful about other keys.
+                let entry = self.virtual_keys.as_ref().and_then(|keys| {
+                    keys.by_digest(&presented).map(|entry| (entry, keys.now_ms()))
+                });
+                match entry {
+                    None => Err(AuthError::Invalid),
+                    Some((entry, _)) if entry.revoked_ms().is_some() => Err(AuthError::Revoked),
+                    Some((entry, now_ms)) if entry.key.is_expired(now_ms) => {
+                        Err(AuthError::Expired)
+                    }
+                    Some((entry, _)) => Ok(Caller::Key(entry)),
+                }
+            }
         }
     }
 

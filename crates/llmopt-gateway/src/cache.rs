@@ -1,4 +1,6 @@
-//! Exact-match response cache (moka), bounded by bytes and by time.
+//! Exact-match response cache, bounded by bytes and by time: moka in the process (first
+//! level), and with `cache.backend = "redis"` Redis behind it (second level, shared by every
+//! replica: [`RedisCache`]).
 //!
 //! The key is the core `fingerprint::cache_key` (tenant, provider, served model and every request
 //! field that can change the answer) plus the answer's *shape*: a JSON body, an SSE stream, or an
@@ -7,11 +9,18 @@
 //! request is answered as a stream, exactly as the first time. Only successful, complete answers
 //! are inserted (the caller checks); errors and cut streams never are.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use llmopt_core::{Fingerprint, Money, Usage};
-use moka::sync::Cache;
+use moka::{Expiry, sync::Cache};
+use serde::{Deserialize, Serialize};
 
 /// How the answer is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,27 +54,32 @@ pub struct CachedAnswer {
     pub ttl: Duration,
 }
 
-/// Each entry lives for its own TTL (moka's per-entry expiry), capped at [`MAX_TTL`].
-struct PerEntryTtl;
-
 /// The longest an answer is ever kept, whatever a policy says.
 pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-impl moka::Expiry<CacheKey, Arc<CachedAnswer>> for PerEntryTtl {
-    fn expire_after_create(
-        &self,
-        _key: &CacheKey,
-        answer: &Arc<CachedAnswer>,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(answer.ttl.min(MAX_TTL))
+/// An entry of the first level: the answer and how long it may live (the answer's own TTL, the
+/// policy's or `cache.ttl_s`, or what is left of it when the answer came from the second level).
+#[derive(Debug, Clone)]
+struct Stored {
+    answer: Arc<CachedAnswer>,
+    ttl: Duration,
+}
+
+/// Per-entry lifetimes for moka.
+struct EntryTtl;
+
+impl Expiry<CacheKey, Stored> for EntryTtl {
+    fn expire_after_create(&self, _: &CacheKey, stored: &Stored, _: Instant) -> Option<Duration> {
+        Some(stored.ttl)
     }
 }
 
 /// The cache and the bounds it was built with (a reload with other bounds builds a new one).
 #[derive(Clone)]
 pub struct ResponseCache {
-    entries: Cache<CacheKey, Arc<CachedAnswer>>,
+    entries: Cache<CacheKey, Stored>,
+    /// The shared second level, when `cache.backend = "redis"`.
+    shared: Option<Arc<RedisCache>>,
     pub ttl: Duration,
     pub max_bytes: u64,
     pub max_entry_bytes: usize,
@@ -77,6 +91,7 @@ impl std::fmt::Debug for ResponseCache {
             .field("entries", &self.entries.entry_count())
             .field("ttl", &self.ttl)
             .field("max_bytes", &self.max_bytes)
+            .field("shared", &self.shared)
             .finish()
     }
 }
@@ -86,24 +101,58 @@ impl ResponseCache {
         let entries = Cache::builder()
             .max_capacity(max_bytes)
             // Weight = body bytes plus a fixed overhead for the key and metadata.
-            .weigher(|_key: &CacheKey, answer: &Arc<CachedAnswer>| {
-                u32::try_from(answer.body.len() + 256).unwrap_or(u32::MAX)
+            .weigher(|_key: &CacheKey, stored: &Stored| {
+                u32::try_from(stored.answer.body.len() + 256).unwrap_or(u32::MAX)
             })
-            .expire_after(PerEntryTtl)
+            .expire_after(EntryTtl)
             .build();
-        ResponseCache { entries, ttl, max_bytes, max_entry_bytes }
+        ResponseCache { entries, shared: None, ttl, max_bytes, max_entry_bytes }
     }
 
+    /// The same cache with `shared` as its second level.
+    pub fn with_shared(mut self, shared: Option<Arc<RedisCache>>) -> ResponseCache {
+        self.shared = shared;
+        self
+    }
+
+    /// The second level, if any.
+    pub fn shared(&self) -> Option<&Arc<RedisCache>> {
+        self.shared.as_ref()
+    }
+
+    /// The first level only (no I/O).
     pub fn get(&self, key: &CacheKey) -> Option<Arc<CachedAnswer>> {
-        self.entries.get(key)
+        self.entries.get(key).map(|stored| stored.answer)
     }
 
-    /// Stores an answer unless it is larger than the per-entry bound. Returns whether it did.
+    /// The first level, then the second: a second-level hit is kept in the first for what is
+    /// left of its lifetime. A second level that fails or is slow is a miss (counted).
+    pub async fn lookup(&self, key: &CacheKey) -> Option<Arc<CachedAnswer>> {
+        if let Some(answer) = self.get(key) {
+            return Some(answer);
+        }
+        let shared = self.shared.as_ref()?;
+        let (answer, ttl_left) = shared.get(key).await?;
+        let answer = Arc::new(answer);
+        if answer.body.len() <= self.max_entry_bytes {
+            let ttl = ttl_left.min(MAX_TTL);
+            self.entries.insert(*key, Stored { answer: Arc::clone(&answer), ttl });
+        }
+        Some(answer)
+    }
+
+    /// Stores an answer unless it is larger than the per-entry bound, in both levels (the
+    /// second in the background). Returns whether it did.
     pub fn insert(&self, key: CacheKey, answer: CachedAnswer) -> bool {
         if answer.body.len() > self.max_entry_bytes {
             return false;
         }
-        self.entries.insert(key, Arc::new(answer));
+        let ttl = answer.ttl.min(MAX_TTL);
+        let answer = Arc::new(answer);
+        if let Some(shared) = &self.shared {
+            shared.put(key, Arc::clone(&answer), ttl);
+        }
+        self.entries.insert(key, Stored { answer, ttl });
         true
     }
 
@@ -123,6 +172,309 @@ impl ResponseCache {
     }
 }
 
+/// Counters of the shared second level, exported in `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SharedCacheCounters {
+    /// Lookups answered by Redis (after a first-level miss).
+    pub hits: u64,
+    /// Lookups Redis did not have.
+    pub misses: u64,
+    /// Lookups and writes that failed or timed out (Redis down or slow): each lookup is then a
+    /// miss and the request goes on to the provider.
+    pub errors: u64,
+}
+
+/// How long one Redis command may take before it counts as failed (a lookup is then a miss).
+const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+/// After a failed connection attempt, lookups are misses at once for this long.
+const REDIS_RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+/// Most writes to Redis waiting at once; beyond it a write is skipped (and counted an error)
+/// rather than queued without bound behind a slow server.
+const REDIS_MAX_PENDING_WRITES: u64 = 1_024;
+/// Key prefix; the version changes with the entry encoding.
+const REDIS_PREFIX: &str = "llmopt:cache:v1:";
+
+/// The encoded head of a Redis entry; the body follows it.
+#[derive(Serialize, Deserialize)]
+struct EntryHead {
+    status: u16,
+    content_type: String,
+    served_model: String,
+    usage: Option<Usage>,
+    stop_reason: Option<String>,
+    cost: Option<Money>,
+}
+
+fn encode_entry(answer: &CachedAnswer) -> Option<Vec<u8>> {
+    let head = serde_json::to_vec(&EntryHead {
+        status: answer.status,
+        content_type: answer.content_type.clone(),
+        served_model: answer.served_model.clone(),
+        usage: answer.usage,
+        stop_reason: answer.stop_reason.clone(),
+        cost: answer.cost,
+    })
+    .ok()?;
+    let mut bytes = Vec::with_capacity(4 + head.len() + answer.body.len());
+    bytes.extend_from_slice(&u32::try_from(head.len()).ok()?.to_be_bytes());
+    bytes.extend_from_slice(&head);
+    bytes.extend_from_slice(&answer.body);
+    Some(bytes)
+}
+
+fn decode_entry(bytes: &[u8]) -> Option<CachedAnswer> {
+    let length = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let head: EntryHead = serde_json::from_slice(bytes.get(4..4 + length)?).ok()?;
+    Some(CachedAnswer {
+        status: head.status,
+        content_type: head.content_type,
+        body: Bytes::copy_from_slice(bytes.get(4 + length..)?),
+        served_model: head.served_model,
+        usage: head.usage,
+        stop_reason: head.stop_reason,
+        cost: head.cost,
+        // Set by the caller from the entry's remaining lifetime in Redis.
+        ttl: Duration::ZERO,
+    })
+}
+
+fn redis_key(key: &CacheKey) -> String {
+    let shape = match key.shape {
+        AnswerShape::Json => "json",
+        AnswerShape::Sse => "sse",
+        AnswerShape::SseWithUsage => "sse-usage",
+    };
+    format!("{REDIS_PREFIX}{:032x}:{shape}", key.fingerprint.0)
+}
+
+/// The shared second level: Redis through redis-rs's `ConnectionManager` (one multiplexed
+/// connection that reconnects by itself), driven by a small runtime of its own. The gateway's
+/// I/O threads each run their own single-threaded runtime; a connection driven by one of them
+/// would stall whenever that thread is busy and die with it, so every command is spawned on
+/// this runtime and its answer awaited from whichever thread asked.
+///
+/// Redis is a cache here, never a dependency: a lookup that fails, times out or finds Redis
+/// down is a miss (counted), and the call goes on to the provider.
+pub struct RedisCache {
+    client: redis::Client,
+    /// The URL it was made from (it may hold a password: compared, never shown).
+    url: String,
+    /// host:port/db, for logs (never a password).
+    location: String,
+    connection: tokio::sync::Mutex<Connection>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    errors: AtomicU64,
+    pending_writes: Arc<AtomicU64>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+#[derive(Default)]
+struct Connection {
+    manager: Option<redis::aio::ConnectionManager>,
+    failed_at: Option<Instant>,
+}
+
+impl std::fmt::Debug for RedisCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCache").field("location", &self.location).finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisCache {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which tokio forbids inside another runtime.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl RedisCache {
+    /// Prepares the client for `url` (`redis://[:password@]host:port/db`) and starts
+    /// connecting in the background; never waits for the server. Errors do not repeat the URL.
+    pub fn new(url: &str) -> Result<Arc<RedisCache>, String> {
+        let client = redis::Client::open(url).map_err(|error| {
+            format!("the Redis URL is malformed ({:?}): expected redis://host:6379/0", error.kind())
+        })?;
+        let info = client.get_connection_info();
+        let location = format!("{}/{}", info.addr, info.redis.db);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("llmopt-redis")
+            .enable_all()
+            .build()
+            .map_err(|error| format!("cannot start the Redis client's runtime: {error}"))?;
+        let cache = Arc::new(RedisCache {
+            client,
+            url: url.to_owned(),
+            location,
+            connection: tokio::sync::Mutex::new(Connection::default()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            pending_writes: Arc::new(AtomicU64::new(0)),
+            runtime: Some(runtime),
+        });
+        // Connect now so that the first lookups find a connection, and say at start when the
+        // server cannot be reached (the gateway serves anyway).
+        let connecting = Arc::clone(&cache);
+        cache.spawn(async move {
+            if let Err(error) = connecting.connection().await {
+                tracing::warn!(
+                    redis = %connecting.location,
+                    %error,
+                    "Redis cannot be reached: the shared cache is skipped (misses) until it answers"
+                );
+            }
+        });
+        Ok(cache)
+    }
+
+    /// Whether it was made from `url` (a reload keeps the connection when the URL is the same).
+    pub fn is_for(&self, url: &str) -> bool {
+        self.url == url
+    }
+
+    /// Where it is: `host:port/db`.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    pub fn counters(&self) -> SharedCacheCounters {
+        SharedCacheCounters {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    fn spawn<F>(&self, future: F) -> Option<tokio::task::JoinHandle<F::Output>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime.as_ref().map(|runtime| runtime.spawn(future))
+    }
+
+    /// The connection, made on first use; after a failed attempt, none for a second (lookups
+    /// are misses at once instead of each waiting for a connection timeout).
+    async fn connection(&self) -> Result<redis::aio::ConnectionManager, String> {
+        // Someone else connecting: do not queue behind them.
+        let mut slot = self.connection.try_lock().map_err(|_| "connecting".to_owned())?;
+        if let Some(manager) = &slot.manager {
+            return Ok(manager.clone());
+        }
+        if slot.failed_at.is_some_and(|at| at.elapsed() < REDIS_RECONNECT_PAUSE) {
+            return Err("unreachable (retrying every second)".to_owned());
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(REDIS_TIMEOUT)
+            .set_response_timeout(REDIS_TIMEOUT)
+            .set_number_of_retries(1)
+            .set_max_delay(100);
+        match tokio::time::timeout(
+            REDIS_TIMEOUT * 2,
+            redis::aio::ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await
+        {
+            Ok(Ok(manager)) => {
+                slot.failed_at = None;
+                slot.manager = Some(manager.clone());
+                Ok(manager)
+            }
+            Ok(Err(error)) => {
+                slot.failed_at = Some(Instant::now());
+                Err(error.to_string())
+            }
+            Err(_) => {
+                slot.failed_at = Some(Instant::now());
+                Err(format!("no connection within {:?}", REDIS_TIMEOUT * 2))
+            }
+        }
+    }
+
+    /// The entry and what is left of its lifetime; `None` on a miss or any failure.
+    async fn get(self: &Arc<Self>, key: &CacheKey) -> Option<(CachedAnswer, Duration)> {
+        let this = Arc::clone(self);
+        let key = redis_key(key);
+        let found = self.spawn(async move {
+            let mut connection = this.connection().await?;
+            let mut pipeline = redis::pipe();
+            pipeline.cmd("GET").arg(&key).cmd("PTTL").arg(&key);
+            let command = pipeline.query_async::<(Option<Vec<u8>>, i64)>(&mut connection);
+            match tokio::time::timeout(REDIS_TIMEOUT, command).await {
+                Ok(Ok(found)) => Ok(found),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!("no answer within {REDIS_TIMEOUT:?}")),
+            }
+        })?;
+        match found.await {
+            Ok(Ok((Some(bytes), ttl_ms))) if ttl_ms > 0 => match decode_entry(&bytes) {
+                Some(mut answer) => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    let ttl = Duration::from_millis(ttl_ms.unsigned_abs());
+                    answer.ttl = ttl;
+                    Some((answer, ttl))
+                }
+                None => {
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(redis = %self.location, "undecodable shared cache entry");
+                    None
+                }
+            },
+            Ok(Ok(_)) => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Ok(Err(error)) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(redis = %self.location, %error, "shared cache lookup failed");
+                None
+            }
+            Err(_) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Writes an entry in the background (`SET … PX ttl`).
+    fn put(self: &Arc<Self>, key: CacheKey, answer: Arc<CachedAnswer>, ttl: Duration) {
+        let Some(bytes) = encode_entry(&answer) else { return };
+        if self.pending_writes.fetch_add(1, Ordering::AcqRel) >= REDIS_MAX_PENDING_WRITES {
+            self.pending_writes.fetch_sub(1, Ordering::AcqRel);
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let this = Arc::clone(self);
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let spawned = self.spawn(async move {
+            let outcome = match this.connection().await {
+                Ok(mut connection) => {
+                    let mut set = redis::cmd("SET");
+                    set.arg(redis_key(&key)).arg(bytes).arg("PX").arg(ttl_ms);
+                    let command = set.query_async::<()>(&mut connection);
+                    match tokio::time::timeout(REDIS_TIMEOUT, command).await {
+                        Ok(result) => result.map_err(|error| error.to_string()),
+                        Err(_) => Err(format!("no answer within {REDIS_TIMEOUT:?}")),
+                    }
+                }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = outcome {
+                this.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(redis = %this.location, %error, "shared cache write failed");
+            }
+            this.pending_writes.fetch_sub(1, Ordering::AcqRel);
+        });
+        if spawned.is_none() {
+            self.pending_writes.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +490,22 @@ mod tests {
             cost: None,
             ttl: Duration::from_secs(60),
         }
+    }
+
+    #[test]
+    fn redis_entries_round_trip_and_garbage_is_refused() {
+        let mut original = answer(10);
+        original.usage = Some(Usage { input_tokens: 3, output_tokens: 4, ..Usage::default() });
+        original.cost = Some(Money(1_234));
+        original.stop_reason = Some("stop".into());
+        let decoded = decode_entry(&encode_entry(&original).unwrap()).unwrap();
+        assert_eq!(decoded.body, original.body);
+        assert_eq!((decoded.usage, decoded.cost), (original.usage, original.cost));
+        assert_eq!(decoded.stop_reason, original.stop_reason);
+        assert!(decode_entry(b"\0\0\0\x09{\"a\"").is_none());
+        assert!(decode_entry(b"").is_none());
+        let key = CacheKey { fingerprint: Fingerprint(255), shape: AnswerShape::Sse };
+        assert_eq!(redis_key(&key), "llmopt:cache:v1:000000000000000000000000000000ff:sse");
     }
 
     #[test]

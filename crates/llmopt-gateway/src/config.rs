@@ -106,12 +106,33 @@ impl Default for ServerConfig {
     }
 }
 
+/// The environment variable holding the PostgreSQL connection string (`storage.backend =
+/// "postgres"`). A secret: never part of the configuration, never logged.
+pub const POSTGRES_URL_ENV: &str = "LLMOPT_POSTGRES_URL";
+/// The environment variable holding the Redis URL (`cache.backend = "redis"`).
+pub const REDIS_URL_ENV: &str = "LLMOPT_REDIS_URL";
+
+/// Where records, experiments and the policy live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageBackend {
+    /// The embedded sled store at `storage.path`: one process.
+    #[default]
+    Sled,
+    /// PostgreSQL at `LLMOPT_POSTGRES_URL`, shared by every replica.
+    Postgres,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
+    pub backend: StorageBackend,
+    /// sled only.
     pub path: PathBuf,
     pub raw_retention_days: u64,
+    /// sled only (PostgreSQL aggregates are computed from raw records).
     pub aggregate_retention_days: u64,
+    /// sled only.
     pub aggregate_window_s: u64,
     /// sled's page cache, MiB: most of the process's memory besides the proxy itself.
     pub cache_mb: u64,
@@ -120,6 +141,7 @@ pub struct StorageSection {
 impl Default for StorageSection {
     fn default() -> StorageSection {
         StorageSection {
+            backend: StorageBackend::Sled,
             path: PathBuf::from("./data/llmopt"),
             raw_retention_days: 30,
             aggregate_retention_days: 400,
@@ -148,6 +170,8 @@ pub struct CollectorSection {
     pub windows_kept: usize,
     pub overflow: OverflowMode,
     pub block_max_wait_ms: u64,
+    /// How long a batch the store refused is retried before it is counted lost.
+    pub write_retry_s: u64,
 }
 
 impl Default for CollectorSection {
@@ -160,6 +184,7 @@ impl Default for CollectorSection {
             windows_kept: 60,
             overflow: OverflowMode::Drop,
             block_max_wait_ms: 5,
+            write_retry_s: 300,
         }
     }
 }
@@ -195,6 +220,7 @@ impl CollectorSection {
                     max_wait: Duration::from_millis(self.block_max_wait_ms),
                 },
             },
+            write_retry: Duration::from_secs(self.write_retry_s),
             ..CollectorConfig::default()
         }
     }
@@ -282,6 +308,8 @@ impl Default for LoggingConfig {
 pub struct CacheConfig {
     /// Default for routes that do not say.
     pub enabled: bool,
+    /// `memory`: this process only; `redis`: a shared second level behind it.
+    pub backend: CacheBackend,
     pub ttl_s: u64,
     /// Total size of cached bodies.
     pub max_bytes: u64,
@@ -292,10 +320,23 @@ pub struct CacheConfig {
     pub allow_nonzero_temperature: bool,
 }
 
+/// Where cached answers live besides this process's memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheBackend {
+    /// moka in this process only.
+    #[default]
+    Memory,
+    /// moka in front (first level) and Redis at `LLMOPT_REDIS_URL` behind it, shared by every
+    /// replica (second level).
+    Redis,
+}
+
 impl Default for CacheConfig {
     fn default() -> CacheConfig {
         CacheConfig {
             enabled: false,
+            backend: CacheBackend::Memory,
             ttl_s: 300,
             max_bytes: 64 * 1024 * 1024,
             max_entry_bytes: 1024 * 1024,

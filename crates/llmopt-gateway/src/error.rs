@@ -22,6 +22,10 @@ pub enum Error {
     Config(String),
     #[error("storage: {0}")]
     Storage(String),
+    /// An external engine (PostgreSQL, Redis) cannot be reached: the message names it and where
+    /// (`cannot connect to PostgreSQL at 127.0.0.1:5432: …`), never a credential.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("provider `{provider}`: {message}")]
     Provider { provider: String, message: String },
     #[error("i/o: {0}")]
@@ -40,11 +44,36 @@ pub struct ApiError {
     pub message: String,
     /// `Retry-After` seconds, for 429 and 503.
     pub retry_after_s: Option<u64>,
+    /// The error object's `type` when the status's usual one says too little
+    /// (`budget_exceeded`, `model_not_allowed`, `rate_limit_exceeded`).
+    pub error_type: Option<&'static str>,
+    /// The OpenAI error object's `code`; the record's error kind when not set.
+    pub code: Option<&'static str>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> ApiError {
-        ApiError { status, kind, message: message.into(), retry_after_s: None }
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+            retry_after_s: None,
+            error_type: None,
+            code: None,
+        }
+    }
+
+    /// Sets the error object's `type` (both protocols) and `code` (OpenAI) to `name`.
+    pub fn with_type(mut self, name: &'static str) -> ApiError {
+        self.error_type = Some(name);
+        self.code = Some(name);
+        self
+    }
+
+    /// Sets the OpenAI error object's `code`.
+    pub fn with_code(mut self, code: Option<&'static str>) -> ApiError {
+        self.code = code.or(self.code);
+        self
     }
 
     pub fn invalid_request(message: impl Into<String>) -> ApiError {
@@ -84,14 +113,17 @@ impl ApiError {
             Protocol::OpenAi => json!({
                 "error": {
                     "message": self.message,
-                    "type": openai_type(self.status),
+                    "type": self.error_type.unwrap_or_else(|| openai_type(self.status)),
                     "param": null,
-                    "code": self.kind.as_str(),
+                    "code": self.code.unwrap_or_else(|| self.kind.as_str()),
                 }
             }),
             Protocol::Anthropic => json!({
                 "type": "error",
-                "error": { "type": anthropic_type(self.status), "message": self.message }
+                "error": {
+                    "type": self.error_type.unwrap_or_else(|| anthropic_type(self.status)),
+                    "message": self.message,
+                }
             }),
         };
         Bytes::from(value.to_string())

@@ -7,9 +7,10 @@
 //!
 //! Where things are: [`proxy`] (the `/v1` proxy routes), [`routing`] (the configuration's route
 //! table), [`overlay`] (the optimizer's live policy over it), [`cache`] (response cache),
-//! [`auth`], [`api`] (every other route, with the `/api/stream` WebSocket), [`ui`] (the
-//! dashboard's embedded files), [`metrics`] (Prometheus text), [`config`] (figment
-//! layering and validation), [`server`] (sockets, threads, reload, shutdown), [`state`].
+//! [`auth`], [`keys`] (virtual keys, budgets, rates), [`api`] (every other route, with the
+//! `/api/stream` WebSocket), [`ui`] (the dashboard's embedded files), [`metrics`] (Prometheus
+//! text), [`config`] (figment layering and validation), [`server`] (sockets, threads, reload,
+//! shutdown), [`state`].
 //!
 //! Design choices:
 //! - **Bytes in, bytes out.** Request bodies are parsed only at the top level (raw JSON values,
@@ -43,6 +44,7 @@ pub mod error;
 #[cfg(feature = "grpc")]
 pub mod grpc;
 pub mod hedging;
+pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod overlay;
@@ -63,10 +65,18 @@ pub use state::{AppState, GatewayInit, Runtime, Stores};
 
 /// Every route of the gateway.
 pub fn router(state: AppState) -> Router {
-    use api::{control, ingest, reports, service};
+    use api::{control, ingest, keys, reports, service};
     Router::new()
         .route("/v1/chat/completions", post(proxy::chat_completions).get(proxy::method_not_allowed))
         .route("/v1/messages", post(proxy::messages).get(proxy::method_not_allowed))
+        .route("/v1/models", get(proxy::models::list_models))
+        .route("/v1/responses", post(proxy::responses::create).get(proxy::method_not_allowed))
+        .route(
+            "/v1/responses/{id}",
+            get(proxy::responses::retrieve).delete(proxy::responses::delete),
+        )
+        .route("/v1/responses/{id}/input_items", get(proxy::responses::input_items))
+        .route("/v1/embeddings", post(proxy::embeddings::embeddings).get(proxy::method_not_allowed))
         .route("/v1/feedback", post(ingest::feedback))
         .route("/v1/records", post(ingest::ingest_records))
         .route("/api/stats", get(service::stats))
@@ -91,11 +101,24 @@ pub fn router(state: AppState) -> Router {
         .route("/ui", get(ui::index))
         .route("/ui/", get(ui::index))
         .route("/ui/{*path}", get(ui::file))
+        .route("/api/keys", post(keys::create_key).get(keys::list_keys))
+        .route("/api/keys/{id}", axum::routing::delete(keys::revoke_key))
+        .route("/api/budgets", get(keys::budgets))
         .route("/metrics", get(service::metrics))
         .route("/health", get(service::health))
         .route("/ready", get(service::ready))
+        .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn_with_state(state.clone(), catch_panic))
         .with_state(state)
+}
+
+/// A method a route does not serve: a JSON 405 (axum's own has an empty body).
+async fn wrong_method(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        llmopt_core::ErrorKind::InvalidRequest,
+        format!("{method} is not served on this route"),
+    )
 }
 
 /// A panic in a handler answers 500 in the caller's protocol shape (Anthropic's for

@@ -117,12 +117,28 @@ pub struct Metrics {
     collector_rejected: Gauge,
     collector_written: Gauge,
     collector_write_errors: Gauge,
+    collector_write_retries: Gauge,
+    collector_write_failed_records: Gauge,
+    collector_retrying_records: Gauge,
+    shared_cache_hits: Gauge,
+    shared_cache_misses: Gauge,
+    shared_cache_errors: Gauge,
     in_flight: Gauge,
     config_reloads: Family<CacheLabels, Counter>,
     handler_panics: Counter,
     stream_clients: Gauge,
     stream_dropped: Counter,
+    cycle_leader: Gauge,
+    key_spend_usd: Family<KeyLabels, Gauge<f64, AtomicU64>>,
+    key_budget_usd: Family<KeyLabels, Gauge<f64, AtomicU64>>,
     optimizer: OptimizerMetrics,
+}
+
+/// A virtual key's series: at most `keys::MAX_KEY_SERIES` keys are exported.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub key: String,
+    pub tenant: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -273,6 +289,25 @@ impl Metrics {
         let overhead = latency_histogram();
         let config_reloads = Family::<CacheLabels, Counter>::default();
         let handler_panics = Counter::default();
+        let cycle_leader = Gauge::default();
+        registry.register(
+            "llmopt_optimizer_cycle_leader",
+            "1 when this replica runs the scheduled optimization cycles (the fleet's leader, or \
+             the only process on its store), else 0",
+            cycle_leader.clone(),
+        );
+        let key_spend_usd = Family::<KeyLabels, Gauge<f64, AtomicU64>>::default();
+        let key_budget_usd = Family::<KeyLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "llmopt_key_spend_usd",
+            "Spend of a virtual key in its current budget period, USD",
+            key_spend_usd.clone(),
+        );
+        registry.register(
+            "llmopt_key_budget_usd",
+            "Budget of a virtual key per period, USD",
+            key_budget_usd.clone(),
+        );
         registry.register(
             "llmopt_handler_panics",
             "Handler panics caught and answered with a 500",
@@ -308,6 +343,12 @@ impl Metrics {
         let collector_rejected = Gauge::default();
         let collector_written = Gauge::default();
         let collector_write_errors = Gauge::default();
+        let collector_write_retries = Gauge::default();
+        let collector_write_failed_records = Gauge::default();
+        let collector_retrying_records = Gauge::default();
+        let shared_cache_hits = Gauge::default();
+        let shared_cache_misses = Gauge::default();
+        let shared_cache_errors = Gauge::default();
         let in_flight = Gauge::default();
         registry.register(
             "llmopt_collector_queue_depth",
@@ -333,6 +374,36 @@ impl Metrics {
             "llmopt_collector_write_errors",
             "Failed store calls (total)",
             collector_write_errors.clone(),
+        );
+        registry.register(
+            "llmopt_collector_write_retries",
+            "Store writes repeated after a failure, e.g. while PostgreSQL restarts (total)",
+            collector_write_retries.clone(),
+        );
+        registry.register(
+            "llmopt_collector_write_failed_records",
+            "Records lost because the store refused them for longer than collector.write_retry_s (total)",
+            collector_write_failed_records.clone(),
+        );
+        registry.register(
+            "llmopt_collector_retrying_records",
+            "Records of a refused batch waiting for their next attempt",
+            collector_retrying_records.clone(),
+        );
+        registry.register(
+            "llmopt_cache_redis_hits",
+            "Lookups answered by the shared Redis cache after an in-process miss (total)",
+            shared_cache_hits.clone(),
+        );
+        registry.register(
+            "llmopt_cache_redis_misses",
+            "Lookups the shared Redis cache did not have (total)",
+            shared_cache_misses.clone(),
+        );
+        registry.register(
+            "llmopt_cache_redis_errors",
+            "Shared Redis cache commands that failed or timed out; a failed lookup is a miss (total)",
+            shared_cache_errors.clone(),
         );
         registry.register(
             "llmopt_in_flight_requests",
@@ -378,9 +449,18 @@ impl Metrics {
             collector_rejected,
             collector_written,
             collector_write_errors,
+            collector_write_retries,
+            collector_write_failed_records,
+            collector_retrying_records,
+            shared_cache_hits,
+            shared_cache_misses,
+            shared_cache_errors,
             in_flight,
             config_reloads,
             handler_panics,
+            cycle_leader,
+            key_spend_usd,
+            key_budget_usd,
         }
     }
 
@@ -392,11 +472,7 @@ impl Metrics {
             Status::Ok => "ok",
             Status::Error(kind) => kind.as_str(),
         };
-        let endpoint = match record.endpoint {
-            llmopt_core::Endpoint::ChatCompletions => "chat_completions",
-            llmopt_core::Endpoint::Messages => "messages",
-            llmopt_core::Endpoint::External => "external",
-        };
+        let endpoint = record.endpoint.as_str();
         let cache = record.cache.as_str();
         let model_labels =
             || ModelLabels { provider: provider.to_owned(), model: model.to_owned() };
@@ -514,6 +590,20 @@ impl Metrics {
         &self.in_flight
     }
 
+    /// Replaces the virtual keys' series with `keys` ((key id, tenant, spend, budget) of the
+    /// active keys), at most `keys::MAX_KEY_SERIES` of them.
+    pub fn set_keys(&self, keys: impl Iterator<Item = (String, String, f64, Option<f64>)>) {
+        self.key_spend_usd.clear();
+        self.key_budget_usd.clear();
+        for (key, tenant, spend, budget) in keys.take(crate::keys::MAX_KEY_SERIES) {
+            let labels = KeyLabels { key, tenant };
+            self.key_spend_usd.get_or_create(&labels).set(spend);
+            if let Some(budget) = budget {
+                self.key_budget_usd.get_or_create(&labels).set(budget);
+            }
+        }
+    }
+
     pub fn count_panic(&self) {
         self.handler_panics.inc();
     }
@@ -532,12 +622,18 @@ impl Metrics {
         self.config_reloads.get_or_create(&CacheLabels { outcome: outcome.to_owned() }).inc();
     }
 
+    /// Says whether this replica runs the scheduled cycles.
+    pub fn set_cycle_leader(&self, leads: bool) {
+        self.cycle_leader.set(i64::from(leads));
+    }
+
     /// The text exposition, with collector gauges and the loop's counters read now.
     pub fn render(
         &self,
         collector: &CollectorMetrics,
         loop_metrics: &LoopMetrics,
         quality_budget_used: f64,
+        shared_cache: &crate::cache::SharedCacheCounters,
     ) -> String {
         self.optimizer.sync(loop_metrics, quality_budget_used);
         let as_gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
@@ -546,6 +642,12 @@ impl Metrics {
         self.collector_rejected.set(as_gauge(collector.rejected));
         self.collector_written.set(as_gauge(collector.written));
         self.collector_write_errors.set(as_gauge(collector.write_errors));
+        self.collector_write_retries.set(as_gauge(collector.write_retries));
+        self.collector_write_failed_records.set(as_gauge(collector.write_failed_records));
+        self.collector_retrying_records.set(as_gauge(collector.retrying_records));
+        self.shared_cache_hits.set(as_gauge(shared_cache.hits));
+        self.shared_cache_misses.set(as_gauge(shared_cache.misses));
+        self.shared_cache_errors.set(as_gauge(shared_cache.errors));
         let mut text = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);

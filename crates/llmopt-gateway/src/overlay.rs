@@ -16,7 +16,7 @@ use llmopt_optimizer::{
 
 use crate::{
     routing::{Candidate, RouteDecision, RouteInput},
-    state::{Runtime, Stores},
+    state::{AppState, Runtime, Stores},
 };
 
 /// Tags that name the unit of assignment when a client sends them (else the request is the unit).
@@ -146,6 +146,7 @@ impl OptimizerOverlay {
         if let Some(after_ms) = policy.hedge_after_ms {
             decision.hedge_after = Some(Duration::from_millis(after_ms));
         }
+        decision.prompt_cache = policy.prompt_cache;
         decision.applied_flags = policy.applied_flags;
         decision.held_out = policy.held_out;
         if let Some(arm) = routing.arm {
@@ -187,34 +188,106 @@ impl OptimizerOverlay {
     }
 }
 
-/// Runs cycles on a cron schedule until the process ends. Each cycle runs on a blocking thread.
+/// Who runs the scheduled cycles.
+#[derive(Debug, Clone)]
+pub enum CycleGate {
+    /// This process, whenever the schedule says (it is alone on its store).
+    Always,
+    /// The one replica of a fleet holding the PostgreSQL leadership; the others skip their
+    /// turn and take over on the next one after the leader goes.
+    Leader(llmopt_storage::postgres::PgLeadership),
+}
+
+impl CycleGate {
+    /// Whether this process runs the cycle now (blocking: may ask PostgreSQL).
+    fn leads(&self) -> bool {
+        match self {
+            CycleGate::Always => true,
+            CycleGate::Leader(leadership) => match leadership.try_lead() {
+                Ok(leads) => leads,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot tell which replica leads; skipping this cycle");
+                    false
+                }
+            },
+        }
+    }
+}
+
+/// Runs cycles on a cron schedule until the process ends, when `gate` says this process leads.
+/// Each cycle runs on a blocking thread.
 pub fn spawn_schedule(
-    optimizer: Arc<Optimizer>,
+    state: AppState,
     schedule: &str,
+    gate: CycleGate,
 ) -> crate::Result<tokio::task::JoinHandle<()>> {
     let cron = croner::Cron::new(schedule)
         .with_seconds_optional()
         .parse()
         .map_err(|e| crate::Error::Config(format!("optimizer.schedule `{schedule}`: {e}")))?;
     Ok(tokio::spawn(async move {
+        let mut led = false;
         loop {
             let now = chrono_now();
             let Ok(next) = cron.find_next_occurrence(&now, false) else { break };
             let wait = (next - now).to_std().unwrap_or(Duration::from_secs(60));
             tokio::time::sleep(wait).await;
-            let optimizer = optimizer.clone();
-            match tokio::task::spawn_blocking(move || optimizer.run_cycle()).await {
-                Ok(Ok(report)) => tracing::info!(
+            let optimizer = state.optimizer().clone();
+            let this_turn = gate.clone();
+            let outcome = tokio::task::spawn_blocking(move || {
+                if !this_turn.leads() {
+                    return None;
+                }
+                Some(optimizer.run_cycle())
+            })
+            .await;
+            let leads = matches!(outcome, Ok(Some(_)));
+            state.metrics().set_cycle_leader(leads);
+            if leads != led && matches!(gate, CycleGate::Leader(_)) {
+                if leads {
+                    tracing::info!("this replica now runs the optimization cycles");
+                } else {
+                    tracing::info!("another replica runs the optimization cycles");
+                }
+            }
+            led = leads;
+            match outcome {
+                Ok(Some(Ok(report))) => tracing::info!(
                     proposals = report.proposals.len(),
                     started = report.started.len(),
                     adopted = report.adopted.len(),
                     "optimization cycle"
                 ),
-                Ok(Err(error)) => tracing::error!(%error, "optimization cycle failed"),
+                Ok(Some(Err(error))) => tracing::error!(%error, "optimization cycle failed"),
+                Ok(None) => {}
                 Err(error) => tracing::error!(%error, "optimization cycle panicked"),
             }
         }
     }))
+}
+
+/// How often a replica on a shared store looks for a policy version another replica saved.
+pub const POLICY_POLL: Duration = Duration::from_secs(1);
+
+/// Takes in policy versions other replicas save (adoptions and rollbacks by the leader, policy
+/// writes through any replica's API), every [`POLICY_POLL`]: one indexed query each time.
+pub fn spawn_policy_follower(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(POLICY_POLL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let optimizer = state.optimizer().clone();
+            match tokio::task::spawn_blocking(move || optimizer.policy().refresh()).await {
+                Ok(Ok(Some(version))) => {
+                    tracing::info!(version, "policy version saved by another replica now applies");
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "cannot read the shared policy"),
+                Err(error) => tracing::warn!(%error, "policy refresh task failed"),
+            }
+        }
+    })
 }
 
 fn chrono_now() -> chrono::DateTime<chrono::Utc> {

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use llmopt_core::{ExperimentArm, Tags, glob_matches, usage::Protocol};
+use llmopt_core::{ExperimentArm, PriceCatalog, Tags, glob_matches, usage::Protocol};
 
 use crate::config::Config;
 
@@ -36,6 +36,8 @@ pub struct RouteDecision {
     /// Send a second attempt of a whole (non-streamed) call when the first has not answered
     /// after this long.
     pub hedge_after: Option<Duration>,
+    /// Insert prompt-cache breakpoints with this lifetime (Anthropic protocol).
+    pub prompt_cache: Option<llmopt_experiments::PromptCacheTtl>,
     pub experiment: Option<ExperimentArm>,
     /// The adopted changes (their flags) that applied, and those whose holdout kept this
     /// request out: written into its record so each change is measured against its holdout.
@@ -127,6 +129,37 @@ impl RouteTable {
         best.map(|(_, route)| route)
     }
 
+    /// The models the routes serve, with the provider serving each: every exact id of a
+    /// route, every model of `catalog` that a glob route serves, and every alias whose model is
+    /// served. Sorted by id, each once.
+    pub fn served_models(&self, catalog: &PriceCatalog) -> Vec<(String, String)> {
+        let mut served = std::collections::BTreeMap::new();
+        for route in &self.routes {
+            for pattern in &route.patterns {
+                let ids: Vec<&str> = if pattern.contains('*') {
+                    catalog
+                        .models()
+                        .map(|price| price.id.as_str())
+                        .filter(|id| glob_matches(pattern, id))
+                        .collect()
+                } else {
+                    vec![pattern.as_str()]
+                };
+                for id in ids {
+                    if self.route_for(id).is_some_and(|serving| serving.name == route.name) {
+                        served.insert(id.to_owned(), route.provider.clone());
+                    }
+                }
+            }
+        }
+        for (alias, target) in &self.aliases {
+            if let Some(route) = self.route_for(target) {
+                served.insert(alias.clone(), route.provider.clone());
+            }
+        }
+        served.into_iter().collect()
+    }
+
     /// Name of the route serving `model`, for diagnostics.
     pub fn route_name(&self, model: &str) -> Option<&str> {
         self.route_for(self.resolve_alias(model)).map(|r| r.name.as_str())
@@ -153,6 +186,7 @@ impl RouteTable {
             cache_sampled: false,
             timeout: route.timeout,
             hedge_after: None,
+            prompt_cache: None,
             experiment: None,
             applied_flags: Vec::new(),
             held_out: Vec::new(),

@@ -5,7 +5,7 @@ use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Durat
 
 use axum::serve::{Listener, ListenerExt};
 use llmopt_core::{Clock, SystemClock};
-use llmopt_storage::SledStore;
+use llmopt_storage::{PgStore, RetentionReport, SledStore};
 use notify::{RecursiveMode, Watcher};
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -13,18 +13,39 @@ use tokio::{
 };
 
 use crate::{
-    config::{Config, ConfigSource, StorageSection},
+    config::{Config, ConfigSource, POSTGRES_URL_ENV, StorageBackend, StorageSection},
     error::{Error, Result},
-    overlay::spawn_schedule,
+    overlay::{CycleGate, spawn_policy_follower, spawn_schedule},
     router,
-    state::{AppState, GatewayInit, Stores, environment_secrets},
+    state::{AppState, GatewayInit, SecretSource, Stores, environment_secrets},
 };
 
 /// Runs the gateway until SIGTERM or SIGINT.
 pub async fn serve(source: ConfigSource, config: Config) -> Result<()> {
-    check_exposure(&config)?;
-    let store = open_sled(&config.storage).await?;
-    tracing::info!(path = %config.storage.path.display(), "store open");
+    // Virtual keys made at run time protect the gateway as configured keys do; a sled store
+    // that does not exist yet holds none, and is not created for a refusal.
+    let exposure = check_exposure(&config);
+    if exposure.is_err()
+        && config.storage.backend == crate::config::StorageBackend::Sled
+        && !config.storage.path.is_dir()
+    {
+        return exposure;
+    }
+    let secrets = environment_secrets();
+    let store = open_store(&config.storage, &secrets).await?;
+    if let Err(error) = exposure {
+        let keys = store.stores().keys;
+        let has_virtual_keys = tokio::task::spawn_blocking(move || {
+            llmopt_core::KeyStore::list(keys.as_ref()).map(|keys| !keys.is_empty())
+        })
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))?
+        .map_err(|e| Error::Storage(format!("virtual keys: {e}")))?;
+        if !has_virtual_keys {
+            return Err(error);
+        }
+    }
+    tracing::info!(store = %store.describe(), "store open");
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let listen = config.server.listen;
     let threads = io_threads(config.server.threads);
@@ -32,18 +53,23 @@ pub async fn serve(source: ConfigSource, config: Config) -> Result<()> {
     let schedule = config.optimizer.schedule.clone();
     let state = AppState::build(GatewayInit {
         config,
-        stores: Stores::sled(&store),
+        stores: store.stores(),
         clock: Arc::clone(&clock),
-        secrets: environment_secrets(),
+        secrets,
         config_source: Some(source.clone()),
     })?;
     let _schedule = match &schedule {
-        Some(schedule) => Some(spawn_schedule(state.optimizer().clone(), schedule)?),
+        Some(schedule) => Some(spawn_schedule(state.clone(), schedule, store.cycle_gate())?),
         None => None,
     };
+    // Replicas sharing a store take in each other's policy versions.
+    let _policy_follower = match &store {
+        OpenStore::Postgres(_) => Some(spawn_policy_follower(state.clone())),
+        OpenStore::Sled(_) => None,
+    };
     let _watcher = watch_config(&source, state.clone())?;
-    spawn_retention(store.clone(), Arc::clone(&clock));
-    if open_to_the_network(&state.runtime().config) {
+    spawn_retention(store.clone(), state.runtime().config.storage.clone(), Arc::clone(&clock));
+    if open_to_the_network(&state.runtime().config) && !state.runtime().auth.enabled() {
         spawn_open_proxy_warning(listen);
     }
     let listener = TcpListener::bind(listen).await?;
@@ -63,7 +89,7 @@ pub async fn serve(source: ConfigSource, config: Config) -> Result<()> {
     let result =
         run_server_threads(listener, threads, state.clone(), shutdown_signal(), grace).await;
     state.set_ready(false);
-    if let Err(error) = close_sled(state, store).await {
+    if let Err(error) = close_store(state, store).await {
         tracing::error!(%error, "flush at shutdown failed");
     }
     tracing::info!("stopped");
@@ -118,6 +144,112 @@ fn spawn_open_proxy_warning(listen: SocketAddr) {
     });
 }
 
+/// The store a gateway runs on, as `storage.backend` chose it.
+#[derive(Debug, Clone)]
+pub enum OpenStore {
+    Sled(SledStore),
+    Postgres(PgStore),
+}
+
+impl OpenStore {
+    /// The three stores of this backend.
+    pub fn stores(&self) -> Stores {
+        match self {
+            OpenStore::Sled(store) => Stores::sled(store),
+            OpenStore::Postgres(store) => Stores::postgres(store),
+        }
+    }
+
+    /// Where it is, for logs: a path, or PostgreSQL's host, port and database (no credentials).
+    pub fn describe(&self) -> String {
+        match self {
+            OpenStore::Sled(store) => store.path().display().to_string(),
+            OpenStore::Postgres(store) => store.location().to_string(),
+        }
+    }
+
+    /// Who runs scheduled optimization cycles: the one leader of the replicas on PostgreSQL,
+    /// or this process alone on its sled directory.
+    pub fn cycle_gate(&self) -> CycleGate {
+        match self {
+            OpenStore::Sled(_) => CycleGate::Always,
+            OpenStore::Postgres(store) => CycleGate::Leader(store.leadership("optimizer-cycle")),
+        }
+    }
+
+    /// One retention pass with the section's limits.
+    pub fn run_retention(
+        &self,
+        now_ms: i64,
+        section: &StorageSection,
+    ) -> std::result::Result<RetentionReport, llmopt_core::StoreError> {
+        match self {
+            OpenStore::Sled(store) => store.run_retention(now_ms),
+            OpenStore::Postgres(store) => {
+                store.run_retention(now_ms, section.storage_config().raw_retention)
+            }
+        }
+    }
+
+    /// Makes everything written durable (PostgreSQL commits every batch: nothing to do).
+    pub fn flush(&self) -> std::result::Result<(), llmopt_core::StoreError> {
+        match self {
+            OpenStore::Sled(store) => store.flush(),
+            OpenStore::Postgres(_) => Ok(()),
+        }
+    }
+}
+
+/// Opens the store `storage.backend` names, blocking: sled at `storage.path`, or PostgreSQL at
+/// the URL in `LLMOPT_POSTGRES_URL` (read through `secrets`, never logged). A PostgreSQL that
+/// cannot be reached is one line: `cannot connect to PostgreSQL at HOST:PORT: cause`.
+pub fn open_store_blocking(section: &StorageSection, secrets: &SecretSource) -> Result<OpenStore> {
+    match section.backend {
+        StorageBackend::Sled => SledStore::open(&section.path, section.storage_config())
+            .map(OpenStore::Sled)
+            .map_err(|e| Error::Storage(e.to_string())),
+        StorageBackend::Postgres => {
+            let url = secrets(POSTGRES_URL_ENV).ok_or_else(|| {
+                Error::Config(format!(
+                    "storage.backend = \"postgres\" needs the connection string in \
+                     {POSTGRES_URL_ENV} (postgresql://user:password@host:5432/database)"
+                ))
+            })?;
+            PgStore::open(&url).map(OpenStore::Postgres).map_err(|error| match error {
+                llmopt_core::StoreError::Io { message, .. }
+                    if message.starts_with("cannot connect") =>
+                {
+                    Error::Unavailable(message)
+                }
+                other => Error::Storage(other.to_string()),
+            })
+        }
+    }
+}
+
+/// [`open_store_blocking`] off the async workers.
+pub async fn open_store(section: &StorageSection, secrets: &SecretSource) -> Result<OpenStore> {
+    let section = section.clone();
+    let secrets = Arc::clone(secrets);
+    tokio::task::spawn_blocking(move || open_store_blocking(&section, &secrets))
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))?
+}
+
+/// What a gateway does before it exits, after its server stopped: experiment state
+/// checkpointed, the collector's queue written, the store flushed. Every step runs even when an
+/// earlier one fails; the first failure is returned.
+pub async fn close_store(state: AppState, store: OpenStore) -> Result<()> {
+    tokio::task::spawn_blocking(move || {
+        let checkpoint = state.optimizer().engine().checkpoint().map_err(|e| e.to_string());
+        let collector = state.collector().shutdown().map_err(|e| e.to_string());
+        let flush = store.flush().map_err(|e| e.to_string());
+        checkpoint.and(collector).and(flush).map_err(Error::Storage)
+    })
+    .await
+    .map_err(|e| Error::Storage(e.to_string()))?
+}
+
 /// Opens the sled store of `[storage]` off the async workers.
 pub async fn open_sled(section: &StorageSection) -> Result<SledStore> {
     let path = section.path.clone();
@@ -132,14 +264,7 @@ pub async fn open_sled(section: &StorageSection) -> Result<SledStore> {
 /// checkpointed, the collector's queue written, the store flushed. Every step runs even when an
 /// earlier one fails; the first failure is returned.
 pub async fn close_sled(state: AppState, store: SledStore) -> Result<()> {
-    tokio::task::spawn_blocking(move || {
-        let checkpoint = state.optimizer().engine().checkpoint().map_err(|e| e.to_string());
-        let collector = state.collector().shutdown().map_err(|e| e.to_string());
-        let flush = store.flush().map_err(|e| e.to_string());
-        checkpoint.and(collector).and(flush).map_err(Error::Storage)
-    })
-    .await
-    .map_err(|e| Error::Storage(e.to_string()))?
+    close_store(state, OpenStore::Sled(store)).await
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then waits at most `grace` for
@@ -354,14 +479,14 @@ async fn shutdown_signal() {
 }
 
 /// Deletes records past retention once an hour, off the async workers.
-fn spawn_retention(store: SledStore, clock: Arc<dyn Clock>) {
+fn spawn_retention(store: OpenStore, section: StorageSection, clock: Arc<dyn Clock>) {
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(Duration::from_secs(3600));
         loop {
             interval.tick().await;
-            let store = store.clone();
+            let (store, section) = (store.clone(), section.clone());
             let now_ms = clock.now_ms();
-            match tokio::task::spawn_blocking(move || store.run_retention(now_ms)).await {
+            match tokio::task::spawn_blocking(move || store.run_retention(now_ms, &section)).await {
                 Ok(Ok(report)) => tracing::debug!(?report, "retention pass"),
                 Ok(Err(error)) => tracing::warn!(%error, "retention pass failed"),
                 Err(error) => tracing::warn!(%error, "retention task failed"),

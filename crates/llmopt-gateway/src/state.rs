@@ -18,8 +18,9 @@ use std::{
 use arc_swap::ArcSwap;
 use llmopt_collector::Collector;
 use llmopt_core::{
-    Clock, ExperimentStore, Feedback, MemoryExperimentStore, MemoryPolicyStore, MemoryRecordStore,
-    PolicyStore, PriceCatalog, RecordStore, RequestId, RequestRecord,
+    Clock, ExperimentStore, Feedback, KeyStore, MemoryExperimentStore, MemoryKeyStore,
+    MemoryPolicyStore, MemoryRecordStore, PolicyStore, PriceCatalog, RecordStore, RequestId,
+    RequestRecord,
 };
 use llmopt_llm::Provider;
 use llmopt_optimizer::Optimizer;
@@ -27,9 +28,10 @@ use tokio::sync::broadcast;
 
 use crate::{
     auth::Authenticator,
-    cache::ResponseCache,
-    config::{Config, ConfigSource},
+    cache::{RedisCache, ResponseCache},
+    config::{CacheBackend, Config, ConfigSource, REDIS_URL_ENV},
     error::{Error, Result},
+    keys::KeyRegistry,
     metrics::Metrics,
     overlay::OptimizerOverlay,
     providers::build_providers,
@@ -44,13 +46,14 @@ pub fn environment_secrets() -> SecretSource {
     Arc::new(|name: &str| std::env::var(name).ok().filter(|value| !value.is_empty()))
 }
 
-/// The stores a gateway runs on: records, experiments and the policy. Every replica of a
-/// deployment that shares them sees the same calls, experiments and adopted rules.
+/// The stores a gateway runs on: records, experiments, the policy and the virtual keys. Every
+/// replica of a deployment that shares them sees the same calls, experiments and adopted rules.
 #[derive(Debug, Clone)]
 pub struct Stores {
     pub records: Arc<dyn RecordStore>,
     pub experiments: Arc<dyn ExperimentStore>,
     pub policies: Arc<dyn PolicyStore>,
+    pub keys: Arc<dyn KeyStore>,
 }
 
 impl Stores {
@@ -60,15 +63,27 @@ impl Stores {
             records: Arc::new(MemoryRecordStore::new()),
             experiments: Arc::new(MemoryExperimentStore::new()),
             policies: Arc::new(MemoryPolicyStore::new()),
+            keys: Arc::new(MemoryKeyStore::new()),
         }
     }
 
-    /// The three stores of one sled database.
+    /// The stores of one PostgreSQL database, shared by every replica.
+    pub fn postgres(store: &llmopt_storage::PgStore) -> Stores {
+        Stores {
+            records: store.records(),
+            experiments: store.experiments(),
+            policies: store.policy(),
+            keys: store.keys(),
+        }
+    }
+
+    /// The stores of one sled database.
     pub fn sled(store: &llmopt_storage::SledStore) -> Stores {
         Stores {
             records: store.records(),
             experiments: store.experiments(),
             policies: store.policy(),
+            keys: store.keys(),
         }
     }
 }
@@ -118,6 +133,21 @@ impl Runtime {
         let admin_token = config.auth.admin_token_env.as_deref().and_then(|name| secrets(name));
         let auth = Authenticator::new(&config.auth, admin_token.as_deref());
         let ttl = Duration::from_secs(config.cache.ttl_s);
+        let shared = match config.cache.backend {
+            CacheBackend::Memory => None,
+            CacheBackend::Redis => {
+                let url = secrets(REDIS_URL_ENV).ok_or_else(|| {
+                    Error::Config(format!(
+                        "cache.backend = \"redis\" needs the URL in {REDIS_URL_ENV} \
+                         (redis://host:6379/0)"
+                    ))
+                })?;
+                match previous.and_then(|previous| previous.cache.shared()) {
+                    Some(shared) if shared.is_for(&url) => Some(Arc::clone(shared)),
+                    _ => Some(RedisCache::new(&url).map_err(Error::Config)?),
+                }
+            }
+        };
         let cache = match previous {
             Some(previous)
                 if previous.cache.same_bounds(
@@ -129,7 +159,8 @@ impl Runtime {
                 previous.cache.clone()
             }
             _ => ResponseCache::new(ttl, config.cache.max_bytes, config.cache.max_entry_bytes),
-        };
+        }
+        .with_shared(shared);
         let mut catalog = PriceCatalog::builtin();
         if let Some(file) = &config.pricing.file {
             let text = std::fs::read_to_string(file)
@@ -162,6 +193,8 @@ pub struct Shared {
     runtime: ArcSwap<Runtime>,
     overlay: OptimizerOverlay,
     records: Arc<dyn RecordStore>,
+    keys: Arc<KeyRegistry>,
+    responses: crate::proxy::responses::ResponseOwners,
     pub collector: Collector,
     pub metrics: Metrics,
     pub clock: Arc<dyn Clock>,
@@ -197,7 +230,16 @@ impl AppState {
             Arc::clone(&clock),
             config.collector.collector_config(),
         );
-        let runtime = Runtime::build(config, &secrets, None)?;
+        let keys = Arc::new(
+            KeyRegistry::open(
+                Arc::clone(&stores.keys),
+                stores.records.as_ref(),
+                Arc::clone(&clock),
+            )
+            .map_err(|e| Error::Storage(format!("virtual keys: {e}")))?,
+        );
+        let mut runtime = Runtime::build(config, &secrets, None)?;
+        runtime.auth.attach_keys(Arc::clone(&keys));
         let overlay = OptimizerOverlay::open(
             &stores,
             Arc::clone(&runtime.catalog),
@@ -210,6 +252,8 @@ impl AppState {
             runtime: ArcSwap::from_pointee(runtime),
             overlay,
             records: stores.records,
+            keys,
+            responses: Default::default(),
             collector,
             metrics: Metrics::new(),
             clock,
@@ -244,6 +288,16 @@ impl AppState {
         &self.0.records
     }
 
+    /// The virtual keys made at run time, with their spend.
+    pub fn keys(&self) -> &Arc<KeyRegistry> {
+        &self.0.keys
+    }
+
+    /// Who made each stored response of the Responses API (`proxy::responses`).
+    pub fn response_owners(&self) -> &crate::proxy::responses::ResponseOwners {
+        &self.0.responses
+    }
+
     /// The optimizer: live policy, experiments and cycles.
     pub fn optimizer(&self) -> &Arc<Optimizer> {
         self.0.overlay.optimizer()
@@ -268,6 +322,7 @@ impl AppState {
 
     /// Hands a finished call's record to the live policy (before the collector takes it).
     pub fn on_record(&self, record: &RequestRecord) {
+        self.0.keys.on_record(record);
         self.0.overlay.on_record(record);
     }
 
@@ -307,7 +362,8 @@ impl AppState {
     /// (server, storage, collector, logging) are reported, not applied.
     pub fn apply_config(&self, config: Config) -> Result<()> {
         let current = self.runtime();
-        let runtime = Runtime::build(config, &self.0.secrets_source.0, Some(&current))?;
+        let mut runtime = Runtime::build(config, &self.0.secrets_source.0, Some(&current))?;
+        runtime.auth.attach_keys(Arc::clone(&self.0.keys));
         let old = &current.config;
         let new = &runtime.config;
         if old.server != new.server

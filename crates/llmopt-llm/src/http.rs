@@ -331,10 +331,7 @@ pub(crate) async fn call_whole(
     builder: reqwest::RequestBuilder,
     timeouts: &Timeouts,
 ) -> Result<ChatResponse, ProviderError> {
-    let started = Instant::now();
-    let total_deadline = started + timeouts.total;
-    let first_byte_deadline = (started + timeouts.first_byte).min(total_deadline);
-    let response = send(builder, first_byte_deadline, total_deadline).await?;
+    let (started, total_deadline, response) = send_with_timeouts(builder, timeouts).await?;
     let first_byte = started.elapsed();
     let status = response.status().as_u16();
     let headers = passable_headers(response.headers());
@@ -364,6 +361,63 @@ pub(crate) async fn call_stream(
         total_deadline,
     };
     crate::stream::start(setup, status, headers, body_stream(response)).await
+}
+
+/// Sends a call to another endpoint under the first-byte and total timeouts: the start, the
+/// total deadline and the response head.
+async fn send_with_timeouts(
+    builder: reqwest::RequestBuilder,
+    timeouts: &Timeouts,
+) -> Result<(Instant, Instant, reqwest::Response), ProviderError> {
+    let started = Instant::now();
+    let total_deadline = started + timeouts.total;
+    let first_byte_deadline = (started + timeouts.first_byte).min(total_deadline);
+    let response = send(builder, first_byte_deadline, total_deadline).await?;
+    Ok((started, total_deadline, response))
+}
+
+/// One whole call to another endpoint (`crate::passthrough`): send, wait for the head, read
+/// the body; the body is kept as it came.
+pub(crate) async fn call_api_whole(
+    builder: reqwest::RequestBuilder,
+    timeouts: &Timeouts,
+) -> Result<crate::passthrough::ApiResponse, ProviderError> {
+    let (started, total_deadline, response) = send_with_timeouts(builder, timeouts).await?;
+    let first_byte = started.elapsed();
+    let status = response.status().as_u16();
+    let headers = passable_headers(response.headers());
+    let body = read_body(body_stream(response), total_deadline).await?;
+    Ok(crate::passthrough::ApiResponse {
+        status,
+        headers,
+        body,
+        first_byte,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// One streamed call to another endpoint: resolves with the head; the chunks follow, the
+/// total timeout cutting them (an `Err` item) when it passes.
+pub(crate) async fn call_api_stream(
+    builder: reqwest::RequestBuilder,
+    timeouts: &Timeouts,
+) -> Result<crate::passthrough::ApiStream, ProviderError> {
+    let (started, total_deadline, response) = send_with_timeouts(builder, timeouts).await?;
+    let first_byte = started.elapsed();
+    let status = response.status().as_u16();
+    let headers = passable_headers(response.headers());
+    let body = body_stream(response);
+    let chunks = futures::stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
+        match tokio::time::timeout_at(total_deadline, body.next()).await {
+            Err(_) => Some((Err(ProviderError::Timeout("total")), None)),
+            Ok(None) => None,
+            Ok(Some(Err(error))) => Some((Err(error), None)),
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
+        }
+    })
+    .boxed();
+    Ok(crate::passthrough::ApiStream { status, headers, chunks, first_byte })
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ pub mod decorators;
 pub mod error;
 pub mod http;
 pub mod openai;
+pub mod passthrough;
 pub mod provider;
 pub mod secret;
 pub mod sim;
@@ -40,6 +41,7 @@ pub use decorators::{
 pub use error::{Error, Result};
 pub use http::Timeouts;
 pub use openai::{OpenAiCompatible, OpenAiConfig};
+pub use passthrough::{ApiCall, ApiMethod, ApiResponse, ApiStream};
 pub use provider::{
     ChatRequest, ChatResponse, ChatStream, Provider, ProviderError, StreamItem, StreamOutcome,
     StreamProgress,

@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::{
     error::Result,
     http::{self, Timeouts},
+    passthrough::{ApiCall, ApiMethod, ApiResponse, ApiStream},
     provider::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderError},
     secret::SecretString,
 };
@@ -94,6 +95,32 @@ impl OpenAiCompatible {
 
     pub fn config(&self) -> &OpenAiConfig {
         &self.config
+    }
+
+    /// A request to another endpoint under the base URL, with the provider's key and headers.
+    fn api_builder(&self, call: &ApiCall) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let url = reqwest::Url::parse(&http::join_url(&self.config.base_url, &call.path))
+            .map_err(|error| ProviderError::InvalidRequest(format!("bad path: {error}")))?;
+        let client = self.clients.get()?;
+        let mut builder = match call.method {
+            ApiMethod::Get => client.get(url),
+            ApiMethod::Post => client.post(url),
+            ApiMethod::Delete => client.delete(url),
+        };
+        if let Some(body) = &call.body {
+            builder = builder
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        if let Some(key) = &self.config.api_key {
+            builder = builder.bearer_auth(key.expose());
+        }
+        for (name, value) in self.config.default_headers.iter().chain(&call.headers) {
+            if !http::is_forbidden_request_header(name) {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+        }
+        Ok(builder)
     }
 
     fn builder(&self, request: &ChatRequest) -> Result<reqwest::RequestBuilder, ProviderError> {
@@ -179,6 +206,20 @@ impl Provider for OpenAiCompatible {
             let hide_usage = prepare_openai_stream(&mut request, self.config.include_usage)?;
             let builder = self.builder(&request)?;
             http::call_stream(Protocol::OpenAi, builder, &self.config.timeouts, hide_usage).await
+        })
+    }
+
+    fn call(&self, call: ApiCall) -> BoxFuture<'_, Result<ApiResponse, ProviderError>> {
+        Box::pin(async move {
+            let builder = self.api_builder(&call)?;
+            http::call_api_whole(builder, &self.config.timeouts).await
+        })
+    }
+
+    fn call_stream(&self, call: ApiCall) -> BoxFuture<'_, Result<ApiStream, ProviderError>> {
+        Box::pin(async move {
+            let builder = self.api_builder(&call)?;
+            http::call_api_stream(builder, &self.config.timeouts).await
         })
     }
 }

@@ -18,6 +18,8 @@ use llmopt_core::{Usage, usage::Protocol};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
 
+use crate::passthrough::{ApiCall, ApiResponse, ApiStream};
+
 /// A chat request on its way to a provider, in the provider's own wire format.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
@@ -225,4 +227,13 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// byte reached the caller is still an error of the call, which a retry may repeat).
     fn chat_stream(&self, request: ChatRequest)
     -> BoxFuture<'_, Result<ChatStream, ProviderError>>;
+    /// Sends a call to another endpoint of the provider's API and waits for the whole answer
+    /// (OpenAI-compatible providers; others refuse).
+    fn call(&self, call: ApiCall) -> BoxFuture<'_, Result<ApiResponse, ProviderError>> {
+        Box::pin(async move { Err(crate::passthrough::not_served(self.id(), &call)) })
+    }
+    /// The same as a stream: resolves when the response head has arrived.
+    fn call_stream(&self, call: ApiCall) -> BoxFuture<'_, Result<ApiStream, ProviderError>> {
+        Box::pin(async move { Err(crate::passthrough::not_served(self.id(), &call)) })
+    }
 }

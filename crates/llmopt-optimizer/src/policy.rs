@@ -100,6 +100,9 @@ pub enum Action {
     Timeout { total_ms: u64 },
     /// Send a second request if the first has not answered after this long.
     Hedge { after_ms: u64 },
+    /// Mark the prompt's prefix for the provider's prompt cache (`cache_control` breakpoints
+    /// after the system prompt and at the end of the conversation) with this lifetime.
+    PromptCache { ttl: llmopt_experiments::PromptCacheTtl },
 }
 
 impl Action {
@@ -110,6 +113,7 @@ impl Action {
             Action::ResponseCache { .. } => ActionKind::Cache,
             Action::Timeout { .. } => ActionKind::Timeout,
             Action::Hedge { .. } => ActionKind::Hedge,
+            Action::PromptCache { .. } => ActionKind::PromptCache,
         }
     }
 }
@@ -121,6 +125,7 @@ enum ActionKind {
     Cache,
     Timeout,
     Hedge,
+    PromptCache,
 }
 
 /// A switch for a rule or a strategy: on/off, a deterministic rollout share and conditions.
@@ -177,6 +182,7 @@ pub struct Decision {
     pub cache: Option<CacheDecision>,
     pub timeout_ms: Option<u64>,
     pub hedge_after_ms: Option<u64>,
+    pub prompt_cache: Option<llmopt_experiments::PromptCacheTtl>,
     /// Ids of the rules that applied, in rule order.
     pub applied_rules: Vec<String>,
     /// Flags of the rules that applied (each once): the adoptions this request is treated by.
@@ -330,7 +336,7 @@ impl Policy {
     /// What to do with one request.
     pub fn decide(&self, request: &RequestContext<'_>) -> Decision {
         let mut decision = Decision::default();
-        let mut decided: Vec<ActionKind> = Vec::with_capacity(5);
+        let mut decided: Vec<ActionKind> = Vec::with_capacity(6);
         for rule in &self.rules {
             let kind = rule.action.kind();
             if decided.contains(&kind) || !rule.scope.matches(request) {
@@ -374,6 +380,7 @@ impl Policy {
                 }
                 Action::Timeout { total_ms } => decision.timeout_ms = Some(*total_ms),
                 Action::Hedge { after_ms } => decision.hedge_after_ms = Some(*after_ms),
+                Action::PromptCache { ttl } => decision.prompt_cache = Some(*ttl),
             }
         }
         decision
@@ -428,6 +435,36 @@ impl LivePolicy {
             store,
             write_lock: std::sync::Mutex::new(()),
         })
+    }
+
+    /// Takes in a newer version another process saved to the shared store (replicas on
+    /// PostgreSQL poll this). Returns the version now in force when it changed, `None` when the
+    /// store holds nothing newer.
+    pub fn refresh(&self) -> Result<Option<u64>, PolicyError> {
+        // The version first (cheap on PostgreSQL); the document only when it changed.
+        if self.store.current_version()? <= self.current.load().version {
+            return Ok(None);
+        }
+        let Some(doc) = self.store.load()? else { return Ok(None) };
+        if doc.version <= self.current.load().version {
+            return Ok(None);
+        }
+        let stored: StoredPolicy =
+            serde_json::from_value(doc.body).map_err(|e| PolicyError::Decode(e.to_string()))?;
+        if stored.schema > POLICY_SCHEMA {
+            return Err(PolicyError::Decode(format!(
+                "policy schema {} is newer than this version understands ({POLICY_SCHEMA})",
+                stored.schema
+            )));
+        }
+        // Under the writer lock, so that a concurrent local write and this swap cannot
+        // interleave; the version check is repeated inside it.
+        let _writer = self.write_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if doc.version <= self.current.load().version {
+            return Ok(None);
+        }
+        self.current.store(Arc::new(Versioned { version: doc.version, policy: stored.policy }));
+        Ok(Some(doc.version))
     }
 
     /// The policy in force. Lock-free; cheap enough for every request.

@@ -119,7 +119,11 @@ impl Strategy for ResponseCacheStrategy {
             {
                 continue;
             }
-            let Ok(analysis) = duplicate_analysis(&group, config) else { continue };
+            // Only deterministic requests can be answered from the cache the change turns on
+            // (it never caches sampled ones): repeats of sampled requests are not counted.
+            let cacheable: Vec<RequestRecord> =
+                group.iter().filter(|r| !r.sampled).cloned().collect();
+            let Ok(analysis) = duplicate_analysis(&cacheable, config) else { continue };
             if analysis.hits == 0 || analysis.saved.is_zero() {
                 continue;
             }
@@ -133,7 +137,7 @@ impl Strategy for ResponseCacheStrategy {
                 id: format!("response_cache:model={model}"),
                 strategy: self.kind(),
                 summary: format!(
-                    "Cache responses of {model} for {} s: {:.1} % of its requests repeat exactly",
+                    "Cache responses of {model} for {} s: {:.1} % of its deterministic requests (temperature 0) repeat exactly",
                     settings.cache_ttl_seconds,
                     share * 100.0
                 ),
@@ -161,8 +165,34 @@ impl Strategy for ResponseCacheStrategy {
 }
 
 /// Shared prompt prefixes a provider prompt cache would serve at its cache-read price.
+///
+/// The gateway fingerprints every prompt's prefix in blocks (`fingerprints.prefix_blocks`), so
+/// reuse is measured on live traffic. For Anthropic models, whose cache is opt-in, the change is
+/// an experiment: the gateway inserts `cache_control` breakpoints, with the 5-minute or 1-hour
+/// lifetime whose simulated saving over the window is larger (a write costs 1.25× or 2× the
+/// input price, a read 0.1×, so the lifetime follows how far apart the reuses are), and the
+/// exact cost of both arms decides. OpenAI caches on its own: the strategy measures the share
+/// its cache already serves against what the prefixes allow and advises on prompt order; that
+/// proposal is advice, never tested.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PromptCacheStrategy;
+
+/// The gap between a prompt and the previous use of its first prefix block, for the records
+/// whose first block was seen before: how far apart reuses are (ms, sorted).
+fn reuse_gaps(records: &[RequestRecord]) -> Vec<i64> {
+    let mut order: Vec<&RequestRecord> = records.iter().collect();
+    order.sort_by_key(|r| r.ts_ms);
+    let mut last: std::collections::HashMap<u64, i64> = std::collections::HashMap::new();
+    let mut gaps = Vec::new();
+    for record in order {
+        let Some(&first) = record.fingerprints.prefix_blocks.first() else { continue };
+        if let Some(previous) = last.insert(first, record.ts_ms) {
+            gaps.push(record.ts_ms - previous);
+        }
+    }
+    gaps.sort_unstable();
+    gaps
+}
 
 impl Strategy for PromptCacheStrategy {
     fn kind(&self) -> StrategyKind {
@@ -170,37 +200,112 @@ impl Strategy for PromptCacheStrategy {
     }
 
     fn propose(&self, input: &AnalysisInput<'_>) -> Vec<Proposal> {
+        use llmopt_experiments::PromptCacheTtl;
         let mut proposals = Vec::new();
         let groups = group_by(input.records, |r| {
-            (!r.fingerprints.prefix_blocks.is_empty()).then(|| r.served_model.0.clone())
+            (!r.fingerprints.prefix_blocks.is_empty() && r.requested_model == r.served_model)
+                .then(|| r.requested_model.0.clone())
         });
         for (model, group) in groups {
             if group.len() < input.settings.min_requests {
                 continue;
             }
             let Ok(price) = input.catalog.resolve(&model) else { continue };
-            let Ok(reuse) = prefix_reuse(&group, PrefixCachePolicy::provider_default(512)) else {
+            let simulate = |ttl: PromptCacheTtl| {
+                let policy = PrefixCachePolicy {
+                    ttl_ms: Some(ttl.millis()),
+                    ..PrefixCachePolicy::provider_default(
+                        llmopt_core::fingerprint::PREFIX_BLOCK_TOKENS,
+                    )
+                };
+                let reuse = prefix_reuse(&group, policy).ok()?;
+                let saving =
+                    prefix_cache_savings(&reuse, input.catalog, &[model.as_str()]).ok()?.pop()?;
+                Some((ttl, reuse, saving))
+            };
+            let (Some(five), Some(hour)) =
+                (simulate(PromptCacheTtl::FiveMinutes), simulate(PromptCacheTtl::OneHour))
+            else {
                 continue;
             };
-            let Ok(savings) = prefix_cache_savings(&reuse, input.catalog, &[model.as_str()]) else {
-                continue;
-            };
-            let Some(saving) = savings.first() else { continue };
-            // What the provider cache already gives today (cache reads in the records).
-            let observed_read: u64 =
-                group.iter().filter_map(|r| r.usage).map(|u| u.cache_read_tokens).sum();
+            let simulated =
+                json!({"5m": five.2.saving.as_usd_f64(), "1h": hour.2.saving.as_usd_f64()});
+            let (ttl, reuse, saving) = if hour.2.saving > five.2.saving { hour } else { five };
+            // What the provider cache already gives today (cache reads and writes in the records),
+            // on the traffic served as the client sent it: calls marked by our own experiment
+            // or adoption are not the client's doing.
+            let usages = group
+                .iter()
+                .filter(|r| {
+                    r.experiment.is_none() && !r.tags.contains_key(llmopt_core::APPLIED_TAG)
+                })
+                .filter_map(|r| r.usage);
+            let (observed_read, observed_write) = usages.fold((0u64, 0u64), |(read, write), u| {
+                (
+                    read + u.cache_read_tokens,
+                    write + u.cache_write_5m_tokens + u.cache_write_1h_tokens,
+                )
+            });
             let observed_share = observed_read as f64 / reuse.input_tokens.max(1) as f64;
-            if saving.saving.is_zero() || observed_share >= reuse.cached_token_share * 0.9 {
+            if saving.saving.as_usd_f64() <= 0.0 || observed_share >= reuse.cached_token_share * 0.9
+            {
                 continue;
             }
-            let remaining = saving.saving.as_usd_f64()
-                * (1.0 - observed_share / reuse.cached_token_share.max(1e-12));
-            let usd_per_day = remaining / input.span_days.max(1e-9);
+            let usd_per_day = saving.saving.as_usd_f64()
+                * (1.0 - observed_share / reuse.cached_token_share.max(1e-12))
+                / input.span_days.max(1e-9);
+            let gaps = reuse_gaps(&group);
+            let gap_quantile = |q: f64| {
+                gaps.get(((gaps.len() as f64 - 1.0) * q).round() as usize)
+                    .map(|g| *g as f64 / 1_000.0)
+            };
+            let evidence = json!({
+                "reuse": {
+                    "requests": reuse.requests, "blocks": reuse.blocks,
+                    "blocks_reused": reuse.blocks_reused, "cached_token_share": reuse.cached_token_share,
+                    "input_tokens": reuse.input_tokens, "cached_tokens": reuse.cached_tokens,
+                    "written_tokens": reuse.written_tokens},
+                "reuse_gap_seconds": {"p50": gap_quantile(0.5), "p90": gap_quantile(0.9), "reuses": gaps.len()},
+                "simulated_saving_usd": simulated,
+                "observed_cached_share": observed_share,
+                "saving": saving,
+            });
+            // Anthropic's cache is opt-in: an experiment with the gateway inserting breakpoints,
+            // unless the client already marks its own (writes or reads in the records).
+            if price.provider == "anthropic" && observed_read == 0 && observed_write == 0 {
+                proposals.push(Proposal {
+                    id: format!("prompt_cache:model={model}"),
+                    strategy: self.kind(),
+                    summary: format!(
+                        "Mark the shared prefix of {model} for the prompt cache ({} lifetime): {:.0} % of \
+                         input tokens repeat (reuses {} s apart at the median); reads cost 10 % of input, \
+                         writes {} %",
+                        ttl.as_str(),
+                        reuse.cached_token_share * 100.0,
+                        gap_quantile(0.5).map_or_else(|| "n/a".to_owned(), |g| format!("{g:.0}")),
+                        if ttl == PromptCacheTtl::OneHour { 200 } else { 125 },
+                    ),
+                    scope: model_scope(&model),
+                    action: Some(Action::PromptCache { ttl }),
+                    // A simulation over the window's prompts: exact on them; how well the window
+                    // stands for the future is what the experiment measures.
+                    saving: Estimate::point(usd_per_day),
+                    risk: Risk::Low,
+                    experiment: Some(ExperimentPlan {
+                        treatment: PolicyChange { prompt_cache: Some(ttl), ..PolicyChange::default() },
+                        primary: Metric::CostUsd,
+                        guardrails: cache_guardrails(&group, input),
+                    }),
+                    evidence,
+                });
+                continue;
+            }
             let advice = match price.provider.as_str() {
                 "anthropic" => format!(
-                    "Mark the shared prefix with `cache_control` breakpoints: one after the tools and \
-                     system prompt, one after the stable head of the conversation. {:.0} % of input \
-                     tokens repeat within five minutes; reads cost 10 % of input, 5-minute writes 125 %.",
+                    "The client marks its own `cache_control` breakpoints: {:.0} % of input tokens are \
+                     read from cache, {:.0} % could be. Move the breakpoints to the end of the shared \
+                     prefix (after tools and system, then after the conversation so far).",
+                    observed_share * 100.0,
                     reuse.cached_token_share * 100.0
                 ),
                 "openai" => format!(
@@ -220,20 +325,12 @@ impl Strategy for PromptCacheStrategy {
                 id: format!("prompt_cache:model={model}"),
                 strategy: self.kind(),
                 summary: advice,
-                scope: Scope { model: Some(model.clone()), ..Scope::default() },
+                scope: model_scope(&model),
                 action: None,
-                // The simulation is deterministic on the window; its uncertainty is how well the
-                // window stands for the future: ±20 % is stated, not computed.
                 saving: Estimate::point(usd_per_day),
                 risk: Risk::Low,
                 experiment: None,
-                evidence: json!({"reuse": {
-                    "requests": reuse.requests, "blocks": reuse.blocks,
-                    "blocks_reused": reuse.blocks_reused, "cached_token_share": reuse.cached_token_share,
-                    "input_tokens": reuse.input_tokens, "cached_tokens": reuse.cached_tokens,
-                    "written_tokens": reuse.written_tokens},
-                    "observed_cached_share": observed_share,
-                    "saving": saving}),
+                evidence,
             });
         }
         proposals

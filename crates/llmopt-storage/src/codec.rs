@@ -15,6 +15,7 @@
 //! 2. one flags byte after `feedback`: bit 0 is `incomplete` (usage and cost are the lower
 //!    bound of a cut or abandoned stream). Other bits are refused, not ignored: a writer that
 //!    needs one bumps the schema.
+//! 3. the flags byte's bit 1 is `sampled` (the request asked for sampling).
 
 use llmopt_core::{
     CacheOutcome, Endpoint, ErrorKind, ExperimentArm, Feedback, FeedbackValue, Fingerprint,
@@ -23,10 +24,12 @@ use llmopt_core::{
 };
 
 /// The schema byte written in front of every record.
-pub const SCHEMA_VERSION: u8 = 2;
+pub const SCHEMA_VERSION: u8 = 3;
 
 /// Schema 2's flags byte: the record is `incomplete`.
 const FLAG_INCOMPLETE: u8 = 1;
+/// Schema 3's flags byte: the request asked for sampling.
+const FLAG_SAMPLED: u8 = 2;
 
 /// Encodes a record in the current schema.
 pub fn encode_record(record: &RequestRecord) -> Vec<u8> {
@@ -101,7 +104,14 @@ pub fn encode_record_into(record: &RequestRecord, out: &mut Vec<u8>) {
         }
         w.ivar(feedback.ts_ms);
     }
-    w.u8(if record.incomplete { FLAG_INCOMPLETE } else { 0 });
+    let mut flags = 0;
+    if record.incomplete {
+        flags |= FLAG_INCOMPLETE;
+    }
+    if record.sampled {
+        flags |= FLAG_SAMPLED;
+    }
+    w.u8(flags);
 }
 
 /// Decodes a record written by this or any older schema.
@@ -182,15 +192,12 @@ pub fn decode_record(bytes: &[u8]) -> Result<RequestRecord, StoreError> {
         };
         feedback.push(Feedback { metric, value, ts_ms: r.ivar()? });
     }
-    let incomplete = if schema >= 2 {
-        let flags = r.u8()?;
-        if flags & !FLAG_INCOMPLETE != 0 {
-            return Err(bad("unknown flags"));
-        }
-        flags & FLAG_INCOMPLETE != 0
-    } else {
-        false
-    };
+    let flags = if schema >= 2 { r.u8()? } else { 0 };
+    let known = if schema >= 3 { FLAG_INCOMPLETE | FLAG_SAMPLED } else { FLAG_INCOMPLETE };
+    if flags & !known != 0 {
+        return Err(bad("unknown flags"));
+    }
+    let (incomplete, sampled) = (flags & FLAG_INCOMPLETE != 0, flags & FLAG_SAMPLED != 0);
     if r.at != bytes.len() {
         return Err(bad("trailing bytes"));
     }
@@ -211,6 +218,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<RequestRecord, StoreError> {
         usage,
         cost,
         incomplete,
+        sampled,
         saved_cost,
         cache,
         stream,
@@ -231,6 +239,8 @@ fn endpoint_code(endpoint: Endpoint) -> u8 {
         Endpoint::ChatCompletions => 0,
         Endpoint::Messages => 1,
         Endpoint::External => 2,
+        Endpoint::Embeddings => 3,
+        Endpoint::Responses => 4,
     }
 }
 
@@ -239,6 +249,8 @@ fn endpoint_from(code: u8) -> Result<Endpoint, StoreError> {
         0 => Endpoint::ChatCompletions,
         1 => Endpoint::Messages,
         2 => Endpoint::External,
+        3 => Endpoint::Embeddings,
+        4 => Endpoint::Responses,
         _ => return Err(bad("endpoint")),
     })
 }
@@ -656,7 +668,7 @@ mod tests {
         let record = RequestRecord::new("r1", 1, "p", "m");
         let bytes = encode_record(&record);
         let expected: Vec<u8> = vec![
-            2, // schema
+            3, // schema
             1, // v
             2, b'r', b'1', // id
             2,    // ts 1 zig-zagged
@@ -672,7 +684,7 @@ mod tests {
             0, 0, 0, // no fingerprints, no blocks
             0, 0, // no max_tokens, no stop reason
             0, // no feedback
-            0, // flags (schema 2): complete
+            0, // flags: complete, not sampled
         ];
         assert_eq!(bytes, expected);
         assert_eq!(decode_record(&bytes).unwrap(), record);
@@ -691,10 +703,16 @@ mod tests {
         let old = decode_record(&bytes).unwrap();
         assert!(!old.incomplete);
         assert_eq!(old, RequestRecord { incomplete: false, ..record.clone() });
-        // Unknown flag bits are refused.
+        // Unknown flag bits are refused, and the sampled bit before schema 3.
         let mut unknown = encode_record(&record);
-        *unknown.last_mut().unwrap() = 0b10;
+        *unknown.last_mut().unwrap() = 0b100;
         assert!(decode_record(&unknown).is_err());
+        let mut early = encode_record(&record);
+        early[0] = 2;
+        *early.last_mut().unwrap() = FLAG_SAMPLED;
+        assert!(decode_record(&early).is_err());
+        let sampled = RequestRecord { sampled: true, ..record.clone() };
+        assert_eq!(decode_record(&encode_record(&sampled)).unwrap(), sampled);
     }
 
     #[test]

@@ -1,13 +1,18 @@
-//! sled-backed implementations of the core storage seams (`RecordStore`, `ExperimentStore`,
-//! `PolicyStore`): time-ordered record keys for cheap range scans, persisted window aggregates,
-//! retention, and clear errors for missing, corrupt or newer-schema data directories.
+//! Implementations of the core storage seams (`RecordStore`, `ExperimentStore`, `PolicyStore`)
+//! on sled (embedded, one process: the default) and on PostgreSQL (shared by several gateway
+//! replicas: [`postgres`]). sled: time-ordered record keys for cheap range scans, persisted
+//! window aggregates, retention, and clear errors for missing, corrupt or newer-schema data
+//! directories.
 //!
-//! This crate is the only one that knows sled. Design choices:
+//! This crate is the only one that knows sled and the PostgreSQL client. Both are always
+//! compiled: the gateway chooses between them at run time (`storage.backend`), so a cargo
+//! feature would only move a configuration error from start-up to build time. sled design
+//! choices:
 //! - **One sled database per data directory**, one tree per kind of data: `blocks` (raw
 //!   records, in blocks of up to 64: see [`records`]), `ids` (request id → block, only for ids
 //!   that do not carry their own timestamp), `by_model` and `by_tenant` (secondary indexes),
-//!   `aggregates` (window aggregates), `experiments`, `policy`, `audit`, and `meta` (the schema
-//!   marker).
+//!   `aggregates` (window aggregates), `experiments`, `policy`, `audit`, `keys` and
+//!   `key_digests` (virtual keys, see [`SledKeyStore`]), and `meta` (the schema marker).
 //! - **Time-ordered keys.** A block key is the timestamp of its first record (sign bit flipped,
 //!   big-endian) followed by a unique sequence from sled's id generator, so byte order is time
 //!   order, ties keep append order, and a scan of a window is one key range that reads only that
@@ -34,7 +39,11 @@
 pub mod aggregates;
 pub mod codec;
 mod docs;
+mod keys;
+pub mod postgres;
 pub mod records;
+#[cfg(feature = "test-engines")]
+pub mod test_engines;
 
 use std::{
     path::{Path, PathBuf},
@@ -43,7 +52,9 @@ use std::{
 };
 
 pub use docs::{SledExperimentStore, SledPolicyStore};
+pub use keys::SledKeyStore;
 use llmopt_core::StoreError;
+pub use postgres::PgStore;
 pub use records::SledRecordStore;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -103,6 +114,7 @@ pub struct SledStore {
     records: Arc<SledRecordStore>,
     experiments: Arc<SledExperimentStore>,
     policy: Arc<SledPolicyStore>,
+    keys: Arc<SledKeyStore>,
 }
 
 pub(crate) fn io_error(path: &Path, error: impl std::fmt::Display) -> StoreError {
@@ -215,7 +227,8 @@ impl SledStore {
         }
         let experiments = Arc::new(SledExperimentStore::open(path.to_path_buf(), &db)?);
         let policy = Arc::new(SledPolicyStore::open(path.to_path_buf(), &db)?);
-        Ok(SledStore { path: path.to_path_buf(), db, config, records, experiments, policy })
+        let keys = Arc::new(SledKeyStore::open(path.to_path_buf(), &db)?);
+        Ok(SledStore { path: path.to_path_buf(), db, config, records, experiments, policy, keys })
     }
 
     pub fn records(&self) -> Arc<SledRecordStore> {
@@ -228,6 +241,10 @@ impl SledStore {
 
     pub fn policy(&self) -> Arc<SledPolicyStore> {
         Arc::clone(&self.policy)
+    }
+
+    pub fn keys(&self) -> Arc<SledKeyStore> {
+        Arc::clone(&self.keys)
     }
 
     pub fn path(&self) -> &Path {

@@ -299,20 +299,113 @@ fn key_paths(table: &toml::Table, prefix: &str, out: &mut BTreeSet<String>) {
 }
 
 #[test]
-fn the_production_overlay_only_uses_known_keys() {
+fn the_production_overlays_only_use_known_keys() {
     let defaults: toml::Table =
         read(&project_root().join("config/default.toml")).parse().expect("default.toml");
-    let overlay: toml::Table =
-        read(&deploy_dir().join("k8s/production.toml")).parse().expect("production.toml");
-    let (mut known, mut used) = (BTreeSet::new(), BTreeSet::new());
+    let mut known = BTreeSet::new();
     key_paths(&defaults, "", &mut known);
-    key_paths(&overlay, "", &mut used);
-    assert!(!used.is_empty());
-    let unknown: Vec<&String> = used.difference(&known).collect();
-    assert!(
-        unknown.is_empty(),
-        "production.toml keys missing from config/default.toml: {unknown:?}"
+    for overlay in ["k8s/production.toml", "k8s-fleet/production.toml"] {
+        let table: toml::Table = read(&deploy_dir().join(overlay)).parse().expect(overlay);
+        let mut used = BTreeSet::new();
+        key_paths(&table, "", &mut used);
+        assert!(!used.is_empty());
+        let unknown: Vec<&String> = used.difference(&known).collect();
+        assert!(unknown.is_empty(), "{overlay} keys missing from config/default.toml: {unknown:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several replicas: deploy/k8s-fleet and deploy/compose.yaml.
+
+fn fleet_objects() -> Vec<(PathBuf, Value)> {
+    files_with_extensions(&deploy_dir().join("k8s-fleet"), &["yaml", "yml"])
+        .into_iter()
+        .flat_map(|path| yaml_documents(&path).into_iter().map(move |doc| (path.clone(), doc)))
+        .collect()
+}
+
+#[test]
+fn the_fleet_runs_two_replicas_on_the_engines_named_in_a_secret() {
+    let objects = fleet_objects();
+    let deployment = the_one(&objects, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    assert!(object(&objects, "PersistentVolumeClaim").is_empty(), "no embedded store");
+    let container = gateway_container(deployment);
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/ready");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/health");
+    // The engines' URLs come from a Secret that the Deployment requires and whose example
+    // names both variables the gateway reads.
+    let secret = yaml_documents(&deploy_dir().join("k8s-fleet/secret.example.yaml")).remove(0);
+    let refs: Vec<&Value> = container["envFrom"]
+        .as_array()
+        .expect("envFrom")
+        .iter()
+        .map(|source| &source["secretRef"])
+        .collect();
+    let engines = refs
+        .iter()
+        .find(|secret_ref| secret_ref["name"] == secret["metadata"]["name"])
+        .expect("the Deployment reads the engines' Secret");
+    assert_ne!(engines["optional"], true, "without the URLs the gateway must not start");
+    for key in ["LLMOPT_POSTGRES_URL", "LLMOPT_REDIS_URL"] {
+        assert!(secret["stringData"].get(key).is_some(), "the Secret example names {key}");
+    }
+    let overlay: toml::Table =
+        read(&deploy_dir().join("k8s-fleet/production.toml")).parse().expect("production.toml");
+    assert_eq!(overlay["storage"]["backend"].as_str(), Some("postgres"));
+    assert_eq!(overlay["cache"]["backend"].as_str(), Some("redis"));
+    let kustomization = the_one(&objects, "Kustomization");
+    let resources: Vec<&str> =
+        kustomization["resources"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    for file in &resources {
+        assert!(deploy_dir().join("k8s-fleet").join(file).is_file(), "{file} is listed");
+    }
+    assert!(!resources.contains(&"secret.example.yaml"), "re-applying never blanks the URLs");
+    let budget = the_one(&objects, "PodDisruptionBudget");
+    assert_eq!(budget["spec"]["minAvailable"], 1);
+}
+
+#[test]
+fn compose_runs_two_gateways_on_postgres_and_redis_with_prometheus_and_grafana() {
+    let compose = yaml_documents(&deploy_dir().join("compose.yaml")).remove(0);
+    let services = compose["services"].as_object().expect("services");
+    for name in ["postgres", "redis", "gateway-1", "gateway-2", "prometheus", "grafana"] {
+        assert!(services.contains_key(name), "compose has {name}");
+    }
+    for gateway in ["gateway-1", "gateway-2"] {
+        let service = &services[gateway];
+        let environment = &service["environment"];
+        assert_eq!(environment["OPTIMIZER_STORAGE__BACKEND"], "postgres", "{gateway}");
+        assert_eq!(environment["OPTIMIZER_CACHE__BACKEND"], "redis", "{gateway}");
+        let postgres_url = environment["LLMOPT_POSTGRES_URL"].as_str().expect("postgres URL");
+        assert!(postgres_url.contains("@postgres:5432/"), "{postgres_url}");
+        assert_eq!(environment["LLMOPT_REDIS_URL"], "redis://redis:6379/0");
+        for engine in ["postgres", "redis"] {
+            assert_eq!(service["depends_on"][engine]["condition"], "service_healthy");
+        }
+        // No keys configured: published on loopback only.
+        for port in service["ports"].as_array().expect("ports") {
+            assert!(port.as_str().is_some_and(|p| p.starts_with("127.0.0.1:")), "{port}");
+        }
+    }
+    let prometheus =
+        yaml_documents(&deploy_dir().join("prometheus/prometheus.compose.yml")).remove(0);
+    let job = &prometheus["scrape_configs"][0];
+    assert_eq!(job["job_name"], "llm-auto-optimizer");
+    assert_eq!(
+        job["static_configs"][0]["targets"],
+        serde_json::json!(["gateway-1:8080", "gateway-2:8080"])
     );
+    // Every file compose mounts exists.
+    for service in services.values() {
+        for volume in service["volumes"].as_array().into_iter().flatten() {
+            let source = volume.as_str().expect("short volume syntax").split(':').next().unwrap();
+            if source.starts_with("./") {
+                assert!(deploy_dir().join(source).exists(), "compose mounts {source}");
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

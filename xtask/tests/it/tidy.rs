@@ -29,6 +29,10 @@ const FORBIDDEN_IN_PURE: &[&str] = &["tokio", "sled", "axum", "hyper", "reqwest"
 /// External crates only one workspace crate may depend on directly.
 const OWNERS: &[(&str, &str)] = &[
     ("sled", "llmopt-storage"),
+    ("tokio-postgres", "llmopt-storage"),
+    ("deadpool-postgres", "llmopt-storage"),
+    ("postgres", "llmopt-storage"),
+    ("redis", "llmopt-gateway"),
     ("reqwest", "llmopt-llm"),
     ("axum", "llmopt-gateway"),
     ("figment", "llmopt-gateway"),

@@ -34,14 +34,20 @@ pub fn optimize(config_file: Option<PathBuf>, json: bool) -> Result<()> {
     use std::sync::Arc;
     let source = ConfigSource::discover(config_file.as_deref());
     let config = source.load()?;
-    let path = config.storage.path.clone();
-    let store = llmopt_storage::SledStore::open(&path, config.storage.storage_config())
-        .with_context(|| {
-            format!("cannot open the store at `{}` (is the gateway running on it?)", path.display())
-        })?;
+    let store = llmopt_gateway::server::open_store_blocking(
+        &config.storage,
+        &llmopt_gateway::state::environment_secrets(),
+    )
+    .with_context(|| match config.storage.backend {
+        llmopt_gateway::config::StorageBackend::Sled => format!(
+            "cannot open the store at `{}` (is the gateway running on it?)",
+            config.storage.path.display()
+        ),
+        llmopt_gateway::config::StorageBackend::Postgres => "cannot open the store".to_owned(),
+    })?;
     let clock: Arc<dyn llmopt_core::Clock> = Arc::new(llmopt_core::SystemClock);
     let overlay = llmopt_gateway::overlay::OptimizerOverlay::open(
-        &llmopt_gateway::Stores::sled(&store),
+        &store.stores(),
         Arc::new(PriceCatalog::builtin()),
         clock,
         config.optimizer.clone(),

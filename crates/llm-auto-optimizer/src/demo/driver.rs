@@ -3,9 +3,12 @@
 //! advances with the trace's arrival gaps, and sums up each phase from what it saw and what the
 //! gateway recorded.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use anyhow::Result;
@@ -13,9 +16,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use llmopt_core::{ManualClock, Money, RequestRecord, usage::Protocol};
-use llmopt_llm::{ChatRequest, OpenAiCompatible, Provider};
+use llmopt_llm::{Anthropic, ChatRequest, OpenAiCompatible, Provider};
 
-use super::{STRONG, WEAK, report::PhaseStats, workload::WorkItem};
+use super::{FEW_SHOT_MODEL, STRONG, WEAK, report::PhaseStats, workload::WorkItem};
 
 /// A small HTTP client for the gateway's non-proxy routes.
 pub struct ApiClient {
@@ -50,6 +53,11 @@ impl ApiClient {
 
 pub struct Driver {
     pub client: OpenAiCompatible,
+    /// The Anthropic client, for the few-shot stream (`/v1/messages`).
+    pub anthropic: Anthropic,
+    /// Prompts on which the weak model has degraded (the scripted drift): it answers them
+    /// wrongly from the moment they are added.
+    pub degraded: RwLock<HashSet<String>>,
     pub api: ApiClient,
     pub clock: Arc<ManualClock>,
     pub gaps: Vec<i64>,
@@ -108,6 +116,46 @@ impl Driver {
             .await
     }
 
+    fn is_degraded(&self, prompt: &str) -> bool {
+        self.degraded.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(prompt)
+    }
+
+    /// Sends few-shot requests over the Anthropic protocol (a shared system prompt per
+    /// subject, one question each), stamped on the simulated clock like the main stream.
+    /// Returns how many were answered.
+    pub async fn replay_few_shot(&self, items: &[(&str, &WorkItem)]) -> usize {
+        futures::stream::iter(items.iter().copied())
+            .map(|(system, item)| {
+                let index = self.next_gap.fetch_add(1, Ordering::Relaxed) as usize;
+                self.clock.advance(self.gaps[index % self.gaps.len()]);
+                async move {
+                    let body = serde_json::json!({
+                        "model": FEW_SHOT_MODEL,
+                        "max_tokens": 64,
+                        "temperature": 0,
+                        "system": system,
+                        "messages": [{"role": "user", "content": item.prompt}],
+                    });
+                    let Ok(request) =
+                        ChatRequest::from_slice(Protocol::Anthropic, body.to_string().as_bytes())
+                    else {
+                        return false;
+                    };
+                    match self.anthropic.chat(request).await {
+                        Ok(_) => true,
+                        Err(error) => {
+                            tracing::warn!(%error, "demo few-shot request failed");
+                            false
+                        }
+                    }
+                }
+            })
+            .buffered(self.concurrency)
+            .filter(|ok| std::future::ready(*ok))
+            .count()
+            .await
+    }
+
     async fn send_and_grade(&self, item: &WorkItem, send: Sends) -> Outcome {
         let body = serde_json::json!({
             "model": STRONG,
@@ -134,8 +182,11 @@ impl Driver {
                 let served =
                     header("x-llmopt-served-model").or(response.model.clone()).unwrap_or_default();
                 let truncated = matches!(response.stop_reason.as_deref(), Some("length"));
-                let label =
-                    if served.starts_with(WEAK) { item.weak_correct } else { item.strong_correct };
+                let label = if served.starts_with(WEAK) {
+                    item.weak_correct && !self.is_degraded(&item.prompt)
+                } else {
+                    item.strong_correct
+                };
                 let correct = label && !truncated;
                 let request_id = header("x-request-id");
                 if let Some(id) = request_id.as_ref().filter(|_| send.feedback) {

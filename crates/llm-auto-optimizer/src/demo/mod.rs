@@ -19,6 +19,14 @@
 //!    their feature flags, each held-out prompt once: every call served as asked;
 //! 3. **after**: the same held-out prompts in the same order with the adopted changes on.
 //!
+//! Beside the MMLU stream, a few-shot stream (a tenth of the optimize phase) sends MMLU
+//! questions over the Anthropic protocol to `claude-sonnet-4-5` with a system prompt shared per
+//! subject ([`workload::few_shot_prompts`]): the shared prefix the prompt-cache strategy finds
+//! and tests. Every adoption keeps a holdout (20 % in the demo) it is measured against; partway
+//! through, the weak model degrades on one routed workload (a scripted drift, unless
+//! `--no-drift`) for the rest of the optimize phase, and the report shows whether and when that
+//! routing was rolled back.
+//!
 //! The routing effect is the paired difference of the two measured phases, with bootstrap
 //! intervals over prompts ([`measure`]). The measured phases send each prompt once with a cold
 //! cache, so they show routing alone; the response cache's effect is its own adoption's
@@ -41,7 +49,7 @@ use anyhow::{Context, Result, bail};
 use llmopt_core::{Clock, ManualClock, RecordQuery, RequestRecord};
 use llmopt_gateway::{AppState, GatewayInit, Stores, config, server};
 use llmopt_llm::{
-    OpenAiCompatible, OpenAiConfig,
+    Anthropic, AnthropicConfig, OpenAiCompatible, OpenAiConfig,
     sim::{
         QualityLabel, QualityLabels, QualityTier, SimConfig, SimEngine, SimModel, SimServer,
         latency,
@@ -55,9 +63,14 @@ pub use report::{DemoReport, ExperimentLine, PhaseStats, proposal_line};
 
 use driver::{ApiClient, Driver, Sends, phase_stats};
 use report::write_report;
-use workload::{WorkItem, arrival_gaps, references, split, workload};
+use workload::{WorkItem, arrival_gaps, few_shot_prompts, references, split, workload};
 
 const STRONG: &str = "gpt-4o";
+/// The model of the few-shot stream (Anthropic protocol, opt-in prompt cache).
+const FEW_SHOT_MODEL: &str = "claude-sonnet-4-5";
+/// Share of an adoption's units held out in the demo: larger than the 5 % default so that a
+/// degraded change is seen within the demo's requests.
+const DEMO_HOLDOUT_SHARE: f64 = 0.2;
 const WEAK: &str = "gpt-4o-mini";
 /// The demo starts its simulated clock at 2026-01-05T09:00:00Z.
 const START_MS: i64 = 1_767_603_600_000;
@@ -84,6 +97,9 @@ pub struct DemoArgs {
     /// Tag requests with their MMLU subject and route per subject (an oracle key real traffic
     /// rarely has); by default workloads are discovered from the prompts' content.
     pub tags: bool,
+    /// Script a drift: once a third of the optimize phase is sent and a routing change is
+    /// adopted, the weak model answers every prompt of that change's workload wrongly.
+    pub drift: bool,
 }
 
 impl Default for DemoArgs {
@@ -99,6 +115,7 @@ impl Default for DemoArgs {
             prompts: None,
             progress: true,
             tags: false,
+            drift: true,
         }
     }
 }
@@ -112,6 +129,7 @@ pub fn demo_optimizer_config(tags: bool) -> OptimizerConfig {
         lookback_ms: 30 * 86_400_000,
         max_running_experiments: 80,
         experiment_coverage: 1.0,
+        holdout_share: DEMO_HOLDOUT_SHARE,
         min_saving_usd_per_day: 0.0,
         experiment_max_duration_ms: 30 * 86_400_000,
         min_samples_per_arm: 100,
@@ -131,6 +149,36 @@ pub fn demo_optimizer_config(tags: bool) -> OptimizerConfig {
         // Fitted once, at the first cycle (the simulated clock covers a few hours).
         workloads: llmopt_optimizer::workloads::WorkloadSettings::default(),
     }
+}
+
+/// The prompts a policy scope covers: a subject (with `--tags`) or a discovered workload, the
+/// latter assigned exactly as the gateway assigns a request with that prompt as its only
+/// message.
+fn prompts_in_scope(
+    scope: &llmopt_optimizer::Scope,
+    items: &[WorkItem],
+    optimizer: &llmopt_optimizer::Optimizer,
+) -> Vec<String> {
+    if let Some((_, subject)) = &scope.tag {
+        return items.iter().filter(|i| &i.subject == subject).map(|i| i.prompt.clone()).collect();
+    }
+    let Some(workload) = &scope.workload else { return Vec::new() };
+    let policy = optimizer.policy().current();
+    let Some(discovered) = policy.policy.workloads.as_ref() else { return Vec::new() };
+    let featurizer =
+        llmopt_analytics::workload::Featurizer::new(llmopt_analytics::workload::DEFAULT_DIMS);
+    items
+        .iter()
+        .filter(|item| {
+            let text = llmopt_analytics::workload::WorkloadText {
+                system: None,
+                last_user: &item.prompt,
+                input_tokens: None,
+            };
+            discovered.model.assign(&featurizer.features(&text)) == workload
+        })
+        .map(|item| item.prompt.clone())
+        .collect()
 }
 
 /// The gateway's records of `[from_ms, to_ms)`, after the collector wrote what it holds.
@@ -246,6 +294,11 @@ pub async fn run_and_keep(
                 latency: latency::SMALL,
                 tier: QualityTier::Weak,
             },
+            SimModel {
+                names: vec![FEW_SHOT_MODEL.to_owned()],
+                latency: latency::LARGE,
+                tier: QualityTier::Strong,
+            },
         ],
         quality: Some(Arc::new(labels)),
         clock: clock.clone(),
@@ -280,10 +333,17 @@ models = ["gpt-*"]
 provider = "openai"
 [auth]
 admin_token_env = "{admin_env}"
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{anthropic}"
+[routes.anthropic]
+models = ["claude-*"]
+provider = "anthropic"
 "#,
         admin_env = DEMO_ADMIN_TOKEN_ENV,
         path = data_dir.display().to_string(),
         base = sim.openai_base_url(),
+        anthropic = sim.anthropic_base_url(),
     );
     // A fresh random admin token per run: loopback only, but the dashboard's controls should
     // not be open to every local process.
@@ -321,8 +381,12 @@ admin_token_env = "{admin_env}"
     let gateway = format!("http://{address}");
     let mut client_config = OpenAiConfig::new("gateway", format!("{gateway}/v1"));
     client_config.timeouts.first_byte = Duration::from_secs(120);
+    let mut anthropic_config = AnthropicConfig::new("gateway", gateway.clone(), "demo");
+    anthropic_config.timeouts.first_byte = Duration::from_secs(120);
     let driver = Driver {
         client: OpenAiCompatible::new(client_config)?,
+        anthropic: Anthropic::new(anthropic_config)?,
+        degraded: std::sync::RwLock::new(std::collections::HashSet::new()),
         api: ApiClient::new(gateway.clone()),
         clock: clock.clone(),
         gaps,
@@ -356,6 +420,13 @@ admin_token_env = "{admin_env}"
         })
     };
 
+    let few_shot = few_shot_prompts(&training);
+    let mut few_rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(args.seed ^ 0x0005_eed5);
+    let mut few_shot_sent = 0;
+    let mut drift: Option<report::DriftReport> = None;
+    // Every proposal id seen in any cycle, with its strategy and whether it was advice only.
+    let mut seen_proposals: BTreeMap<String, (llmopt_optimizer::StrategyKind, bool)> =
+        BTreeMap::new();
     let send_training = Sends { feedback: true, subject_tag: args.tags };
     let send_measuring = Sends { feedback: false, subject_tag: args.tags };
 
@@ -376,6 +447,15 @@ admin_token_env = "{admin_env}"
         let order = draw(chunk);
         let chunk_items: Vec<&WorkItem> = order.iter().map(|&i| training[i]).collect();
         driver.replay(&chunk_items, send_training, progress.as_ref()).await;
+        // The few-shot stream: a tenth as many requests, subjects and questions drawn at random.
+        let few_items: Vec<(&str, &WorkItem)> = (0..chunk / 10)
+            .filter_map(|_| {
+                let (_, system, items) =
+                    few_shot.get(few_rng.gen_range(0..few_shot.len().max(1)))?;
+                Some((system.as_str(), *items.get(few_rng.gen_range(0..items.len().max(1)))?))
+            })
+            .collect();
+        few_shot_sent += driver.replay_few_shot(&few_items).await;
         sent += chunk;
         {
             let state = state.clone();
@@ -389,6 +469,38 @@ admin_token_env = "{admin_env}"
         if proposals.is_empty() {
             proposals.clone_from(&report.proposals);
         }
+        for proposal in &report.proposals {
+            seen_proposals
+                .insert(proposal.id.clone(), (proposal.strategy, proposal.experiment.is_none()));
+        }
+        if let Some(drift) = drift.as_mut().filter(|d| d.rolled_back_after_requests.is_none())
+            && report.rolled_back.contains(&drift.adoption)
+        {
+            drift.rolled_back_after_requests = Some((sent - drift.at_request) as u64);
+        }
+        // The scripted drift: the weak model degrades on the workload of a routing change.
+        if args.drift && drift.is_none() && sent >= args.requests / 3 {
+            let routed = optimizer
+                .adoptions()
+                .into_iter()
+                .find(|a| a.in_force() && a.change.model.is_some() && a.holdout_share > 0.0);
+            if let Some(adoption) = routed {
+                let prompts = prompts_in_scope(&adoption.scope, &items, &optimizer);
+                driver
+                    .degraded
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend(prompts.iter().cloned());
+                drift = Some(report::DriftReport {
+                    at_request: sent,
+                    adoption: adoption.experiment_id.clone(),
+                    scope: report::scope_in_words(&adoption.scope),
+                    prompts: prompts.len(),
+                    rolled_back_after_requests: None,
+                    cause: None,
+                });
+            }
+        }
         not_adopted.extend(report.not_adopted.clone());
         let running = optimizer.engine().list().iter().filter(|e| e.status.is_active()).count();
         if let Some(bar) = &progress {
@@ -397,7 +509,9 @@ admin_token_env = "{admin_env}"
                 optimizer.adoptions().len()
             ));
         }
-        if running == 0 && report.started.is_empty() && cycles > 2 {
+        // Stop early once the loop has settled, unless a drift waits for its rollback.
+        let waiting = drift.as_ref().is_some_and(|d| d.rolled_back_after_requests.is_none());
+        if running == 0 && report.started.is_empty() && cycles > 2 && !waiting {
             break;
         }
     }
@@ -425,6 +539,9 @@ admin_token_env = "{admin_env}"
     }
     let adopted_flags: Vec<String> =
         optimizer.policy().current().policy.flags.keys().cloned().collect();
+    // The measured phases compare the policy with every adopted change off against it with
+    // every change on for every request: the holdouts, which only serve the measurement, are
+    // switched off for the "after" phase (their cost is the holdout share of each saving).
     let switch_adopted = |enabled: bool| -> Result<()> {
         optimizer.policy().update(
             if enabled { "demo: adopted changes on" } else { "demo: adopted changes off" },
@@ -433,12 +550,18 @@ admin_token_env = "{admin_env}"
                 for name in &adopted_flags {
                     if let Some(flag) = policy.flags.get_mut(name) {
                         flag.enabled = enabled;
+                        flag.rollout_percent = 100.0;
                     }
                 }
             },
         )?;
         Ok(())
     };
+
+    // The drift lasts for the rest of the optimize phase; the measured phases run with the
+    // weak model restored, so they measure routing as it was learned (whether the drifted
+    // change was rolled back in time is the drift report's own result).
+    driver.degraded.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
 
     // Phase 2: baseline on the held-out prompts, adopted changes switched off (their flags),
     // no feedback: every call is served as asked, by the strong model.
@@ -540,10 +663,24 @@ admin_token_env = "{admin_env}"
         *audit_kinds.entry(entry.kind.clone()).or_default() += 1;
     }
     let adopted = optimizer.adoptions();
+    let mut tested: BTreeMap<String, u64> = BTreeMap::new();
+    for entry in audit.iter().filter(|e| e.kind == "experiment_started") {
+        if let Some(strategy) = entry.detail["proposal"]["strategy"].as_str() {
+            *tested.entry(strategy.to_owned()).or_default() += 1;
+        }
+    }
+    let strategies = report::strategy_lines(&seen_proposals, &tested, &adopted);
+    if let Some(drift) = drift.as_mut() {
+        drift.cause = adopted
+            .iter()
+            .find(|a| a.experiment_id == drift.adoption)
+            .and_then(|a| a.rolled_back.as_ref())
+            .map(|r| r.reason.clone());
+    }
     // Routed scopes in words: a subject (with --tags) or a discovered workload.
     let routed_scopes: Vec<String> = adopted
         .iter()
-        .filter(|a| a.change.model.is_some())
+        .filter(|a| a.change.model.is_some() && a.in_force())
         .map(|a| report::scope_in_words(&a.scope))
         .collect();
     let (random, oracle) = references(&held_out);
@@ -578,6 +715,9 @@ admin_token_env = "{admin_env}"
             seconds: optimize_seconds,
         },
         proposals,
+        strategies,
+        few_shot_requests: few_shot_sent as u64,
+        drift,
         experiments,
         adopted,
         not_adopted,

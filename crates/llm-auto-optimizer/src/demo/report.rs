@@ -63,6 +63,13 @@ pub struct DemoReport {
     pub optimize_phase: OptimizePhase,
     /// The first cycle's proposals.
     pub proposals: Vec<llmopt_optimizer::Proposal>,
+    /// Per strategy: what it proposed, tested, adopted, rolled back or only advised.
+    pub strategies: Vec<StrategyLine>,
+    /// Requests of the few-shot stream (Anthropic protocol, shared system prompts) answered.
+    pub few_shot_requests: u64,
+    /// The scripted drift and what the optimizer did about it (`None`: no drift scripted, or
+    /// no routing change was adopted to drift).
+    pub drift: Option<DriftReport>,
     pub experiments: Vec<ExperimentLine>,
     pub adopted: Vec<llmopt_optimizer::Adoption>,
     pub not_adopted: Vec<(String, String)>,
@@ -75,6 +82,71 @@ pub struct DemoReport {
     pub quality_budget_used: f64,
     /// Audit-log entries by kind.
     pub audit: BTreeMap<String, u64>,
+}
+
+/// What one strategy did over the demo.
+#[derive(Debug, Clone, Serialize)]
+pub struct StrategyLine {
+    pub strategy: String,
+    /// Distinct proposals over every cycle.
+    pub proposed: u64,
+    /// Of which advice only (no change the gateway can apply, never tested).
+    pub advice_only: u64,
+    /// Experiments started.
+    pub tested: u64,
+    pub adopted: u64,
+    pub rolled_back: u64,
+    /// Sum of the measured savings (against their holdouts) of its adoptions in force; `None`
+    /// when none is measured.
+    pub measured_saving_usd_per_day: Option<f64>,
+}
+
+/// The scripted drift: when, on which adopted routing change, and its rollback.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftReport {
+    /// Optimize-phase requests sent when the weak model degraded.
+    pub at_request: usize,
+    /// The routing change whose workload degraded (its experiment id).
+    pub adoption: String,
+    pub scope: String,
+    /// Prompts of the workload on which the weak model now answers wrongly.
+    pub prompts: usize,
+    /// Optimize-phase requests between the drift and the cycle that rolled the change back.
+    pub rolled_back_after_requests: Option<u64>,
+    /// The rollback's reason, with its numbers.
+    pub cause: Option<String>,
+}
+
+/// Each strategy's line, from every proposal seen (id → strategy, advice only), the
+/// experiments started per strategy and the adoptions.
+pub fn strategy_lines(
+    proposals: &BTreeMap<String, (llmopt_optimizer::StrategyKind, bool)>,
+    tested: &BTreeMap<String, u64>,
+    adopted: &[llmopt_optimizer::Adoption],
+) -> Vec<StrategyLine> {
+    llmopt_optimizer::StrategyKind::ALL
+        .iter()
+        .map(|kind| {
+            let name = kind.as_str();
+            let mine: Vec<&llmopt_optimizer::Adoption> =
+                adopted.iter().filter(|a| a.strategy == Some(*kind)).collect();
+            let measured: Vec<f64> = mine
+                .iter()
+                .filter(|a| a.in_force())
+                .filter_map(|a| a.measured_saving_usd_per_day)
+                .collect();
+            StrategyLine {
+                strategy: name.to_owned(),
+                proposed: proposals.values().filter(|(k, _)| k == kind).count() as u64,
+                advice_only: proposals.values().filter(|(k, advice)| k == kind && *advice).count()
+                    as u64,
+                tested: tested.get(name).copied().unwrap_or(0),
+                adopted: mine.len() as u64,
+                rolled_back: mine.iter().filter(|a| !a.in_force()).count() as u64,
+                measured_saving_usd_per_day: (!measured.is_empty()).then(|| measured.iter().sum()),
+            }
+        })
+        .collect()
 }
 
 /// A policy scope in words: `gpt-4o, discovered workload w-3fa9c2`.
@@ -114,6 +186,9 @@ pub fn change_in_words(change: &llmopt_experiments::PolicyChange) -> String {
     }
     if let Some(after) = change.hedge_after_ms {
         parts.push(format!("hedge after {after} ms"));
+    }
+    if let Some(ttl) = change.prompt_cache {
+        parts.push(format!("mark the prompt cache ({} lifetime)", ttl.as_str()));
     }
     if parts.is_empty() { "no change".to_owned() } else { parts.join(", ") }
 }
@@ -195,6 +270,49 @@ pub fn write_report(report: &DemoReport, out: &mut (dyn Write + Send)) -> Result
     if report.proposals.len() > 12 {
         writeln!(out, "  … and {} more", report.proposals.len() - 12)?;
     }
+    writeln!(
+        out,
+        "\nstrategies (proposed = distinct proposals over all cycles; advice is never tested):"
+    )?;
+    writeln!(
+        out,
+        "  {:<15} {:>8} {:>7} {:>7} {:>8} {:>12} {:>22}",
+        "strategy", "proposed", "advice", "tested", "adopted", "rolled back", "measured USD/day"
+    )?;
+    for line in &report.strategies {
+        writeln!(
+            out,
+            "  {:<15} {:>8} {:>7} {:>7} {:>8} {:>12} {:>22}",
+            line.strategy,
+            line.proposed,
+            line.advice_only,
+            line.tested,
+            line.adopted,
+            line.rolled_back,
+            line.measured_saving_usd_per_day.map_or_else(|| "-".to_owned(), |s| format!("{s:.2}"))
+        )?;
+    }
+    writeln!(
+        out,
+        "  (few-shot stream: {} requests to claude-sonnet-4-5 with a system prompt shared per subject)",
+        report.few_shot_requests
+    )?;
+    match &report.drift {
+        Some(drift) => {
+            writeln!(
+                out,
+                "\nscripted drift: after {} requests the weak model answers all {} prompts of {} wrongly ({} adopted them for routing)",
+                drift.at_request, drift.prompts, drift.scope, drift.adoption
+            )?;
+            match (drift.rolled_back_after_requests, &drift.cause) {
+                (Some(after), Some(cause)) => {
+                    writeln!(out, "  rolled back {after} optimize-phase requests later: {cause}")?
+                }
+                _ => writeln!(out, "  not rolled back by the end of the optimize phase")?,
+            }
+        }
+        None => writeln!(out, "\nscripted drift: none (off, or no routing change was adopted)")?,
+    }
     writeln!(out, "\nexperiments ({}):", report.experiments.len())?;
     for line in &report.experiments {
         let counts: Vec<String> =
@@ -206,12 +324,29 @@ pub fn write_report(report: &DemoReport, out: &mut (dyn Write + Send)) -> Result
     writeln!(out, "\naudit log: {}", kinds.join(", "))?;
     writeln!(out, "\nadopted ({}):", report.adopted.len())?;
     for adoption in &report.adopted {
-        let measured = match adoption.measured_saving_usd_per_day {
-            Some(saving) => {
-                format!(", measured {saving:.2} USD/day on {} requests", adoption.measured_requests)
-            }
-            None => String::new(),
+        let mut measured = match &adoption.measurement {
+            Some(m) => format!(
+                "\n      measured against its {:.0} % holdout: {:.2} USD/day{} on {} applied / {} held-out requests{}",
+                adoption.holdout_share * 100.0,
+                m.saving_usd_per_day,
+                m.saving_interval_usd_per_day.map_or_else(
+                    || " (no interval yet)".to_owned(),
+                    |(low, high)| format!(" (anytime-valid 95 % interval {low:.2} … {high:.2})")
+                ),
+                m.applied_requests,
+                m.held_out_requests,
+                if m.cost_unknown_excluded > 0 {
+                    format!(", {} of unknown cost left out", m.cost_unknown_excluded)
+                } else {
+                    String::new()
+                }
+            ),
+            None => "\n      not measured against a holdout yet".to_owned(),
         };
+        if let Some(rolled) = &adoption.rolled_back {
+            measured
+                .push_str(&format!("\n      ROLLED BACK ({}): {}", rolled.cause, rolled.reason));
+        }
         writeln!(
             out,
             "  {}: {} for {}: cost/request {:.6} → {:.6} USD, quality budget {:.4}{measured}",

@@ -86,3 +86,40 @@ pub fn references(items: &[&WorkItem]) -> (f64, f64) {
     }
     (random, routed / items.len() as f64)
 }
+
+/// Subjects of the few-shot stream: the demo's applications with their own system prompts.
+pub const FEW_SHOT_SUBJECTS: usize = 4;
+
+/// System prompts in the style of MMLU's standard few-shot evaluation, built from the training
+/// prompts (never the held-out ones): for the `FEW_SHOT_SUBJECTS` subjects with the most
+/// training prompts, "The following are multiple choice questions about {subject}." followed by
+/// that subject's first training prompts until the prompt passes about 6,000 characters (1,500
+/// tokens: above the providers' 1,024-token minimum for prompt caching). Every request of a
+/// subject shares its system prompt byte for byte: the shared prefix a prompt cache serves.
+/// Returns (subject, system prompt, the subject's training prompts).
+pub fn few_shot_prompts<'a>(training: &[&'a WorkItem]) -> Vec<(String, String, Vec<&'a WorkItem>)> {
+    let mut by_subject: BTreeMap<&str, Vec<&'a WorkItem>> = BTreeMap::new();
+    for item in training {
+        by_subject.entry(item.subject.as_str()).or_default().push(item);
+    }
+    let mut subjects: Vec<(&str, Vec<&'a WorkItem>)> = by_subject.into_iter().collect();
+    subjects.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
+    subjects
+        .into_iter()
+        .take(FEW_SHOT_SUBJECTS)
+        .map(|(subject, items)| {
+            let mut system = format!(
+                "The following are multiple choice questions about {}.\n\n",
+                subject.replace('_', " ")
+            );
+            for example in &items {
+                if system.len() >= 6_000 {
+                    break;
+                }
+                system.push_str(&example.prompt);
+                system.push_str("\n\n");
+            }
+            (subject.to_owned(), system, items)
+        })
+        .collect()
+}

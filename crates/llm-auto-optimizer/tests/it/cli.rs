@@ -94,3 +94,35 @@ fn config_check_prints_the_effective_config_with_secrets_masked() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("lisen"));
 }
+
+#[test]
+fn serve_on_a_postgres_that_is_down_is_one_line_without_the_password() {
+    let dir = fresh_dir("postgres-down");
+    let config = dir.join("config.toml");
+    std::fs::write(&config, "[storage]\nbackend = \"postgres\"\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let output = binary()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_clear()
+        .env(
+            "LLMOPT_POSTGRES_URL",
+            format!("postgresql://llmopt:pw-s3cret@127.0.0.1:{port}/llmopt"),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.starts_with(&format!("error: cannot connect to PostgreSQL at 127.0.0.1:{port}: ")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pw-s3cret"), "{stderr}");
+    // Without the URL, the message names the variable to set.
+    let output = binary().args(["serve", "--config"]).arg(&config).env_clear().output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("LLMOPT_POSTGRES_URL"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -17,6 +17,7 @@ async fn a_short_demo_adopts_measured_savings_and_measures_routing_on_held_out_p
         prompts: Some(540),
         progress: false,
         tags: false,
+        drift: true,
     };
     let mut text = Vec::new();
     let report = run(&args, &mut text).await.expect("the demo runs");
@@ -65,4 +66,40 @@ async fn a_short_demo_adopts_measured_savings_and_measures_routing_on_held_out_p
         assert!(low <= estimate && estimate <= high, "{low} {estimate} {high}");
     }
     assert!(report.quality_ratio > 0.85, "quality ratio {}", report.quality_ratio);
+
+    // Every strategy has its line; advice is never tested.
+    assert_eq!(report.strategies.len(), 6, "{text}");
+    for line in &report.strategies {
+        assert!(line.tested + line.advice_only <= line.proposed.max(line.tested), "{line:?}");
+        assert!(line.rolled_back <= line.adopted);
+    }
+    // Prompt caching acts on the few-shot stream's shared system prompts: tested, adopted and
+    // measured against its holdout on exact cost.
+    assert!(report.few_shot_requests > 1_000, "{}", report.few_shot_requests);
+    let prompt_cache = report
+        .adopted
+        .iter()
+        .find(|a| a.change.prompt_cache.is_some())
+        .unwrap_or_else(|| panic!("prompt caching is adopted:\n{text}"));
+    assert!(prompt_cache.treatment_cost_per_request < prompt_cache.control_cost_per_request);
+    // Every measured saving is against a holdout, and its interval holds its estimate.
+    let mut measured = 0;
+    for adoption in &report.adopted {
+        let Some(m) = &adoption.measurement else { continue };
+        measured += 1;
+        assert!(m.held_out_requests > 0 && m.applied_requests > 0);
+        if let Some((low, high)) = m.saving_interval_usd_per_day {
+            assert!(low <= m.saving_usd_per_day && m.saving_usd_per_day <= high, "{m:?}");
+        }
+    }
+    assert!(measured >= 1, "{text}");
+    assert!(text.contains("measured against its 20 % holdout"), "{text}");
+    // A scripted drift names the routing change it hit; a rollback says why, with its numbers.
+    if let Some(drift) = &report.drift {
+        assert!(report.adopted.iter().any(|a| a.experiment_id == drift.adoption));
+        if drift.rolled_back_after_requests.is_some() {
+            let cause = drift.cause.as_deref().unwrap_or_default();
+            assert!(cause.contains("against the holdout"), "{cause}");
+        }
+    }
 }

@@ -10,3 +10,4 @@ mod cli;
 mod dashboard;
 mod demo;
 mod evaluate;
+mod fleet;

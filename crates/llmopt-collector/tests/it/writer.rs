@@ -124,7 +124,8 @@ fn dropping_the_last_handle_flushes() {
 
 #[test]
 fn store_failures_are_counted_and_reported_by_flush() {
-    let collector = Collector::start(Arc::new(FailingStore), clock(), slow_ticks());
+    let config = CollectorConfig { write_retry: Duration::ZERO, ..slow_ticks() };
+    let collector = Collector::start(Arc::new(FailingStore), clock(), config);
     for i in 0..100 {
         collector.record(simple(i, T0, "m", 1)).unwrap();
     }
@@ -168,4 +169,120 @@ fn restart_keeps_what_was_accepted_through_sled() {
     assert_eq!(sled.records().count().unwrap(), 5_000);
     let got = sled.records().get(&RequestId::new("r4321")).unwrap().unwrap();
     assert_eq!(got, simple(4321, T0 + 4321, "gpt-4o", 3));
+}
+
+/// A memory store that fails every call while `down` is set (an engine that went away).
+#[derive(Debug, Default)]
+struct OutageStore {
+    down: std::sync::atomic::AtomicBool,
+    inner: MemoryRecordStore,
+}
+
+impl OutageStore {
+    fn check(&self) -> Result<(), llmopt_core::StoreError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(llmopt_core::StoreError::Io {
+                path: "postgresql://127.0.0.1:5432/llmopt".into(),
+                message: "connection refused".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl RecordStore for OutageStore {
+    fn append(
+        &self,
+        records: &[llmopt_core::RequestRecord],
+    ) -> Result<(), llmopt_core::StoreError> {
+        self.check()?;
+        self.inner.append(records)
+    }
+    fn scan(
+        &self,
+        query: &RecordQuery,
+    ) -> Result<Vec<llmopt_core::RequestRecord>, llmopt_core::StoreError> {
+        self.inner.scan(query)
+    }
+    fn get(
+        &self,
+        id: &RequestId,
+    ) -> Result<Option<llmopt_core::RequestRecord>, llmopt_core::StoreError> {
+        self.inner.get(id)
+    }
+    fn add_feedback(
+        &self,
+        id: &RequestId,
+        feedback: Feedback,
+    ) -> Result<bool, llmopt_core::StoreError> {
+        self.check()?;
+        self.inner.add_feedback(id, feedback)
+    }
+    fn aggregate(
+        &self,
+        query: &llmopt_core::AggregateQuery,
+    ) -> Result<Vec<llmopt_core::AggregateRow>, llmopt_core::StoreError> {
+        self.inner.aggregate(query)
+    }
+    fn delete_before(&self, before_ms: i64) -> Result<u64, llmopt_core::StoreError> {
+        self.inner.delete_before(before_ms)
+    }
+    fn count(&self) -> Result<u64, llmopt_core::StoreError> {
+        self.inner.count()
+    }
+    fn flush(&self) -> Result<(), llmopt_core::StoreError> {
+        self.check()
+    }
+}
+
+/// Polls `done` until it holds (a background thread's progress), failing after 10 s.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(10), "{what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn records_wait_out_a_store_outage_and_none_acknowledged_is_lost() {
+    let store = Arc::new(OutageStore::default());
+    store.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let collector = Collector::start(store.clone(), clock(), slow_ticks());
+    for i in 0..100 {
+        collector.record(simple(i, T0, "m", 1)).unwrap();
+    }
+    // A flush during the outage says so at once instead of waiting it out.
+    assert!(matches!(collector.flush(), Err(CollectorError::Store(_))));
+    eventually("the writer retries", || collector.metrics().write_retries >= 2);
+    assert!(collector.metrics().retrying_records > 0);
+    // More records arrive while the store is down: they wait in the queue.
+    for i in 100..150 {
+        collector.record(simple(i, T0, "m", 1)).unwrap();
+    }
+    store.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    // A flush that overlapped the last failing attempt reports it; the next one succeeds.
+    eventually("the store came back", || collector.flush().is_ok());
+    assert_eq!(store.count().unwrap(), 150, "nothing acknowledged was lost");
+    let metrics = collector.metrics();
+    assert_eq!(metrics.write_failed_records, 0);
+    assert_eq!(metrics.written, 150);
+    assert_eq!(metrics.retrying_records, 0);
+    assert!(metrics.write_errors >= 2);
+}
+
+#[test]
+fn a_batch_still_failing_at_shutdown_is_counted_lost_without_waiting_out_the_retry() {
+    let config = CollectorConfig { write_retry: Duration::from_secs(3_600), ..slow_ticks() };
+    let collector = Collector::start(Arc::new(FailingStore), clock(), config);
+    for i in 0..10 {
+        collector.record(simple(i, T0, "m", 1)).unwrap();
+    }
+    assert!(collector.flush().is_err());
+    let started = std::time::Instant::now();
+    assert!(collector.shutdown().is_err());
+    assert!(started.elapsed() < Duration::from_secs(30), "shutdown cut the retry short");
+    let metrics = collector.metrics();
+    assert_eq!(metrics.write_failed_records, 10);
+    assert_eq!(metrics.written, 0);
 }

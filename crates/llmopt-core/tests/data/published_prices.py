@@ -24,6 +24,9 @@ PUBLISHED = {
     "gpt-5.1": ("1.25", "10.00", "0.125", None, None),
     "gpt-5.2": ("1.75", "14.00", "0.175", None, None),
     "gpt-5-pro": ("15.00", "120.00", "15.00", None, None),
+    # Embeddings: input only, no cached-input discount (OpenAI pricing page, 2025-12-01).
+    "text-embedding-3-small": ("0.02", "0", "0.02", None, None),
+    "text-embedding-3-large": ("0.13", "0", "0.13", None, None),
     "claude-opus-4-7": ("5", "25", "0.50", "6.25", "10"),
     "claude-opus-4-6": ("5", "25", "0.50", "6.25", "10"),
     "claude-opus-4-5": ("5", "25", "0.50", "6.25", "10"),

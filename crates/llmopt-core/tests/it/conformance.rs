@@ -14,3 +14,8 @@ fn memory_experiment_store_conforms() {
 fn memory_policy_store_conforms() {
     testsuite::policy_store_suite(&MemoryPolicyStore::new());
 }
+
+#[test]
+fn memory_key_store_conforms() {
+    testsuite::key_store_suite(&llmopt_core::MemoryKeyStore::new());
+}

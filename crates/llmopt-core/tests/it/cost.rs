@@ -24,6 +24,8 @@ const EXPECTED: &[(&str, &str, &str, Option<&str>)] = &[
     ("gpt-5.1", "0.065", "0.0325", None),
     ("gpt-5.2", "0.091", "0.0455", None),
     ("gpt-5-pro", "1.05", "0.525", None),
+    ("text-embedding-3-small", "0.0006", "0.0003", None),
+    ("text-embedding-3-large", "0.0039", "0.00195", None),
     ("claude-opus-4-7", "0.21125", "0.105625", None),
     ("claude-opus-4-6", "0.21125", "0.105625", None),
     ("claude-opus-4-5", "0.21125", "0.105625", None),

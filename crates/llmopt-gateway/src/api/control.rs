@@ -198,9 +198,18 @@ pub async fn optimize(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let optimizer = admin(&state, &headers)?;
-    let report = blocking(move || optimizer.run_cycle())
-        .await?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    // An on-demand cycle sees every call answered before it was asked for: the collector's
+    // pending batch is written first (a store that refuses it is logged; the cycle reads what
+    // is stored).
+    let collector = state.collector().clone();
+    let report = blocking(move || {
+        if let Err(error) = collector.flush() {
+            tracing::warn!(%error, "records not all written before the cycle");
+        }
+        optimizer.run_cycle()
+    })
+    .await?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(json!(report)))
 }
 

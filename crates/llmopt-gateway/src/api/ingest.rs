@@ -145,6 +145,8 @@ fn external_record(
     if record.endpoint != Endpoint::External {
         record.endpoint = Endpoint::External;
     }
+    // Only proxied calls count against a virtual key's budget (rebuilt from this tag on start).
+    record.tags.remove(crate::keys::KEY_TAG);
     if record.cost.is_none()
         && let Some(usage) = &record.usage
     {

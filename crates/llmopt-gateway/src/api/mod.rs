@@ -4,6 +4,7 @@
 //! - [`reports`]: what a client key may read (usage and cost, forecasts, clusters);
 //! - [`control`]: the optimizer's controls and state (proposals, experiments, policy, flags,
 //!   cycles, audit, adoptions);
+//! - [`keys`]: virtual keys and their budgets (`/api/keys`, `/api/budgets`);
 //! - [`service`]: what operators and probes read (live statistics, `/metrics`, health,
 //!   readiness, configuration);
 //! - [`stream`]: the dashboard's WebSocket of live statistics and loop events.
@@ -13,6 +14,7 @@
 
 pub mod control;
 pub mod ingest;
+pub mod keys;
 pub mod reports;
 pub mod service;
 pub mod stream;
@@ -29,10 +31,11 @@ use crate::{
 };
 
 pub(crate) fn auth_error(error: AuthError) -> ApiError {
+    let code = error.code();
     if error.is_unauthenticated() {
-        ApiError::unauthorized(error.to_string())
+        ApiError::unauthorized(error.to_string()).with_code(code)
     } else {
-        ApiError::forbidden(error.to_string())
+        ApiError::forbidden(error.to_string()).with_code(code)
     }
 }
 

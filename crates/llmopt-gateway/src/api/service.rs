@@ -39,11 +39,25 @@ pub async fn metrics(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, Access::Metrics)?;
+    let now_ms = state.keys().now_ms();
+    let active = state
+        .keys()
+        .all()
+        .into_iter()
+        .filter(|entry| entry.revoked_ms().is_none() && !entry.key.is_expired(now_ms));
+    state.metrics().set_keys(active.map(|entry| {
+        let spend = entry.spend(now_ms).0.as_usd_f64();
+        let budget = entry.key.budget.map(llmopt_core::Money::as_usd_f64);
+        (entry.key.id.clone(), entry.key.tenant.clone(), spend, budget)
+    }));
     let optimizer = state.optimizer();
+    let shared_cache =
+        state.runtime().cache.shared().map(|shared| shared.counters()).unwrap_or_default();
     let text = state.metrics().render(
         &state.collector().metrics(),
         &optimizer.metrics(),
         optimizer.quality_budget_used(),
+        &shared_cache,
     );
     let mut response = text.into_response();
     response.headers_mut().insert(

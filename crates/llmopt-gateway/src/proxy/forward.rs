@@ -203,7 +203,7 @@ pub(super) async fn forward(
 }
 
 /// The candidate's provider, if it is configured and speaks the caller's protocol.
-fn usable_provider(
+pub(super) fn usable_provider(
     call: &ProxiedCall,
     candidate: &Candidate,
 ) -> Result<std::sync::Arc<dyn Provider>, ProviderError> {
@@ -281,7 +281,7 @@ pub(super) async fn with_timeout<T>(
     }
 }
 
-fn fail(
+pub(super) fn fail(
     call: ProxiedCall,
     candidate: &Candidate,
     error: ProviderError,
@@ -297,7 +297,7 @@ fn fail(
 }
 
 /// Whether the next candidate should be tried after this error.
-fn falls_back(error: &ProviderError) -> bool {
+pub(super) fn falls_back(error: &ProviderError) -> bool {
     match error {
         ProviderError::RateLimited { .. }
         | ProviderError::Timeout(_)

@@ -10,7 +10,12 @@
 //! [`forward`] tries the candidates (one path for whole and streamed answers); [`stream`] is
 //! the body of a streamed answer that records the call when it ends.
 
+mod accept;
+pub mod embeddings;
+mod endpoints;
 mod forward;
+pub mod models;
+pub mod responses;
 mod stream;
 mod workload;
 
@@ -35,7 +40,6 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::{
-    auth::Access,
     cache::{AnswerShape, CacheKey, CachedAnswer},
     error::ApiError,
     routing::{RouteDecision, RouteInput},
@@ -74,29 +78,12 @@ pub fn request_id_at(ts_ms: i64) -> String {
 }
 
 async fn proxy(state: AppState, protocol: Protocol, request: Request) -> Response {
-    let ts_ms = state.clock().now_ms();
-    let request_id = request_id_at(ts_ms);
-    let span = tracing::info_span!("request", request_id = %request_id);
-    let call = ProxiedCall {
-        state: state.clone(),
-        runtime: state.runtime(),
-        request_id,
-        start: Instant::now(),
-        ts_ms,
-        protocol,
-        tenant: None,
-        tags: Tags::new(),
-        requested_model: None,
-        fingerprints: Fingerprints::default(),
-        stream: false,
-        max_tokens: None,
-        experiment: None,
-        upstream_time: Duration::ZERO,
-        cache_ttl: None,
-        hedged: false,
-        span: span.clone(),
-        _in_flight: None,
+    let endpoint = match protocol {
+        Protocol::OpenAi => Endpoint::ChatCompletions,
+        Protocol::Anthropic => Endpoint::Messages,
     };
+    let call = ProxiedCall::start(state, protocol, endpoint);
+    let span = call.span.clone();
     handle(call, request).instrument(span).await
 }
 
@@ -121,16 +108,36 @@ struct ProxiedCall {
     cache_ttl: Option<Duration>,
     /// A second attempt was sent (hedging): its cost is charged to this call.
     hedged: bool,
+    /// The request asked for sampling (`temperature` absent or above 0).
+    sampled: bool,
     span: tracing::Span,
     _in_flight: Option<InFlightGuard>,
+    /// The virtual key the call is made with, if any (`crate::keys`).
+    key: Option<Arc<crate::keys::KeyEntry>>,
+    endpoint: Endpoint,
 }
 
 impl ProxiedCall {
-    fn endpoint(&self) -> Endpoint {
-        match self.protocol {
-            Protocol::OpenAi => Endpoint::ChatCompletions,
-            Protocol::Anthropic => Endpoint::Messages,
+    /// Who is calling: the tenant the call is billed to and, for a virtual key, the key (named
+    /// in the record's `llmopt.key` tag, which its spend is counted and rebuilt from).
+    fn set_caller(&mut self, caller: &crate::auth::Caller) {
+        self.tenant = caller.tenant().map(str::to_owned);
+        if let Some(key) = caller.key() {
+            self.tags.insert(crate::keys::KEY_TAG.to_owned(), key.key.id.clone());
+            self.key = Some(Arc::clone(key));
         }
+    }
+
+    /// A virtual key's checks for the model asked for (or the model its alias names): allowed
+    /// model, budget, rate.
+    fn admit(&self, model: &str) -> Result<(), ApiError> {
+        let Some(key) = &self.key else { return Ok(()) };
+        let resolved = self.runtime.routes.resolve_alias(model);
+        key.admit(&[model, resolved], self.state.clock().now_ms())
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        self.endpoint
     }
 
     fn record(&self, provider: &str, served_model: &str, status: Status) -> RequestRecord {
@@ -148,6 +155,7 @@ impl ProxiedCall {
         record.experiment = self.experiment.clone();
         record.fingerprints = self.fingerprints.clone();
         record.max_tokens = self.max_tokens;
+        record.sampled = self.sampled;
         record
     }
 
@@ -246,50 +254,11 @@ pub fn parse_tags(headers: &HeaderMap) -> Tags {
 }
 
 async fn handle(mut call: ProxiedCall, request: Request) -> Response {
-    let limits = call.runtime.config.limits.clone();
     let (parts, body) = request.into_parts();
     call.tags = parse_tags(&parts.headers);
-    if header_bytes(&parts.headers) > limits.max_header_bytes {
-        let mut error = ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ErrorKind::Gateway,
-            format!("request headers exceed {} bytes", limits.max_header_bytes),
-        );
-        error.retry_after_s = None;
-        return call.refuse(error);
-    }
-    match call.runtime.auth.authorize(&parts.headers, Access::Proxy) {
-        Ok(caller) => call.tenant = caller.tenant().map(str::to_owned),
-        Err(error) => return call.refuse(crate::api::auth_error(error)),
-    }
-    match call.state.try_enter(limits.max_concurrent_requests) {
-        Some(guard) => call._in_flight = Some(guard),
-        None => {
-            return call.refuse(ApiError::too_many(format!(
-                "more than {} requests in flight",
-                limits.max_concurrent_requests
-            )));
-        }
-    }
-    let declared_length = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared_length.is_some_and(|length| length > limits.max_body_bytes) {
-        return call.refuse(ApiError::too_large(format!(
-            "request body exceeds {} bytes",
-            limits.max_body_bytes
-        )));
-    }
-    let body = match axum::body::to_bytes(body, limits.max_body_bytes).await {
+    let body = match accept::accept(&mut call, &parts.headers, body).await {
         Ok(body) => body,
-        Err(_) => {
-            return call.refuse(ApiError::too_large(format!(
-                "request body exceeds {} bytes (or could not be read)",
-                limits.max_body_bytes
-            )));
-        }
+        Err(error) => return call.refuse(error),
     };
     let mut chat = match ChatRequest::from_slice(call.protocol, &body) {
         Ok(chat) => chat,
@@ -303,13 +272,18 @@ async fn handle(mut call: ProxiedCall, request: Request) -> Response {
         return call.refuse(ApiError::invalid_request("`model` is required"));
     };
     call.requested_model = Some(model.clone());
+    if let Err(error) = call.admit(&model) {
+        return call.refuse(error);
+    }
     call.stream = chat.is_stream();
+    // No temperature means the provider default (1.0): sampled too.
+    call.sampled = !chat.get::<f64>("temperature").is_some_and(|t| t <= 0.0);
     // One full parse for fingerprints (of what the client asked, whatever model serves it).
     let body_value = answer_fields(&chat);
     call.fingerprints = Fingerprints {
         request: Some(Fingerprint::of_json(&body_value)),
         prefix: fingerprint::prefix_fingerprint(&body_value),
-        prefix_blocks: Vec::new(),
+        prefix_blocks: prompt_prefix_blocks(&chat, call.protocol),
     };
     // The workload discovered from the content (routing works on untagged traffic).
     let optimizer = call.state.optimizer();
@@ -376,6 +350,12 @@ async fn handle(mut call: ProxiedCall, request: Request) -> Response {
         max_tokens = Some(cap);
     }
     call.max_tokens = max_tokens;
+    if let Some(ttl) = decision.prompt_cache
+        && call.protocol == Protocol::Anthropic
+        && let Err(error) = insert_cache_breakpoints(&mut chat, ttl)
+    {
+        return call.refuse(ApiError::internal(format!("cannot mark the prompt cache: {error}")));
+    }
     chat.headers = FORWARDED_REQUEST_HEADERS
         .iter()
         .filter_map(|name| {
@@ -387,12 +367,87 @@ async fn handle(mut call: ProxiedCall, request: Request) -> Response {
     let cache_key =
         cache_key_for(&call, &decision, &chat, &body_value, max_tokens_field, max_tokens);
     if let Some(key) = &cache_key
-        && let Some(answer) = call.runtime.cache.get(key)
+        && let Some(answer) = call.runtime.cache.lookup(key).await
     {
         return answer_from_cache(call, &decision, &answer);
     }
     let cache_outcome = if cache_key.is_some() { CacheOutcome::Miss } else { CacheOutcome::Bypass };
     forward::forward(call, decision, chat, &model, cache_key, cache_outcome).await
+}
+
+/// Marks an Anthropic request's prompt for the provider's cache (an adopted prompt-cache
+/// change): a `cache_control` breakpoint on the last system block (or, without a system
+/// prompt, the last tool), which caches tools and system, and, when the request carries a
+/// conversation (earlier turns before the new message), one on the last message, which caches
+/// the conversation for the next turn. A request that already marks its own breakpoints is
+/// left as it is. Returns whether anything was marked.
+fn insert_cache_breakpoints(
+    chat: &mut ChatRequest,
+    ttl: llmopt_experiments::PromptCacheTtl,
+) -> Result<bool, serde_json::Error> {
+    let sets_its_own = ["system", "tools", "messages"].iter().any(|field| {
+        chat.fields.get(*field).is_some_and(|raw| raw.get().contains("\"cache_control\""))
+    });
+    if sets_its_own {
+        return Ok(false);
+    }
+    let control = match ttl {
+        llmopt_experiments::PromptCacheTtl::FiveMinutes => serde_json::json!({"type": "ephemeral"}),
+        llmopt_experiments::PromptCacheTtl::OneHour => {
+            serde_json::json!({"type": "ephemeral", "ttl": "1h"})
+        }
+    };
+    // A string content or system prompt becomes one text block that can carry the marker.
+    let mark_last = |content: &mut Value| -> bool {
+        if let Value::String(text) = content {
+            *content = serde_json::json!([{"type": "text", "text": std::mem::take(text)}]);
+        }
+        match content.as_array_mut().and_then(|blocks| blocks.last_mut()) {
+            Some(Value::Object(block)) => {
+                block.insert("cache_control".to_owned(), control.clone());
+                true
+            }
+            _ => false,
+        }
+    };
+    let mut marked = false;
+    if let Some(mut system) = chat.get::<Value>("system").filter(|s| !s.is_null()) {
+        if mark_last(&mut system) {
+            chat.set("system", &system)?;
+            marked = true;
+        }
+    } else if let Some(mut tools) = chat.get::<Value>("tools")
+        && mark_last(&mut tools)
+    {
+        chat.set("tools", &tools)?;
+        marked = true;
+    }
+    if let Some(mut messages) = chat.get::<Value>("messages")
+        && messages.as_array().is_some_and(|m| m.len() >= 3)
+        && let Some(content) = messages
+            .as_array_mut()
+            .and_then(|m| m.last_mut())
+            .and_then(|last| last.get_mut("content"))
+        && mark_last(content)
+    {
+        chat.set("messages", &messages)?;
+        marked = true;
+    }
+    Ok(marked)
+}
+
+/// The prompt's prefix blocks in the order the provider caches it (tools, system, messages:
+/// OpenAI's system prompt is inside `messages`), over the bytes as the client sent them.
+fn prompt_prefix_blocks(chat: &ChatRequest, protocol: Protocol) -> Vec<u64> {
+    let order: &[&str] = match protocol {
+        Protocol::OpenAi => &["tools", "messages"],
+        Protocol::Anthropic => &["tools", "system", "messages"],
+    };
+    let parts: Vec<&[u8]> = order
+        .iter()
+        .filter_map(|field| chat.fields.get(*field).map(|raw| raw.get().as_bytes()))
+        .collect();
+    fingerprint::prefix_blocks(&parts)
 }
 
 /// OpenAI's reasoning models (o-series, gpt-5) take `max_completion_tokens`, which bounds
@@ -555,6 +610,41 @@ mod tests {
             let (secs, nanos) = uuid.get_timestamp().unwrap().to_unix();
             assert_eq!(secs * 1_000 + u64::from(nanos) / 1_000_000, ts_ms as u64);
         }
+    }
+
+    #[test]
+    fn cache_breakpoints_mark_the_system_prompt_and_the_conversation() {
+        let body = json!({
+            "model": "claude-sonnet-4-5", "max_tokens": 100, "system": "You are a tutor.",
+            "messages": [
+                {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+                {"role": "user", "content": [{"type": "text", "text": "q2"}]}
+            ]
+        });
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let mut chat = ChatRequest::from_slice(Protocol::Anthropic, &bytes).unwrap();
+        let ttl = llmopt_experiments::PromptCacheTtl::OneHour;
+        assert!(insert_cache_breakpoints(&mut chat, ttl).unwrap());
+        let system: Value = chat.get("system").unwrap();
+        assert_eq!(system[0]["text"], "You are a tutor.");
+        assert_eq!(system[0]["cache_control"], json!({"type": "ephemeral", "ttl": "1h"}));
+        let messages: Value = chat.get("messages").unwrap();
+        assert_eq!(messages[2]["content"][0]["cache_control"]["type"], "ephemeral");
+        assert!(messages[0]["content"].is_string(), "earlier turns untouched");
+
+        // A single turn: only the system prompt; a client's own breakpoints: nothing.
+        let single = json!({"model": "m", "max_tokens": 1, "system": [{"type": "text", "text": "s"}],
+                            "messages": [{"role": "user", "content": "q"}]});
+        let mut chat =
+            ChatRequest::from_slice(Protocol::Anthropic, &serde_json::to_vec(&single).unwrap())
+                .unwrap();
+        let five = llmopt_experiments::PromptCacheTtl::FiveMinutes;
+        assert!(insert_cache_breakpoints(&mut chat, five).unwrap());
+        let messages: Value = chat.get("messages").unwrap();
+        assert_eq!(messages[0]["content"], "q");
+        let system: Value = chat.get("system").unwrap();
+        assert_eq!(system[0]["cache_control"], json!({"type": "ephemeral"}));
+        assert!(!insert_cache_breakpoints(&mut chat, five).unwrap(), "already marked");
     }
 
     #[test]

@@ -93,6 +93,7 @@ fn routes() -> Vec<(&'static str, String, String)> {
         ("POST", "/api/optimize".into(), String::new()),
         ("GET", "/api/audit".into(), String::new()),
         ("GET", "/api/adoptions".into(), String::new()),
+        ("POST", "/api/adoptions/exp-1/rollback".into(), "{}".into()),
     ]
 }
 
@@ -112,6 +113,7 @@ const ADMIN_ONLY: &[&str] = &[
     "/api/optimize",
     "/api/audit",
     "/api/adoptions",
+    "/api/adoptions/exp-1/rollback",
 ];
 
 #[tokio::test]

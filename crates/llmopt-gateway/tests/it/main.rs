@@ -8,9 +8,14 @@ mod access;
 mod config;
 mod dashboard;
 mod deploy_metrics;
+mod endpoints;
+mod engines;
 #[cfg(feature = "grpc")]
 mod grpc;
+mod keys;
+mod loop_e2e;
 mod parsing;
+mod policy_changes;
 mod proxy;
 mod reload;
 mod router;

@@ -75,6 +75,7 @@ async fn openai_non_streaming_passes_the_body_through_and_records_exact_cost() {
     assert!(record.upstream_us.unwrap() <= record.latency_us);
     assert!(record.ttft_us.unwrap() <= record.latency_us);
     assert!(!record.stream);
+    assert!(record.sampled, "no temperature: the provider default samples");
     gateway.stop().await;
 }
 

@@ -4,8 +4,8 @@
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use llmopt_core::{
-    Clock, MemoryExperimentStore, MemoryPolicyStore, MemoryRecordStore, RecordQuery, RecordStore,
-    RequestId, RequestRecord, SystemClock,
+    Clock, KeyStore, MemoryExperimentStore, MemoryKeyStore, MemoryPolicyStore, MemoryRecordStore,
+    RecordQuery, RecordStore, RequestId, RequestRecord, SystemClock,
 };
 use llmopt_gateway::{
     AppState, GatewayInit, Stores,
@@ -71,6 +71,7 @@ pub fn secrets() -> SecretSource {
 pub struct TestGateway {
     pub state: AppState,
     pub store: Arc<MemoryRecordStore>,
+    pub keys: Arc<MemoryKeyStore>,
 }
 
 impl TestGateway {
@@ -78,18 +79,38 @@ impl TestGateway {
         TestGateway::with_source(config, None)
     }
 
-    pub fn with_source(mut config: Config, source: Option<ConfigSource>) -> TestGateway {
+    pub fn with_source(config: Config, source: Option<ConfigSource>) -> TestGateway {
         let store = Arc::new(MemoryRecordStore::new());
+        let keys = Arc::new(MemoryKeyStore::new());
+        TestGateway::on_stores(config, source, store, keys)
+    }
+
+    fn on_stores(
+        mut config: Config,
+        source: Option<ConfigSource>,
+        store: Arc<MemoryRecordStore>,
+        keys: Arc<MemoryKeyStore>,
+    ) -> TestGateway {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         config.collector.overflow = OverflowMode::Drop;
         let stores = Stores {
             records: store.clone() as Arc<dyn RecordStore>,
             experiments: Arc::new(MemoryExperimentStore::new()),
             policies: Arc::new(MemoryPolicyStore::new()),
+            keys: keys.clone() as Arc<dyn KeyStore>,
         };
         let init = GatewayInit { config, stores, clock, secrets: secrets(), config_source: source };
         let state = AppState::build(init).expect("gateway state");
-        TestGateway { state, store }
+        TestGateway { state, store, keys }
+    }
+
+    /// A new gateway over this one's record and key stores, as after a restart (the collector
+    /// is flushed first, as a clean shutdown does).
+    pub async fn restarted(&self) -> TestGateway {
+        let collector = self.state.collector().clone();
+        tokio::task::spawn_blocking(move || collector.flush()).await.unwrap().unwrap();
+        let config = (*self.state.runtime().config).clone();
+        TestGateway::on_stores(config, None, self.store.clone(), self.keys.clone())
     }
 
     pub fn from_toml(text: &str) -> TestGateway {

@@ -12,7 +12,10 @@ use std::{fmt, sync::Arc, time::Duration};
 use futures::future::{BoxFuture, Either, select};
 use llmopt_core::usage::Protocol;
 
-use crate::provider::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderError};
+use crate::{
+    passthrough::{ApiCall, ApiResponse, ApiStream},
+    provider::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderError},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HedgeConfig {
@@ -100,5 +103,14 @@ impl Provider for Hedge {
         request: ChatRequest,
     ) -> BoxFuture<'_, Result<ChatStream, ProviderError>> {
         self.inner.chat_stream(request)
+    }
+
+    /// Not hedged: a second `POST /responses` would store a second response upstream.
+    fn call(&self, call: ApiCall) -> BoxFuture<'_, Result<ApiResponse, ProviderError>> {
+        self.inner.call(call)
+    }
+
+    fn call_stream(&self, call: ApiCall) -> BoxFuture<'_, Result<ApiStream, ProviderError>> {
+        self.inner.call_stream(call)
     }
 }

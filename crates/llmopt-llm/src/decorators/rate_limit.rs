@@ -20,7 +20,10 @@ use governor::{
 };
 use llmopt_core::usage::Protocol;
 
-use crate::provider::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderError};
+use crate::{
+    passthrough::{ApiCall, ApiResponse, ApiStream},
+    provider::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderError},
+};
 
 /// What to do when a limit is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,11 +93,15 @@ impl RateLimit {
 
     /// Takes one request and its tokens from the budgets, waiting or rejecting.
     async fn admit(&self, request: &ChatRequest) -> Result<(), ProviderError> {
+        self.admit_tokens(estimated_tokens(request)).await
+    }
+
+    async fn admit_tokens(&self, estimated: u64) -> Result<(), ProviderError> {
         if let Some(limiter) = &self.requests {
             self.take(limiter, NonZeroU32::MIN).await?;
         }
         if let Some((limiter, capacity)) = &self.tokens {
-            let estimate = estimated_tokens(request).clamp(1, u64::from(capacity.get()));
+            let estimate = estimated.clamp(1, u64::from(capacity.get()));
             let cells = NonZeroU32::new(u32::try_from(estimate).unwrap_or(capacity.get()))
                 .unwrap_or(NonZeroU32::MIN);
             self.take(limiter, cells).await?;
@@ -159,6 +166,20 @@ impl Provider for RateLimit {
         Box::pin(async move {
             self.admit(&request).await?;
             self.inner.chat_stream(request).await
+        })
+    }
+
+    fn call(&self, call: ApiCall) -> BoxFuture<'_, Result<ApiResponse, ProviderError>> {
+        Box::pin(async move {
+            self.admit_tokens(call.estimated_tokens()).await?;
+            self.inner.call(call).await
+        })
+    }
+
+    fn call_stream(&self, call: ApiCall) -> BoxFuture<'_, Result<ApiStream, ProviderError>> {
+        Box::pin(async move {
+            self.admit_tokens(call.estimated_tokens()).await?;
+            self.inner.call_stream(call).await
         })
     }
 }

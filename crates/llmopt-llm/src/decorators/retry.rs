@@ -23,7 +23,10 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use tokio::time::Instant;
 
-use crate::provider::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderError};
+use crate::{
+    passthrough::{ApiCall, ApiResponse, ApiStream},
+    provider::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderError},
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryConfig {
@@ -127,9 +130,9 @@ impl Retry {
         Some(wait)
     }
 
-    async fn run<T, F>(&self, request: ChatRequest, call: F) -> Result<T, ProviderError>
+    async fn run<R: Clone, T, F>(&self, request: R, call: F) -> Result<T, ProviderError>
     where
-        F: Fn(ChatRequest) -> BoxFuture<'static, Result<T, ProviderError>>,
+        F: Fn(R) -> BoxFuture<'static, Result<T, ProviderError>>,
     {
         let started = Instant::now();
         let mut attempt = 1;
@@ -174,6 +177,22 @@ impl Provider for Retry {
         Box::pin(self.run(request, move |request| {
             let inner = Arc::clone(&inner);
             Box::pin(async move { inner.chat_stream(request).await })
+        }))
+    }
+
+    fn call(&self, call: ApiCall) -> BoxFuture<'_, Result<ApiResponse, ProviderError>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(self.run(call, move |call| {
+            let inner = Arc::clone(&inner);
+            Box::pin(async move { inner.call(call).await })
+        }))
+    }
+
+    fn call_stream(&self, call: ApiCall) -> BoxFuture<'_, Result<ApiStream, ProviderError>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(self.run(call, move |call| {
+            let inner = Arc::clone(&inner);
+            Box::pin(async move { inner.call_stream(call).await })
         }))
     }
 }

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::{
     http::Timeouts,
+    passthrough::{ApiCall, ApiResponse, ApiStream},
     provider::{
         ChatRequest, ChatResponse, ChatStream, Provider, ProviderError, StreamItem, StreamOutcome,
     },
@@ -42,6 +43,38 @@ impl Timeout {
 }
 
 impl Provider for Timeout {
+    fn call(&self, call: ApiCall) -> BoxFuture<'_, Result<ApiResponse, ProviderError>> {
+        Box::pin(async move {
+            tokio::time::timeout(self.timeouts.total, self.inner.call(call))
+                .await
+                .unwrap_or(Err(ProviderError::Timeout("total")))
+        })
+    }
+
+    /// The head must come within the first-byte timeout and the chunks before the total one.
+    fn call_stream(&self, call: ApiCall) -> BoxFuture<'_, Result<ApiStream, ProviderError>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let first_byte = self.timeouts.first_byte.min(self.timeouts.total);
+            let stream = tokio::time::timeout(first_byte, self.inner.call_stream(call))
+                .await
+                .unwrap_or(Err(ProviderError::Timeout("first byte")))?;
+            let deadline = started + self.timeouts.total;
+            let ApiStream { status, headers, chunks, first_byte } = stream;
+            let chunks = futures::stream::unfold(Some(chunks), move |chunks| async move {
+                let mut chunks = chunks?;
+                match tokio::time::timeout_at(deadline, chunks.next()).await {
+                    Err(_) => Some((Err(ProviderError::Timeout("total")), None)),
+                    Ok(None) => None,
+                    Ok(Some(Err(error))) => Some((Err(error), None)),
+                    Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(chunks))),
+                }
+            })
+            .boxed();
+            Ok(ApiStream { status, headers, chunks, first_byte })
+        })
+    }
+
     fn id(&self) -> &str {
         self.inner.id()
     }

@@ -377,3 +377,26 @@ async fn timeout_decorator_bounds_calls_and_streams() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hedged_call_says_whether_a_second_attempt_was_sent_and_won() {
+    let slow_then_fast = || {
+        Fake::new(vec![
+            Step::Answer { after: Duration::from_secs(10), tag: "slow" },
+            Step::Answer { after: Duration::from_secs(1), tag: "fast" },
+        ])
+    };
+    let fake = slow_then_fast();
+    let hedged =
+        llmopt_llm::hedged_chat(fake.as_ref(), request(), Duration::from_secs(2), || true).await;
+    assert_eq!(hedged.result.unwrap().headers[0].1, "fast");
+    assert!(hedged.second_sent && hedged.second_won);
+    // The load budget says no: one attempt only, however slow.
+    let fake = slow_then_fast();
+    let started = Instant::now();
+    let hedged =
+        llmopt_llm::hedged_chat(fake.as_ref(), request(), Duration::from_secs(2), || false).await;
+    assert_eq!(hedged.result.unwrap().headers[0].1, "slow");
+    assert!(!hedged.second_sent && !hedged.second_won);
+    assert_eq!((fake.calls(), started.elapsed()), (1, Duration::from_secs(10)));
+}

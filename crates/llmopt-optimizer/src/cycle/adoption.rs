@@ -221,6 +221,9 @@ pub fn rules_for(
     if let Some(after_ms) = change.hedge_after_ms {
         actions.push(("hedge", Action::Hedge { after_ms }));
     }
+    if let Some(ttl) = change.prompt_cache {
+        actions.push(("prompt_cache", Action::PromptCache { ttl }));
+    }
     actions
         .into_iter()
         .map(|(kind, action)| Rule {

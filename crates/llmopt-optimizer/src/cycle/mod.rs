@@ -289,6 +289,9 @@ impl Optimizer {
         if let Some(after) = change.hedge_after_ms {
             decision.hedge_after_ms = Some(after);
         }
+        if let Some(ttl) = change.prompt_cache {
+            decision.prompt_cache = Some(ttl);
+        }
         Routing { decision, arm: Some(assignment.arm) }
     }
 

@@ -267,3 +267,32 @@ fn a_scope_matches_a_record_as_it_matched_its_request() {
         assert_eq!(scope.matches_record(&record), expected, "{model}");
     }
 }
+
+#[test]
+fn a_replica_takes_in_a_version_another_saved_to_the_shared_store() {
+    let store: Arc<dyn PolicyStore> = Arc::new(MemoryPolicyStore::new());
+    let leader = LivePolicy::load(store.clone(), Policy::default()).unwrap();
+    let follower = LivePolicy::load(store.clone(), Policy::default()).unwrap();
+    assert_eq!(follower.refresh().unwrap(), None, "nothing saved yet");
+    leader
+        .update("adopt exp-1", 1_000, |policy| {
+            policy.rules.push(rule(
+                "exp-1",
+                Scope { model: Some("gpt-4o".into()), ..Default::default() },
+                Action::RouteModel { model: "gpt-4o-mini".into(), provider: None },
+                None,
+            ));
+        })
+        .unwrap();
+    let tags = Tags::new();
+    assert_eq!(follower.decide(&request("gpt-4o", None, &tags, "u")).model, None, "not yet");
+    assert_eq!(follower.refresh().unwrap(), Some(1));
+    assert_eq!(
+        follower.decide(&request("gpt-4o", None, &tags, "u")).model.as_deref(),
+        Some("gpt-4o-mini")
+    );
+    assert_eq!(follower.refresh().unwrap(), None, "already current");
+    // The follower's own next write builds on the version it took in.
+    assert_eq!(follower.update("flag", 2_000, |_| {}).unwrap(), 2);
+    assert_eq!(leader.refresh().unwrap(), Some(2));
+}

@@ -45,6 +45,20 @@ fn response_cache_counts_exact_repeats_within_the_ttl() {
     assert!(low < 0.35 && high > 0.35);
     assert!(matches!(proposal.action, Some(Action::ResponseCache { enabled: true, .. })));
     assert_eq!(proposal.experiment.as_ref().unwrap().treatment.response_cache, Some(true));
+    // Repeats of sampled requests (temperature above 0) are not answered by the cache the
+    // change turns on: with every request whose index is 6, 7 or 8 modulo 9 sampled, the
+    // repeats left are those at 2 and 5 modulo 9, 34 + 33 = 67 of the 100.
+    let partly_sampled: Vec<RequestRecord> = records
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, mut r)| {
+            r.sampled = i % 9 >= 6;
+            r
+        })
+        .collect();
+    let proposals = ResponseCacheStrategy.propose(&input(&partly_sampled, &catalog, &settings));
+    assert!((proposals[0].saving.usd_per_day - 67.0 * 0.0035).abs() < 1e-9);
     // No repeats, no proposal.
     let unique: Vec<RequestRecord> =
         (0..300).map(|i| record(i, T0 + i as i64 * 60_000, "gpt-4o", 1_000, 100)).collect();
@@ -204,10 +218,44 @@ fn prompt_cache_advice_follows_the_provider() {
             r
         })
         .collect();
+    // Anthropic's cache is opt-in: an experiment that inserts breakpoints, 5-minute lifetime
+    // for reuses a second apart.
     let proposals = PromptCacheStrategy.propose(&input(&records, &catalog, &settings));
     assert_eq!(proposals.len(), 1);
-    assert!(proposals[0].summary.contains("cache_control"), "{}", proposals[0].summary);
+    let ttl5 = llmopt_experiments::PromptCacheTtl::FiveMinutes;
+    assert_eq!(proposals[0].action, Some(Action::PromptCache { ttl: ttl5 }));
+    let plan = proposals[0].experiment.as_ref().expect("tested as an experiment");
+    assert_eq!(plan.treatment.prompt_cache, Some(ttl5));
+    assert_eq!(plan.primary, Metric::CostUsd);
     assert!(proposals[0].saving.usd_per_day > 0.0);
+    // Reuses ten minutes apart: only the one-hour lifetime keeps them, and pays for its writes.
+    let sparse: Vec<RequestRecord> = records
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, mut r)| {
+            r.ts_ms = T0 + i as i64 * 600_000;
+            r
+        })
+        .collect();
+    let proposals = PromptCacheStrategy.propose(&input(&sparse, &catalog, &settings));
+    let ttl1h = llmopt_experiments::PromptCacheTtl::OneHour;
+    assert_eq!(proposals[0].action, Some(Action::PromptCache { ttl: ttl1h }), "{proposals:#?}");
+    assert_eq!(proposals[0].evidence["reuse_gap_seconds"]["p50"], 600.0);
+    // OpenAI caches on its own: advice on prompt order, never an experiment.
+    let openai: Vec<RequestRecord> = records
+        .iter()
+        .map(|r| {
+            let mut o = record(0, r.ts_ms, "gpt-4.1", 2_560, 200);
+            o.id = r.id.clone();
+            o.fingerprints.prefix_blocks = r.fingerprints.prefix_blocks.clone();
+            o
+        })
+        .collect();
+    let advice = PromptCacheStrategy.propose(&input(&openai, &catalog, &settings));
+    assert_eq!(advice.len(), 1);
+    assert!(advice[0].action.is_none() && advice[0].experiment.is_none(), "advice only");
+    assert!(advice[0].summary.contains("automatic"), "{}", advice[0].summary);
     // Already cached by the provider: nothing left to propose.
     let cached: Vec<RequestRecord> = records
         .iter()

@@ -1,3 +1,4 @@
+use llmopt_core::KeyStore;
 use llmopt_core::{
     PolicyStore, RecordQuery, RecordStore, RequestId,
     testsuite::{T0, experiment_store_suite, full_record, policy_store_suite, record_store_suite},
@@ -36,6 +37,12 @@ fn policy_store_passes_the_conformance_suite() {
 }
 
 #[test]
+fn key_store_passes_the_conformance_suite() {
+    let (_dir, store) = fresh_store(StorageConfig::default());
+    llmopt_core::testsuite::key_store_suite(store.keys().as_ref());
+}
+
+#[test]
 fn everything_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data");
@@ -53,9 +60,18 @@ fn everything_survives_a_restart() {
                 body: serde_json::json!({"k": 1}),
             })
             .unwrap();
+        let key = llmopt_core::testsuite::virtual_key("key_a", 'a');
+        store.keys().insert(&key).unwrap();
+        store.keys().revoke("key_a", T0 + 1).unwrap();
+        store.keys().insert(&llmopt_core::testsuite::virtual_key("key_b", 'b')).unwrap();
         store.flush().unwrap();
     }
     let store = SledStore::open(&path, StorageConfig::default()).unwrap();
+    let keys = store.keys().list().unwrap();
+    assert_eq!(
+        keys.iter().map(|k| (k.id.as_str(), k.revoked_ms)).collect::<Vec<_>>(),
+        [("key_a", Some(T0 + 1)), ("key_b", None)]
+    );
     let reopened = store.records();
     assert_eq!(reopened.count().unwrap(), 500, "count is rebuilt at open");
     assert_eq!(reopened.scan(&RecordQuery::range(T0, T0 + 10_000)).unwrap(), records);

@@ -9,6 +9,7 @@ use llmopt_storage::codec::{SCHEMA_VERSION, decode_record, encode_record};
 
 const FIXTURE_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/record_v1.bin");
 const FIXTURE_V2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/record_v2.bin");
+const FIXTURE_V3: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/record_v3.bin");
 
 fn expected() -> llmopt_core::RequestRecord {
     let mut record = full_record(42, 1_767_225_600_000, "gpt-4o-mini", "acme");
@@ -34,14 +35,28 @@ fn version_one_bytes_still_decode() {
     assert_eq!(record, expected());
 }
 
+/// Version 3 adds the `sampled` flag: the pinned record has both flags set.
+fn expected_v3() -> llmopt_core::RequestRecord {
+    llmopt_core::RequestRecord { sampled: true, ..expected_v2() }
+}
+
 #[test]
 fn version_two_bytes_still_decode() {
-    if std::env::var_os("LLMOPT_WRITE_FIXTURES").is_some() && SCHEMA_VERSION == 2 {
-        std::fs::write(FIXTURE_V2, encode_record(&expected_v2())).unwrap();
-    }
     let bytes = std::fs::read(FIXTURE_V2).unwrap();
     assert_eq!(bytes[0], 2, "schema byte");
-    assert_eq!(decode_record(&bytes).unwrap(), expected_v2());
+    let record = decode_record(&bytes).unwrap();
+    assert!(!record.sampled, "version 2 predates the flag");
+    assert_eq!(record, expected_v2());
+}
+
+#[test]
+fn version_three_bytes_still_decode() {
+    if std::env::var_os("LLMOPT_WRITE_FIXTURES").is_some() && SCHEMA_VERSION == 3 {
+        std::fs::write(FIXTURE_V3, encode_record(&expected_v3())).unwrap();
+    }
+    let bytes = std::fs::read(FIXTURE_V3).unwrap();
+    assert_eq!(bytes[0], 3, "schema byte");
+    assert_eq!(decode_record(&bytes).unwrap(), expected_v3());
 }
 
 #[test]

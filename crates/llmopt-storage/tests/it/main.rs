@@ -1,12 +1,18 @@
-//! Integration tests of the sled stores: conformance suites, restart, opening errors, the
-//! version-1 record fixture, aggregates against raw records, retention.
+//! Integration tests of the sled stores (conformance suites, restart, opening errors, the
+//! version-1 record fixture, aggregates against raw records, retention) and of the PostgreSQL
+//! stores against a real server (`postgres`).
 
 mod aggregates;
 mod blocks;
 mod conformance;
 mod fixture;
 mod open;
+mod postgres;
 mod retention;
+// The launcher other crates get through the `test-engines` feature; Redis is the gateway's.
+#[path = "../../src/test_engines.rs"]
+#[allow(dead_code, reason = "the Redis half serves the gateway's tests")]
+mod test_engines;
 
 use llmopt_storage::{SledStore, StorageConfig};
 
