@@ -135,7 +135,6 @@ pub fn demo_optimizer_config(tags: bool) -> OptimizerConfig {
         min_samples_per_arm: 100,
         experiment_tuning_samples: 1_000,
         alpha: 0.05,
-        holdout_share: OptimizerConfig::default().holdout_share,
         strategies: BTreeMap::new(),
         flags: BTreeMap::new(),
         schedule: None,

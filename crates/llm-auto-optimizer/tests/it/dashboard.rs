@@ -130,6 +130,7 @@ async fn every_dashboard_page_shows_the_apis_figures_in_headless_chromium() {
         prompts: Some(540),
         progress: false,
         tags: false,
+        drift: true,
     };
     let (_report, gateway) = run_and_keep(&args, &mut Vec::new()).await.expect("the demo runs");
     let api = Api {

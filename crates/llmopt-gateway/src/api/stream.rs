@@ -348,6 +348,7 @@ mod tests {
             &llmopt_collector::CollectorMetrics::default(),
             &llmopt_optimizer::LoopMetrics::default(),
             0.0,
+            &crate::cache::SharedCacheCounters::default(),
         );
         assert!(text.contains(&format!("llmopt_stream_dropped_updates_total {missed}")), "{text}");
     }

@@ -40,6 +40,7 @@ async fn gateway() -> (RunningGateway, Arc<MemoryPolicyStore>, llmopt_llm::sim::
         records: records.clone() as Arc<dyn RecordStore>,
         experiments: Arc::new(MemoryExperimentStore::new()),
         policies: policies.clone() as Arc<dyn PolicyStore>,
+        keys: Arc::new(llmopt_core::MemoryKeyStore::new()),
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = AppState::build(GatewayInit {
@@ -50,7 +51,7 @@ async fn gateway() -> (RunningGateway, Arc<MemoryPolicyStore>, llmopt_llm::sim::
         config_source: None,
     })
     .unwrap();
-    let gateway = TestGateway { state, store: records };
+    let gateway = TestGateway { state, store: records, keys: Default::default() };
     (RunningGateway::start(gateway).await, policies, sim)
 }
 
@@ -243,6 +244,7 @@ async fn the_audit_logs_newest_entries_come_oldest_first() {
         records: Arc::new(MemoryRecordStore::new()),
         experiments: Arc::new(MemoryExperimentStore::new()),
         policies: policies.clone() as Arc<dyn PolicyStore>,
+        keys: Arc::new(llmopt_core::MemoryKeyStore::new()),
     };
     let state = AppState::build(GatewayInit {
         config,
@@ -252,9 +254,12 @@ async fn the_audit_logs_newest_entries_come_oldest_first() {
         config_source: None,
     })
     .unwrap();
-    let running =
-        RunningGateway::start(TestGateway { state, store: Arc::new(MemoryRecordStore::new()) })
-            .await;
+    let running = RunningGateway::start(TestGateway {
+        state,
+        store: Arc::new(MemoryRecordStore::new()),
+        keys: Default::default(),
+    })
+    .await;
     let http = client();
     let get = |query: &str| {
         http.get(running.url(&format!("/api/audit?{query}"))).bearer_auth(ADMIN).send()
