@@ -8,20 +8,12 @@ use llmopt_core::{APPLIED_TAG, HELD_OUT_TAG, RecordQuery, RecordStore};
 use llmopt_gateway::auth::hash_key;
 use serde_json::{Value, json};
 
-use crate::support::{RunningGateway, TestGateway, client, config_text, sim_server};
+use crate::support::{
+    RunningGateway, SIM_PRICES_WITH_CACHE as PRICES, TestGateway, client, config_text, sim_server,
+};
 
 const CLIENT: &str = "key-of-team-a";
 const ADMIN: &str = "admin-secret";
-
-const PRICES: &str = r#"
-[models."sim-large"]
-provider = "anthropic"
-input = 3.0
-output = 15.0
-cache_read = 0.3
-cache_write_5m = 3.75
-cache_write_1h = 6.0
-"#;
 
 fn config(sim: &llmopt_llm::sim::SimServer, prices: &std::path::Path) -> String {
     let extra = format!(

@@ -11,24 +11,9 @@ use llmopt_gateway::routing::RouteInput;
 use llmopt_optimizer::{FeatureFlag, Policy, Scope, cycle::rules_for};
 use serde_json::{Value, json};
 
-use crate::support::{RunningGateway, TestGateway, client, config_text, sim_server};
-
-/// Prices for the simulated models: `sim-small` as an OpenAI model, `sim-large` as an
-/// Anthropic one with cache prices.
-const PRICES: &str = r#"
-[models."sim-small"]
-provider = "openai"
-input = 1.0
-output = 2.0
-cache_read = 0.5
-[models."sim-large"]
-provider = "anthropic"
-input = 3.0
-output = 15.0
-cache_read = 0.3
-cache_write_5m = 3.75
-cache_write_1h = 6.0
-"#;
+use crate::support::{
+    RunningGateway, SIM_PRICES_WITH_CACHE as PRICES, TestGateway, client, config_text, sim_server,
+};
 
 /// Puts in force the rules an adoption of `change` for `model` writes, as the cycle does.
 fn adopt(gateway: &TestGateway, model: &str, change: &PolicyChange) {

@@ -18,6 +18,23 @@ use tokio::sync::oneshot;
 
 pub const TEST_OPENAI_KEY: &str = "sk-test-secret-0123456789";
 
+/// Prices for the simulated models, as a pricing file: `sim-small` as an OpenAI model,
+/// `sim-large` as an Anthropic one with cache-read and cache-write prices.
+pub const SIM_PRICES_WITH_CACHE: &str = r#"
+[models."sim-small"]
+provider = "openai"
+input = 1.0
+output = 2.0
+cache_read = 0.5
+[models."sim-large"]
+provider = "anthropic"
+input = 3.0
+output = 15.0
+cache_read = 0.3
+cache_write_5m = 3.75
+cache_write_1h = 6.0
+"#;
+
 /// A simulated upstream speaking both protocols with no delay (or `time_scale`).
 pub async fn sim_server(time_scale: f64) -> SimServer {
     let engine = SimEngine::new(SimConfig { time_scale, ..SimConfig::default() });

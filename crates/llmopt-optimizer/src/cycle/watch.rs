@@ -26,9 +26,10 @@
 //! ([`Optimizer::roll_back`]). A rolled-back change is not tested again automatically.
 //!
 //! **Saving, measured once.** An adoption's saving is `holdout mean cost − applied mean cost`
-//! per request (priced records only; records of unknown cost are excluded from both sides and
-//! counted), times its applied requests per day over the span its records cover, with the
-//! anytime-valid interval of the cost difference scaled the same way. Overlapping adoptions (a
+//! per request as the cost sequence estimates it (inverse-probability weighted by the split;
+//! priced records only, records of unknown cost excluded from both sides and counted), times
+//! its applied requests per day over the span its records cover, with the sequence's
+//! anytime-valid interval scaled the same way. Overlapping adoptions (a
 //! response cache on a model and routing of one of its workloads) each compare records that
 //! differ only in their own change, the other one applying on both sides alike because the
 //! splits are independent: each is credited with its own marginal effect, no record's saving is
@@ -58,7 +59,8 @@ pub struct Measurement {
     /// Mean cost per priced request on each side (USD).
     pub applied_cost_per_request: f64,
     pub held_out_cost_per_request: f64,
-    /// `(holdout − applied) × applied requests per day`.
+    /// `(holdout − applied mean cost) × applied requests per day`, the difference as the cost
+    /// sequence estimates it (so it always lies in `saving_interval_usd_per_day`).
     pub saving_usd_per_day: f64,
     /// The anytime-valid interval of the saving at level 1 − α (`None` below two records a
     /// side or before the cost sequence has its bound).
@@ -139,7 +141,11 @@ fn measure(
     let span_days = ((now_ms - from_ms).max(60_000)) as f64 / 86_400_000.0;
     let applied_per_day = applied.requests as f64 / span_days;
     let primary = compare_primary(&monitor, 1);
-    // `applied − holdout` per request; the saving is its negative.
+    // `applied − holdout` per request, from the cost sequence (its estimate and its interval,
+    // so the saving reported always lies in its interval); the saving is its negative. Before
+    // the sequence has an interval, the plain difference of the two sides' means.
+    let saving_per_request =
+        primary.difference.map_or(held_out_cost - applied_cost, |d| -d.estimate);
     let saving_interval =
         primary.difference.map(|d| (-d.upper * applied_per_day, -d.lower * applied_per_day));
     Some(Measurement {
@@ -150,7 +156,7 @@ fn measure(
         cost_unknown_excluded: cost_unknown,
         applied_cost_per_request: applied_cost,
         held_out_cost_per_request: held_out_cost,
-        saving_usd_per_day: (held_out_cost - applied_cost) * applied_per_day,
+        saving_usd_per_day: saving_per_request * applied_per_day,
         saving_interval_usd_per_day: saving_interval,
         guardrails: check_guardrails(&monitor, 1),
         primary,
