@@ -107,6 +107,15 @@ pub async fn conclude_experiment(
     Ok(Json(json!(experiment)))
 }
 
+/// An optimizer error as the API answers it: 404 when nothing is held or in force under the id.
+fn optimizer_error(error: llmopt_optimizer::OptimizerError) -> ApiError {
+    use llmopt_optimizer::OptimizerError::{NoSuchAdoption, NotAwaitingApproval};
+    match error {
+        NotAwaitingApproval(_) | NoSuchAdoption(_) => ApiError::not_found(error.to_string()),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
 /// `POST /api/experiments/{id}/approve` (admin): adopts a winner held in `experiment` mode.
 pub async fn approve_experiment(
     State(state): State<AppState>,
@@ -114,12 +123,7 @@ pub async fn approve_experiment(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let optimizer = admin(&state, &headers)?;
-    let adoption = blocking(move || optimizer.approve(&id)).await?.map_err(|e| match e {
-        llmopt_optimizer::OptimizerError::NotAwaitingApproval(_) => {
-            ApiError::not_found(e.to_string())
-        }
-        other => ApiError::internal(other.to_string()),
-    })?;
+    let adoption = blocking(move || optimizer.approve(&id)).await?.map_err(optimizer_error)?;
     Ok(Json(json!(adoption)))
 }
 
@@ -134,15 +138,10 @@ pub async fn roll_back_adoption(
 ) -> Result<Json<Value>, ApiError> {
     let optimizer = admin(&state, &headers)?;
     let body: ConcludeBody = parse(&read_body(&state, body).await?, "rollback request")?;
-    let reason = body.reason;
-    let reason = if reason.is_empty() { "rolled back through the API".to_owned() } else { reason };
+    let reason =
+        if body.reason.is_empty() { "rolled back through the API".to_owned() } else { body.reason };
     let adoption =
-        blocking(move || optimizer.roll_back(&id, &reason)).await?.map_err(|e| match e {
-            llmopt_optimizer::OptimizerError::NoSuchAdoption(_) => {
-                ApiError::not_found(e.to_string())
-            }
-            other => ApiError::internal(other.to_string()),
-        })?;
+        blocking(move || optimizer.roll_back(&id, &reason)).await?.map_err(optimizer_error)?;
     Ok(Json(json!(adoption)))
 }
 

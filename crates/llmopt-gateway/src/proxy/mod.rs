@@ -491,10 +491,8 @@ fn cache_key_for(
         return None;
     }
     let settings = &call.runtime.config.cache;
-    let temperature: Option<f64> = chat.get("temperature");
-    // No temperature means the provider default (1.0): not deterministic either.
-    let deterministic = temperature.is_some_and(|t| t <= 0.0);
-    if !deterministic && !settings.allow_nonzero_temperature && !decision.cache_sampled {
+    // `call.sampled`: no temperature means the provider default (1.0), not deterministic.
+    if call.sampled && !settings.allow_nonzero_temperature && !decision.cache_sampled {
         return None;
     }
     let primary = decision.candidates.first()?;

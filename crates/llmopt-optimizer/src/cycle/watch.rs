@@ -90,9 +90,12 @@ fn monitor_spec(original: &ExperimentSpec, holdout_share: f64) -> ExperimentSpec
             change: PolicyChange::default(),
             weight: holdout_share,
         },
-        ArmSpec { name: "applied".to_owned(), change: PolicyChange::default(), weight: 1.0 },
+        ArmSpec {
+            name: "applied".to_owned(),
+            change: PolicyChange::default(),
+            weight: 1.0 - holdout_share,
+        },
     ];
-    spec.arms[1].weight = 1.0 - holdout_share;
     if original.primary != Metric::CostUsd {
         spec.guardrails.push(llmopt_experiments::Guardrail {
             metric: original.primary.clone(),
