@@ -20,6 +20,9 @@
 //! - **A simulated provider** ([`sim`]) that speaks both wire formats in-process and over
 //!   HTTP, with latency fitted to measured prefill and decode times, prompt caching, error
 //!   injection and answer quality from real benchmark labels, for tests, demos and benches.
+//! - **Calls across protocols** ([`translate`]): an OpenAI request served by an Anthropic model
+//!   and the reverse, translated both ways, streams included; what cannot be translated is
+//!   refused with the field named.
 //! - **Keys never print** ([`SecretString`]).
 
 pub mod anthropic;
@@ -32,6 +35,7 @@ pub mod provider;
 pub mod secret;
 pub mod sim;
 mod stream;
+pub mod translate;
 
 pub use anthropic::{Anthropic, AnthropicConfig};
 pub use decorators::{
@@ -47,3 +51,4 @@ pub use provider::{
     StreamProgress,
 };
 pub use secret::SecretString;
+pub use translate::{Translating, Untranslatable};
