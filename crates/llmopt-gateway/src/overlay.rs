@@ -155,6 +155,11 @@ impl OptimizerOverlay {
         }
     }
 
+    /// Forgets the experiment arm given to a request that was then served without it.
+    pub fn forget(&self, request_id: &str) {
+        self.arms.invalidate(request_id);
+    }
+
     /// Counts a call whose scope has an adopted hedge delay.
     pub fn hedge_eligible(&self) {
         self.hedges.eligible();

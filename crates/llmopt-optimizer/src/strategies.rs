@@ -383,6 +383,13 @@ impl Strategy for ModelRoutingStrategy {
                 continue;
             };
             let Ok(weak_price) = catalog.resolve(&weak) else { continue };
+            // Across providers the gateway translates the protocol, which the configuration
+            // must allow; the saving estimate prices the strong model's token counts at the
+            // weak model's prices (tokenizers differ: the experiment measures the real cost).
+            let crosses = catalog.resolve(&strong).is_ok_and(|p| p.provider != weak_price.provider);
+            if crosses && !settings.cross_provider_routing {
+                continue;
+            }
             let mut per_request = Moments::new();
             for record in &group {
                 let (Some(usage), Some(cost)) = (record.usage, record.cost) else { continue };

@@ -146,6 +146,10 @@ pub struct StrategySettings {
     pub workload_tag: Option<String>,
     /// Routing candidates: (expensive model, cheaper model) pairs.
     pub routing_pairs: Vec<(String, String)>,
+    /// Whether a routing pair may cross providers (`gpt-4o` → `claude-haiku-4-5`): the gateway
+    /// then translates between the OpenAI and Anthropic protocols. Off by default: a pair
+    /// whose two models the price catalog gives to different providers is skipped.
+    pub cross_provider_routing: bool,
     /// Tag and value that mark traffic as non-interactive (batch-pricing candidates).
     pub batch_tag: (String, String),
     /// Largest extra load hedging may add (share of requests sending a second attempt).
@@ -170,6 +174,7 @@ impl Default for StrategySettings {
                 ("claude-sonnet-4-5".to_owned(), "claude-haiku-4-5".to_owned()),
                 ("claude-opus-4-1".to_owned(), "claude-sonnet-4-5".to_owned()),
             ],
+            cross_provider_routing: false,
             batch_tag: ("interactive".to_owned(), "false".to_owned()),
             max_hedge_load: 0.05,
         }

@@ -1,7 +1,10 @@
 //! Forwarding a call to its candidates in order (primary, then fallbacks), one path for whole
 //! and streamed answers: the attempt differs, the fallback rule, the record and the cache do not.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     body::Body,
@@ -10,7 +13,7 @@ use axum::{
 };
 use bytes::Bytes;
 use llmopt_core::{CacheOutcome, ErrorKind, RequestRecord, Status, Usage, usage::Protocol};
-use llmopt_llm::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderError};
+use llmopt_llm::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderError, Translating};
 
 use super::{ProxiedCall, micros, stream::stream_response};
 use crate::{
@@ -116,7 +119,8 @@ pub(super) async fn forward(
     let mut last_failure: Option<(&Candidate, ProviderError)> = None;
     for (index, candidate) in decision.candidates.iter().enumerate() {
         let is_last = index + 1 == candidate_count;
-        let provider = match usable_provider(&call, candidate) {
+        let Some(request) = pending.as_ref() else { break };
+        let provider = match chat_provider(&call, candidate, request) {
             Ok(provider) => provider,
             Err(error) => {
                 last_failure = Some((candidate, error));
@@ -202,26 +206,57 @@ pub(super) async fn forward(
     }
 }
 
-/// The candidate's provider, if it is configured and speaks the caller's protocol.
-pub(super) fn usable_provider(
+/// The candidate's provider for a chat call: its own when it speaks the caller's protocol,
+/// else wrapped in the translation to its protocol ([`Translating`]) when `request` can be
+/// translated. A request that cannot is refused with the field named, before anything is sent.
+pub(super) fn chat_provider(
     call: &ProxiedCall,
     candidate: &Candidate,
-) -> Result<std::sync::Arc<dyn Provider>, ProviderError> {
-    let provider = call.runtime.providers.get(&candidate.provider).cloned().ok_or_else(|| {
+    request: &ChatRequest,
+) -> Result<Arc<dyn Provider>, ProviderError> {
+    let provider = configured_provider(call, candidate)?;
+    if provider.speaks(call.protocol) {
+        return Ok(provider);
+    }
+    let Some(translating) = Translating::new(provider, call.protocol) else {
+        return Err(wrong_protocol(call, candidate));
+    };
+    translating.check(request)?;
+    Ok(Arc::new(translating))
+}
+
+fn configured_provider(
+    call: &ProxiedCall,
+    candidate: &Candidate,
+) -> Result<Arc<dyn Provider>, ProviderError> {
+    call.runtime.providers.get(&candidate.provider).cloned().ok_or_else(|| {
         ProviderError::InvalidRequest(format!(
             "provider `{}` is not configured",
             candidate.provider
         ))
-    })?;
+    })
+}
+
+fn wrong_protocol(call: &ProxiedCall, candidate: &Candidate) -> ProviderError {
+    ProviderError::InvalidRequest(format!(
+        "provider `{}` does not speak the {} protocol of this endpoint",
+        candidate.provider,
+        match call.protocol {
+            Protocol::OpenAi => "OpenAI",
+            Protocol::Anthropic => "Anthropic",
+        }
+    ))
+}
+
+/// The candidate's provider, if it is configured and speaks the caller's protocol (the
+/// OpenAI-only endpoints: embeddings, Responses).
+pub(super) fn usable_provider(
+    call: &ProxiedCall,
+    candidate: &Candidate,
+) -> Result<Arc<dyn Provider>, ProviderError> {
+    let provider = configured_provider(call, candidate)?;
     if !provider.speaks(call.protocol) {
-        return Err(ProviderError::InvalidRequest(format!(
-            "provider `{}` does not speak the {} protocol of this endpoint",
-            candidate.provider,
-            match call.protocol {
-                Protocol::OpenAi => "OpenAI",
-                Protocol::Anthropic => "Anthropic",
-            }
-        )));
+        return Err(wrong_protocol(call, candidate));
     }
     Ok(provider)
 }

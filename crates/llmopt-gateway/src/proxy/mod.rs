@@ -35,7 +35,7 @@ use llmopt_core::{
     CacheOutcome, Endpoint, ErrorKind, ExperimentArm, Fingerprint, Fingerprints, Money,
     RequestRecord, Status, Tags, Usage, WORKLOAD_TAG, fingerprint, usage::Protocol,
 };
-use llmopt_llm::ChatRequest;
+use llmopt_llm::{ChatRequest, translate::takes_max_completion_tokens};
 use serde_json::Value;
 use tracing::Instrument;
 
@@ -307,13 +307,14 @@ async fn handle(mut call: ProxiedCall, request: Request) -> Response {
         };
         call.state.decide(&call.runtime, &input)
     };
-    let Some(decision) = decision else {
+    let Some(mut decision) = decision else {
         let mut error = ApiError::not_found(format!(
             "no route serves model `{model}`; add one under [routes] in the configuration"
         ));
         error.kind = ErrorKind::NotFound;
         return call.refuse(error);
     };
+    keep_untranslatable_on_the_configured_route(&call, &model, &workload, &chat, &mut decision);
     call.experiment = decision.experiment.clone();
     call.cache_ttl = decision.cache_ttl;
     llmopt_core::tag_adoptions(&mut call.tags, &decision.applied_flags, &decision.held_out);
@@ -373,6 +374,48 @@ async fn handle(mut call: ProxiedCall, request: Request) -> Response {
     }
     let cache_outcome = if cache_key.is_some() { CacheOutcome::Miss } else { CacheOutcome::Bypass };
     forward::forward(call, decision, chat, &model, cache_key, cache_outcome).await
+}
+
+/// A model the optimizer substituted (an adopted routing or an experiment's arm) that speaks
+/// the other protocol cannot take every request: one with a field that has no equivalent there
+/// (`n > 1`, `logprobs`, …) is served by the configuration's route for the model the client
+/// asked, as if no change applied (no experiment arm, no adoption counted), rather than
+/// refused. A request the *configuration* routes across protocols is refused with the field
+/// named instead (`forward::chat_provider`): that route is the client's own choice.
+fn keep_untranslatable_on_the_configured_route(
+    call: &ProxiedCall,
+    model: &str,
+    workload: &Option<String>,
+    chat: &ChatRequest,
+    decision: &mut RouteDecision,
+) {
+    let Some(primary) = decision.candidates.first() else { return };
+    let Some(provider) = call.runtime.providers.get(&primary.provider) else { return };
+    if provider.speaks(call.protocol) {
+        return;
+    }
+    let translatable = llmopt_llm::Translating::new(Arc::clone(provider), call.protocol)
+        .is_some_and(|translating| translating.check(chat).is_ok());
+    if translatable {
+        return;
+    }
+    let input = RouteInput {
+        protocol: call.protocol,
+        model,
+        tenant: call.tenant.as_deref(),
+        tags: &call.tags,
+        request_id: &call.request_id,
+        workload: workload.as_deref(),
+    };
+    let Some(configured) = call.runtime.routes.decide(&input) else { return };
+    if configured.candidates.first() == decision.candidates.first() {
+        return;
+    }
+    decision.candidates = configured.candidates;
+    decision.experiment = None;
+    decision.applied_flags.clear();
+    decision.held_out.clear();
+    call.state.overlay().forget(&call.request_id);
 }
 
 /// Marks an Anthropic request's prompt for the provider's cache (an adopted prompt-cache
@@ -448,15 +491,6 @@ fn prompt_prefix_blocks(chat: &ChatRequest, protocol: Protocol) -> Vec<u64> {
         .filter_map(|field| chat.fields.get(*field).map(|raw| raw.get().as_bytes()))
         .collect();
     fingerprint::prefix_blocks(&parts)
-}
-
-/// OpenAI's reasoning models (o-series, gpt-5) take `max_completion_tokens`, which bounds
-/// reasoning and visible output together, and refuse `max_tokens`.
-fn takes_max_completion_tokens(model: &str) -> bool {
-    let name = model.rsplit('/').next().unwrap_or(model);
-    let o_series =
-        name.strip_prefix('o').is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
-    o_series || name.starts_with("gpt-5")
 }
 
 /// The request's answer-changing fields as one JSON object, each raw field parsed once: the

@@ -6,6 +6,7 @@
 
 mod access;
 mod config;
+mod cross;
 mod dashboard;
 mod deploy_metrics;
 mod endpoints;

@@ -130,6 +130,12 @@ impl Translating {
         })
     }
 
+    /// Whether `request` can be sent through this translation; the error names the field that
+    /// cannot (as [`Translating::chat`] would refuse it, without calling anything).
+    pub fn check(&self, request: &ChatRequest) -> Result<(), ProviderError> {
+        self.prepare(request).map(|_| ())
+    }
+
     fn prepare(&self, request: &ChatRequest) -> Result<(ChatRequest, Shape), ProviderError> {
         if request.protocol != self.caller {
             return Err(ProviderError::InvalidRequest("request in an unexpected protocol".into()));

@@ -112,6 +112,27 @@ fn routing_needs_quality_feedback_and_proposes_per_workload() {
 }
 
 #[test]
+fn routing_crosses_providers_only_when_the_configuration_allows_it() {
+    let catalog = PriceCatalog::builtin();
+    let cross = StrategySettings {
+        min_requests: 50,
+        routing_pairs: vec![("gpt-4o".into(), "claude-haiku-4-5".into())],
+        ..StrategySettings::default()
+    };
+    let records: Vec<RequestRecord> = (0..100u64)
+        .map(|i| with_feedback(record(i, T0 + i as i64 * 1_000, "gpt-4o", 2_000, 300), i % 5 != 0))
+        .collect();
+    assert!(ModelRoutingStrategy.propose(&input(&records, &catalog, &cross)).is_empty());
+    let allowed = StrategySettings { cross_provider_routing: true, ..cross };
+    let proposals = ModelRoutingStrategy.propose(&input(&records, &catalog, &allowed));
+    assert_eq!(proposals.len(), 1, "{proposals:#?}");
+    let plan = proposals[0].experiment.as_ref().unwrap();
+    assert_eq!(plan.treatment.model.as_deref(), Some("claude-haiku-4-5"));
+    // Per request: 2000 × ($2.50 − $1)/M + 300 × ($10 − $5)/M = $0.0045, 100 requests.
+    assert!((proposals[0].saving.usd_per_day - 0.45).abs() < 1e-9, "{:?}", proposals[0].saving);
+}
+
+#[test]
 fn max_tokens_cap_truncates_at_most_the_allowed_share() {
     let catalog = PriceCatalog::builtin();
     let settings = StrategySettings {
