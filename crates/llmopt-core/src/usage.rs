@@ -120,11 +120,20 @@ impl Usage {
             Some(details) if details.is_object() => opt_u64(details, "cached_tokens")?.unwrap_or(0),
             _ => 0,
         };
-        let reasoning = match usage.get(output_details) {
-            Some(details) if details.is_object() => {
-                opt_u64(details, "reasoning_tokens")?.unwrap_or(0)
+        let reported_reasoning = match usage.get(output_details) {
+            Some(details) if details.is_object() => opt_u64(details, "reasoning_tokens")?,
+            _ => None,
+        };
+        // A server that reports no reasoning breakdown but a total above input + output left
+        // thinking tokens out of the output count (Gemini's OpenAI-compatible endpoint counts
+        // thoughts in `total_tokens` only); they are billed as output, so they count as
+        // reasoning output here. OpenAI's totals always add up, so its usage is unchanged.
+        let (output, reasoning) = match (reported_reasoning, opt_u64(usage, "total_tokens")?) {
+            (None, Some(total)) if total > input.saturating_add(output) => {
+                let unreported = total - input - output;
+                (output + unreported, unreported)
             }
-            _ => 0,
+            (reasoning, _) => (output, reasoning.unwrap_or(0)),
         };
         let usage = Usage {
             input_tokens: input,
@@ -490,6 +499,23 @@ fn parse_event(raw: Vec<u8>) -> Option<SseEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thinking_left_out_of_the_output_count_is_billed_as_reasoning_output() {
+        // Gemini's OpenAI-compatible usage with thoughts: only the total counts them.
+        let gemini =
+            serde_json::json!({"prompt_tokens": 21, "completion_tokens": 5, "total_tokens": 86});
+        let usage = Usage::from_openai_usage(&gemini).unwrap();
+        assert_eq!((usage.output_tokens, usage.reasoning_tokens), (65, 60));
+        // OpenAI's own breakdown is taken as it is, and totals that add up change nothing.
+        let openai = serde_json::json!({"prompt_tokens": 21, "completion_tokens": 65, "total_tokens": 86,
+                                        "completion_tokens_details": {"reasoning_tokens": 60}});
+        let usage = Usage::from_openai_usage(&openai).unwrap();
+        assert_eq!((usage.output_tokens, usage.reasoning_tokens), (65, 60));
+        let plain =
+            serde_json::json!({"prompt_tokens": 21, "completion_tokens": 5, "total_tokens": 26});
+        assert_eq!(Usage::from_openai_usage(&plain).unwrap().output_tokens, 5);
+    }
 
     #[test]
     fn sse_decoder_handles_any_split() {

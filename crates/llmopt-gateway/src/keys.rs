@@ -170,10 +170,9 @@ impl KeyEntry {
         lock(&self.ledger).add(ts_ms, cost);
     }
 
-    /// Admits one call for `models` (the model asked for and what its alias names): the model
-    /// must be allowed, the spend below the budget, and the rate bucket not empty (checked in
-    /// that order, so a refused call does not use up the rate).
-    pub fn admit(&self, models: &[&str], now_ms: i64) -> Result<(), ApiError> {
+    /// The key's model allow-list alone, for `models` (the model asked for and what its alias
+    /// names): calls that cost nothing (`/v1/messages/count_tokens`) check only this.
+    pub fn allow_model(&self, models: &[&str]) -> Result<(), ApiError> {
         let asked = models.first().copied().unwrap_or_default();
         if !models.iter().any(|model| self.key.allows_model(model)) {
             return Err(ApiError::new(
@@ -183,6 +182,14 @@ impl KeyEntry {
             )
             .with_type("model_not_allowed"));
         }
+        Ok(())
+    }
+
+    /// Admits one call for `models` (the model asked for and what its alias names): the model
+    /// must be allowed, the spend below the budget, and the rate bucket not empty (checked in
+    /// that order, so a refused call does not use up the rate).
+    pub fn admit(&self, models: &[&str], now_ms: i64) -> Result<(), ApiError> {
+        self.allow_model(models)?;
         if let Some(budget) = self.key.budget {
             let (spent, _, end_ms) = self.spend(now_ms);
             if spent >= budget {

@@ -69,6 +69,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(proxy::chat_completions).get(proxy::method_not_allowed))
         .route("/v1/messages", post(proxy::messages).get(proxy::method_not_allowed))
+        .route(
+            "/v1/messages/count_tokens",
+            post(proxy::count_tokens::count_tokens).get(proxy::method_not_allowed),
+        )
         .route("/v1/models", get(proxy::models::list_models))
         .route("/v1/responses", post(proxy::responses::create).get(proxy::method_not_allowed))
         .route(

@@ -1,4 +1,5 @@
-//! `Anthropic`: `POST {base}/v1/messages` with `x-api-key` and `anthropic-version`.
+//! `Anthropic`: `POST {base}/v1/messages` with `x-api-key` and `anthropic-version`; other
+//! endpoints under the base URL (`v1/messages/count_tokens`) through [`Provider::call`].
 //!
 //! Anthropic streams always carry usage (`message_start` has the input side, `message_delta`
 //! the cumulative output), so nothing is added to the request and nothing is stripped; every
@@ -14,6 +15,7 @@ use crate::{
     error::Result,
     http::{self, Timeouts},
     openai::prepare_whole,
+    passthrough::{ApiCall, ApiMethod, ApiResponse},
     provider::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderError},
     secret::SecretString,
 };
@@ -111,6 +113,38 @@ impl Anthropic {
     }
 }
 
+impl Anthropic {
+    /// A call to another endpoint under the base URL (`v1/messages/count_tokens`), with the
+    /// provider's key, version and headers.
+    fn api_builder(&self, call: &ApiCall) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let url = reqwest::Url::parse(&http::join_url(&self.config.base_url, &call.path))
+            .map_err(|error| ProviderError::InvalidRequest(format!("bad path: {error}")))?;
+        let client = self.clients.get()?;
+        let mut builder = match call.method {
+            ApiMethod::Get => client.get(url),
+            ApiMethod::Post => client.post(url),
+            ApiMethod::Delete => client.delete(url),
+        };
+        if let Some(body) = &call.body {
+            builder = builder
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        builder = builder.header("x-api-key", self.config.api_key.expose());
+        let caller_sets_version =
+            call.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("anthropic-version"));
+        if !caller_sets_version {
+            builder = builder.header("anthropic-version", self.config.version.as_str());
+        }
+        for (name, value) in self.config.default_headers.iter().chain(&call.headers) {
+            if !http::is_forbidden_request_header(name) {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+        }
+        Ok(builder)
+    }
+}
+
 impl Provider for Anthropic {
     fn id(&self) -> &str {
         &self.config.id
@@ -140,6 +174,13 @@ impl Provider for Anthropic {
             }
             let builder = self.builder(&request)?;
             http::call_stream(Protocol::Anthropic, builder, &self.config.timeouts, false).await
+        })
+    }
+
+    fn call(&self, call: ApiCall) -> BoxFuture<'_, Result<ApiResponse, ProviderError>> {
+        Box::pin(async move {
+            let builder = self.api_builder(&call)?;
+            http::call_api_whole(builder, &self.config.timeouts).await
         })
     }
 }

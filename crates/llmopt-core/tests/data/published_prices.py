@@ -43,12 +43,16 @@ PUBLISHED = {
     "gemini-2.5-pro": ("1.25", "10.00", "0.125", None, None),
     "gemini-2.5-flash": ("0.30", "2.50", "0.03", None, None),
     "gemini-2.5-flash-lite": ("0.10", "0.40", "0.01", None, None),
+    # Gemini 3 previews: LiteLLM 1.106.2's price map (no Google page kept in the repository).
+    "gemini-3.1-pro-preview": ("2.00", "12.00", "0.20", None, None),
+    "gemini-3-flash-preview": ("0.50", "3.00", "0.05", None, None),
 }
 # Long-context tiers (whole request when total input > 200k tokens).
 LONG = {
     "claude-sonnet-4-5": ("6", "22.50", "0.60", "7.50", "12"),
     "claude-sonnet-4": ("6", "22.50", "0.60", "7.50", "12"),
     "gemini-2.5-pro": ("2.50", "15.00", "0.25", None, None),
+    "gemini-3.1-pro-preview": ("4.00", "18.00", "0.40", None, None),
 }
 # Models without the batch API's 50 % discount.
 NO_BATCH = {"chatgpt-4o-latest"}

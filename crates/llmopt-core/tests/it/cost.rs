@@ -42,6 +42,8 @@ const EXPECTED: &[(&str, &str, &str, Option<&str>)] = &[
     ("gemini-2.5-pro", "0.065", "0.0325", Some("1.05")),
     ("gemini-2.5-flash", "0.0161", "0.00805", None),
     ("gemini-2.5-flash-lite", "0.0032", "0.0016", None),
+    ("gemini-3.1-pro-preview", "0.084", "0.042", Some("1.38")),
+    ("gemini-3-flash-preview", "0.021", "0.0105", None),
 ];
 
 fn is_anthropic(catalog: &PriceCatalog, model: &str) -> bool {

@@ -356,7 +356,7 @@ pub(super) fn error_kind(error: &ProviderError) -> ErrorKind {
 
 /// The client's answer for a provider error: upstream error bodies pass through with their
 /// status; errors of our own making are rendered in the caller's shape.
-fn provider_error_response(
+pub(super) fn provider_error_response(
     call: &ProxiedCall,
     error: ProviderError,
     served_model: &str,

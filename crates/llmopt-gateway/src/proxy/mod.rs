@@ -11,6 +11,7 @@
 //! the body of a streamed answer that records the call when it ends.
 
 mod accept;
+pub mod count_tokens;
 pub mod embeddings;
 mod endpoints;
 mod forward;

@@ -96,11 +96,41 @@ async fn openai(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: String)
     .into_response()
 }
 
-/// The mock of both providers on a loopback port; its base URL.
+async fn count_tokens(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: String) -> Response {
+    let request: Value = serde_json::from_str(&body).unwrap();
+    seen.calls.lock().unwrap().push(("/v1/messages/count_tokens".into(), request, headers));
+    Json(json!({"input_tokens": 14})).into_response()
+}
+
+/// Gemini's OpenAI-compatible endpoint: a thinking model's usage counts its thoughts in
+/// `total_tokens` only.
+async fn gemini(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: String) -> Response {
+    let request: Value = serde_json::from_str(&body).unwrap();
+    let path = "/v1beta/openai/chat/completions";
+    seen.calls.lock().unwrap().push((path.into(), request.clone(), headers));
+    if request["stream"] == true {
+        let stream = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\",\"role\":\"assistant\"},\"index\":0}],\"created\":1,\"id\":\"g1\",\"model\":\"gemini-2.5-flash\",\"object\":\"chat.completion.chunk\"}\n\n\
+data: {\"choices\":[{\"delta\":{\"content\":\"!\",\"role\":\"assistant\"},\"finish_reason\":\"stop\",\"index\":0}],\"created\":1,\"id\":\"g1\",\"model\":\"gemini-2.5-flash\",\"object\":\"chat.completion.chunk\",\"usage\":{\"completion_tokens\":2,\"prompt_tokens\":1000,\"total_tokens\":1102}}\n\n\
+data: [DONE]\n\n";
+        return ([("content-type", "text/event-stream")], stream).into_response();
+    }
+    Json(json!({
+        "choices": [{"finish_reason": "stop", "index": 0,
+                     "message": {"content": "Hi!", "role": "assistant"}}],
+        "created": 1, "id": "g1", "model": "gemini-2.5-flash", "object": "chat.completion",
+        "usage": {"completion_tokens": 2, "prompt_tokens": 1000, "total_tokens": 1102}
+    }))
+    .into_response()
+}
+
+/// The mock of both providers (and Gemini's OpenAI-compatible endpoint) on a loopback port;
+/// its base URL.
 pub async fn mock(seen: Arc<Seen>) -> String {
     let app = Router::new()
         .route("/v1/messages", post(anthropic))
+        .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/chat/completions", post(openai))
+        .route("/v1beta/openai/chat/completions", post(gemini))
         .with_state(seen);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -109,9 +139,24 @@ pub async fn mock(seen: Arc<Seen>) -> String {
 }
 
 async fn gateway(seen: Arc<Seen>) -> RunningGateway {
+    gateway_with(seen, "").await
+}
+
+async fn gateway_with(seen: Arc<Seen>, extra: &str) -> RunningGateway {
     let base = mock(seen).await;
     let config = format!(
         r#"
+{extra}
+
+[providers.gemini]
+kind = "openai"
+base_url = "{base}/v1beta/openai"
+api_key_env = "TEST_OPENAI_KEY"
+
+[routes.gemini]
+models = ["gemini-*"]
+provider = "gemini"
+
 [providers.oai]
 kind = "openai"
 base_url = "{base}/v1"
@@ -402,4 +447,82 @@ async fn adopted_routing_crosses_providers_and_keeps_untranslatable_calls_home()
     assert_eq!(record.provider.as_str(), "oai");
     assert_eq!(record.cost, Some(usd(GPT_COST)));
     assert!(!record.tags.contains_key(llmopt_core::APPLIED_TAG));
+}
+
+#[tokio::test]
+async fn count_tokens_passes_through_with_the_keys_model_list_and_is_not_priced() {
+    let seen = Arc::new(Seen::default());
+    let gateway =
+        gateway_with(Arc::clone(&seen), "[auth]\nadmin_token_env = \"TEST_ADMIN_TOKEN\"").await;
+    let made: Value = client()
+        .post(gateway.url("/api/keys"))
+        .bearer_auth("admin-secret")
+        .json(&json!({"tenant": "team-a", "models": ["claude-*"], "budget_usd": "0"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = made["key"].as_str().unwrap().to_owned();
+    let count = |key: Option<&str>, model: &str| {
+        let mut request = client()
+            .post(gateway.url("/v1/messages/count_tokens"))
+            .header("anthropic-version", "2023-06-01")
+            .json(
+                &json!({"model": model, "messages": [{"role": "user", "content": "Hello, world"}]}),
+            );
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        request.send()
+    };
+    let refused = count(None, "claude-haiku-4-5").await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["type"], "error", "Anthropic's error shape: {body}");
+    let refused = count(Some(&key), "gpt-4o-mini").await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "model_not_allowed");
+    // A budget of zero is spent, but counting spends nothing: the count is still answered.
+    let counted = count(Some(&key), "claude-haiku-4-5").await.unwrap();
+    assert_eq!(counted.status(), 200);
+    let body: Value = counted.json().await.unwrap();
+    assert_eq!(body, json!({"input_tokens": 14}));
+    let (path, upstream, headers) = seen.last();
+    assert_eq!(path, "/v1/messages/count_tokens");
+    assert_eq!(headers["x-api-key"], "sk-ant-test-secret", "the provider's key, not the caller's");
+    assert_eq!(headers["anthropic-version"], "2023-06-01");
+    assert_eq!(upstream["messages"][0]["content"], "Hello, world");
+    assert_eq!(seen.count(), 1);
+    assert!(gateway.gateway.records().await.is_empty(), "a count is not a priced call");
+}
+
+#[tokio::test]
+async fn gemini_is_served_through_its_openai_compatible_endpoint() {
+    let seen = Arc::new(Seen::default());
+    let gateway = gateway(Arc::clone(&seen)).await;
+    for stream in [false, true] {
+        let response = client()
+            .post(gateway.url("/v1/chat/completions"))
+            .json(&json!({"model": "gemini-2.5-flash", "stream": stream,
+                          "messages": [{"role": "user", "content": "Hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let _ = response.bytes().await.unwrap();
+        let (path, _, headers) = seen.last();
+        assert_eq!(path, "/v1beta/openai/chat/completions");
+        assert_eq!(headers["authorization"], "Bearer sk-test-secret-0123456789");
+        let record = gateway.gateway.record(&id).await;
+        assert_eq!(record.provider.as_str(), "gemini");
+        let usage = record.usage.unwrap();
+        // 100 thinking tokens counted only in the total are billed as output:
+        // 1000 × $0.30 + 102 × $2.50 per M.
+        assert_eq!((usage.output_tokens, usage.reasoning_tokens), (102, 100), "stream {stream}");
+        assert_eq!(record.cost, Some(usd("0.000555")), "stream {stream}");
+    }
 }
