@@ -7,8 +7,13 @@
 //!   `output_tokens_details.reasoning_tokens`, through the core OpenAI normaliser, priced
 //!   exactly. A stream's `response.*` events are forwarded as the provider's bytes, untouched.
 //! - **Cache.** A response is stored upstream unless `store` is false, and a conversation
-//!   continues from `previous_response_id`: only a whole answer with `store: false`, no
-//!   `previous_response_id` and the chat route's temperature rule may be cached.
+//!   continues from `previous_response_id`: only a whole answer with `store: false` whose
+//!   answer is a function of the request alone may be cached (no previous response,
+//!   conversation, background run, unpinned prompt template or tool that looks at the world:
+//!   [`answer_depends_on_the_request_alone`]), and only when it does not sample: temperature
+//!   0 on a model that takes one (never a reasoning model), unless the cache or the policy
+//!   allows sampled answers, as on the chat route. The record's `sampled` flag says the same.
+//! - **`max_output_tokens`** gets the route's or the policy's `max_tokens` cap.
 //! - **Who may read a stored response.** The gateway notes which provider answered each stored
 //!   response and for which tenant ([`ResponseOwners`], bounded, in memory), and serves `GET`,
 //!   `DELETE` and `input_items` only to that tenant and from that provider. An id it did not
@@ -90,15 +95,22 @@ pub async fn create(State(state): State<AppState>, request: Request) -> Response
 }
 
 async fn handle(call: ProxiedCall, request: Request) -> Response {
-    let routed = match endpoints::route(call, request).await {
+    let mut routed = match endpoints::route(call, request).await {
         Ok(routed) => routed,
         Err(refused) => return refused,
     };
+    if let Err(error) = cap_output(&mut routed) {
+        return routed.call.refuse(error);
+    }
+    let served = routed.decision.candidates.first().map_or(routed.model.as_str(), |c| &c.model);
+    routed.call.sampled = asks_for_sampling(&routed.fields, served);
     let stored = routed.fields.get::<bool>("store") != Some(false);
     let cacheable = !stored
-        && !routed.fields.fields.contains_key("previous_response_id")
         && !routed.call.stream
-        && deterministic_enough(&routed);
+        && answer_depends_on_the_request_alone(&routed.fields)
+        && (!routed.call.sampled
+            || routed.call.runtime.config.cache.allow_nonzero_temperature
+            || routed.decision.cache_sampled);
     let key = if cacheable { endpoints::cache_key(&routed, "openai-responses") } else { None };
     if routed.call.stream {
         return forward_stream(routed, stored).await;
@@ -115,11 +127,65 @@ async fn handle(call: ProxiedCall, request: Request) -> Response {
     .await
 }
 
-/// The chat route's rule: temperature 0, unless the cache allows other temperatures.
-fn deterministic_enough(routed: &endpoints::Routed) -> bool {
-    let temperature: Option<f64> = routed.fields.get("temperature");
-    temperature.is_some_and(|t| t <= 0.0)
-        || routed.call.runtime.config.cache.allow_nonzero_temperature
+/// The `max_tokens` cap of the route or the policy, on `max_output_tokens` (which bounds
+/// reasoning and visible output together, as `max_completion_tokens` does): a request asking
+/// for more, or for no limit, is sent with the cap, and the cache key sees the capped value.
+fn cap_output(routed: &mut endpoints::Routed) -> Result<(), ApiError> {
+    const FIELD: &str = "max_output_tokens";
+    let mut limit: Option<u32> = routed.fields.get(FIELD);
+    if let Some(cap) = routed.decision.max_tokens_cap
+        && limit.is_none_or(|asked| asked > cap)
+    {
+        routed
+            .fields
+            .set(FIELD, &cap)
+            .map_err(|error| ApiError::internal(format!("cannot cap {FIELD}: {error}")))?;
+        if let Some(object) = routed.body_value.as_object_mut() {
+            object.insert(FIELD.to_owned(), Value::from(cap));
+        }
+        limit = Some(cap);
+    }
+    routed.call.max_tokens = limit;
+    Ok(())
+}
+
+/// Whether the request samples its answer: a temperature absent (the default is 1) or above
+/// 0, as on the chat route, and always for a reasoning model (o-series, gpt-5) or a request
+/// with `reasoning` settings: those take no temperature and sample their reasoning.
+fn asks_for_sampling(fields: &llmopt_llm::ChatRequest, served_model: &str) -> bool {
+    let temperature: Option<f64> = fields.get("temperature");
+    !temperature.is_some_and(|t| t <= 0.0)
+        || fields.fields.contains_key("reasoning")
+        || llmopt_llm::translate::takes_max_completion_tokens(served_model)
+}
+
+/// Tools whose result depends only on the model's answer: the model's call *is* the answer.
+const TOOLS_OF_THE_ANSWER: &[&str] = &["function", "custom"];
+
+/// Whether the answer is a function of the request alone, so that a repeat may be answered
+/// from the cache: not when it continues state kept upstream (`previous_response_id`, a
+/// `conversation`, a reusable `prompt` without a pinned `version`), runs in the `background`
+/// (the answer is a queued response to poll), or lets the model use tools that look at the
+/// world (web or file search, code interpreter, computer use, MCP servers, image generation…),
+/// whose results change.
+fn answer_depends_on_the_request_alone(fields: &llmopt_llm::ChatRequest) -> bool {
+    let present = |key: &str| {
+        fields.fields.get(key).is_some_and(|raw| raw.get() != "null" && raw.get() != "false")
+    };
+    if present("previous_response_id") || present("conversation") || present("background") {
+        return false;
+    }
+    if let Some(prompt) = fields.get::<Value>("prompt").filter(|p| !p.is_null())
+        && prompt.get("version").is_none_or(Value::is_null)
+    {
+        return false;
+    }
+    let tools: Vec<Value> = fields.get("tools").unwrap_or_default();
+    tools.iter().all(|tool| {
+        tool.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|kind| TOOLS_OF_THE_ANSWER.contains(&kind))
+    })
 }
 
 fn note_owner(call: &ProxiedCall, provider: &str, answer: &ApiResponse) {

@@ -33,6 +33,8 @@ struct Mock {
     calls: AtomicUsize,
     /// Authorization headers seen.
     keys: std::sync::Mutex<Vec<String>>,
+    /// Bodies of `POST /v1/responses` seen.
+    bodies: std::sync::Mutex<Vec<Value>>,
 }
 
 fn seen(mock: &Mock, headers: &HeaderMap) {
@@ -56,6 +58,7 @@ async fn embeddings(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: Str
 async fn responses(State(mock): State<Arc<Mock>>, headers: HeaderMap, body: String) -> Response {
     seen(&mock, &headers);
     let request: Value = serde_json::from_str(&body).unwrap();
+    mock.bodies.lock().unwrap().push(request.clone());
     if request["stream"] == true {
         return ([("content-type", "text/event-stream")], STREAM).into_response();
     }
@@ -127,6 +130,11 @@ provider = "mock"
 [routes.anthropic]
 models = ["claude-*"]
 provider = "ant"
+
+[routes.capped]
+models = ["gpt-4.1-mini", "o4-mini"]
+provider = "mock"
+max_tokens_cap = 100
 "#,
         anthropic = sim.anthropic_base_url(),
     );
@@ -349,4 +357,80 @@ async fn a_streamed_response_passes_its_events_through_and_is_priced_from_respon
         .await
         .unwrap();
     assert_eq!(read.status(), 200);
+}
+
+#[tokio::test]
+async fn responses_get_the_output_cap_the_sampled_flag_and_a_cache_rule_of_their_own() {
+    let (gateway, mock, _sim) = gateway(true).await;
+    let send = |body: Value| client().post(gateway.url("/v1/responses")).json(&body).send();
+    let last_body = || mock.bodies.lock().unwrap().last().cloned().unwrap();
+
+    // The route's cap lands on max_output_tokens: absent or above it, the cap; below, as asked.
+    for (asked, sent) in [(None, 100), (Some(500), 100), (Some(50), 50)] {
+        let mut body = json!({"model": "gpt-4.1-mini", "input": "Hi", "temperature": 0});
+        if let Some(asked) = asked {
+            body["max_output_tokens"] = json!(asked);
+        }
+        let response = send(body).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let id = header(&response, "x-request-id").to_owned();
+        let _ = response.bytes().await;
+        assert_eq!(last_body()["max_output_tokens"], sent, "asked {asked:?}");
+        let record = gateway.gateway.record(&id).await;
+        assert_eq!(record.max_tokens, Some(sent));
+        assert!(!record.sampled, "temperature 0");
+    }
+
+    // Sampled: no temperature (the default is 1), or a reasoning model, which takes none.
+    for (body, sampled) in [
+        (json!({"model": "gpt-4o-mini", "input": "Hi"}), true),
+        (json!({"model": "gpt-4o-mini", "input": "Hi", "temperature": 0}), false),
+        (json!({"model": "o4-mini", "input": "Hi"}), true),
+        (
+            json!({"model": "gpt-4o-mini", "input": "Hi", "temperature": 0, "reasoning": {"effort": "low"}}),
+            true,
+        ),
+    ] {
+        let response = send(body.clone()).await.unwrap();
+        let id = header(&response, "x-request-id").to_owned();
+        let _ = response.bytes().await;
+        assert_eq!(gateway.gateway.record(&id).await.sampled, sampled, "{body}");
+    }
+
+    // The cache: a deterministic answer of the request alone is cached; sampling, state kept
+    // upstream or tools that look at the world are not.
+    let cached = json!({"model": "gpt-4o-mini", "input": "Cache me", "temperature": 0, "store": false,
+                        "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}]});
+    let outcomes = |body: Value| async move {
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let response = send(body.clone()).await.unwrap();
+            seen.push(header(&response, "x-llmopt-cache").to_owned());
+            let _ = response.bytes().await;
+        }
+        seen
+    };
+    assert_eq!(outcomes(cached.clone()).await, ["miss", "hit"]);
+    let mut uncached = Vec::new();
+    for (key, value) in [
+        ("tools", json!([{"type": "web_search"}])),
+        ("background", json!(true)),
+        ("conversation", json!("conv_1")),
+        ("prompt", json!({"id": "pmpt_1"})),
+        ("model", json!("o4-mini")),
+        ("temperature", json!(0.7)),
+        ("store", json!(true)),
+    ] {
+        let mut body = cached.clone();
+        body[key] = value;
+        body["input"] = json!(format!("Cache me with {key}"));
+        uncached.push((key, outcomes(body).await));
+    }
+    for (key, seen) in uncached {
+        assert_eq!(seen, ["bypass", "bypass"], "{key}");
+    }
+    // A prompt template pinned to a version is the same answer each time.
+    let mut pinned = cached;
+    pinned["prompt"] = json!({"id": "pmpt_1", "version": "3"});
+    assert_eq!(outcomes(pinned).await, ["miss", "hit"]);
 }
