@@ -15,6 +15,10 @@
 #   (crates/llmopt-storage/src/test_engines.rs). Debian keeps the PostgreSQL server binaries
 #   in /usr/lib/postgresql/<version>/bin, off the PATH. Set LLMOPT_SKIP_ENGINES=1 to skip
 #   those tests on a machine without them (CI never does).
+# - The official `openai` and `anthropic` Python SDKs, in a venv under the target directory
+#   (`target/sdk-venv`), for scripts/sdk/check_sdks.py, which `cargo xtask ci` runs against a
+#   gateway and a local mock. From PyPI, unpinned: the check is that the SDKs people install
+#   today work by base URL alone. Python's venv module comes from apt when missing.
 set -euo pipefail
 
 CARGO_DENY_VERSION="0.20.2"
@@ -32,6 +36,7 @@ have_postgres() {
 
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 command -v protoc >/dev/null 2>&1 || [ -n "${PROTOC:-}" ] || missing+=(protobuf-compiler)
 if [ "${LLMOPT_SKIP_ENGINES:-}" = "1" ]; then
     echo "LLMOPT_SKIP_ENGINES=1: not installing postgresql and redis-server" >&2
@@ -46,4 +51,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
 else
     echo "chromium, protoc, postgresql and redis-server present" >&2
+fi
+
+SDK_VENV="${CARGO_TARGET_DIR:-target}/sdk-venv"
+if "$SDK_VENV/bin/python" -c "import openai, anthropic" >/dev/null 2>&1; then
+    echo "openai and anthropic SDKs present in $SDK_VENV" >&2
+else
+    echo "installing the openai and anthropic Python SDKs into $SDK_VENV (PyPI)" >&2
+    python3 -m venv "$SDK_VENV"
+    "$SDK_VENV/bin/pip" install --quiet --disable-pip-version-check openai anthropic
 fi

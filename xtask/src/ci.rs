@@ -1,7 +1,8 @@
 //! `cargo xtask ci`: formatting, clippy with warnings denied, the dependency policy of
 //! `deny.toml` (cargo-deny: licences, sources, bans; not advisories, see [`deny`]), the
-//! PostgreSQL and Redis servers the shared-state tests start (see [`engines`]), and the whole
-//! test suite (nextest when installed, cargo test otherwise; doc tests always through cargo test).
+//! PostgreSQL and Redis servers the shared-state tests start (see [`engines`]), the whole
+//! test suite (nextest when installed, cargo test otherwise; doc tests always through cargo
+//! test), and the official Python SDKs against a running gateway ([`sdk_check`]).
 
 use anyhow::Result;
 use xshell::{Shell, cmd};
@@ -37,6 +38,7 @@ pub fn run(args: &[String]) -> Result<()> {
     } else {
         cmd!(sh, "cargo test -p llmopt-gateway --features grpc --locked grpc").run()?;
     }
+    sdk_check(&sh)?;
     // The analytics example is what an analyst runs first: it must keep working on real traces.
     for trace in [
         "crates/llmopt-analytics/tests/data/traces/azure_conv_head1000.csv",
@@ -48,6 +50,19 @@ pub fn run(args: &[String]) -> Result<()> {
         )
         .run()?;
     }
+    Ok(())
+}
+
+/// The official `openai` and `anthropic` Python SDKs (in the venv scripts/ci/install-tools.sh
+/// makes) against a gateway and a local mock of both providers' wire formats:
+/// scripts/sdk/check_sdks.py, every route an SDK uses, cross-provider calls included.
+fn sdk_check(sh: &Shell) -> Result<()> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| project_root().join("target"), std::path::PathBuf::from);
+    let python = target.join("sdk-venv/bin/python");
+    let binary = target.join("debug/llm-auto-optimizer");
+    cmd!(sh, "cargo build --locked -p llm-auto-optimizer").run()?;
+    cmd!(sh, "{python} scripts/sdk/check_sdks.py --bin {binary}").run()?;
     Ok(())
 }
 
