@@ -123,7 +123,12 @@ pub(super) async fn forward(
         let provider = match chat_provider(&call, candidate, request) {
             Ok(provider) => provider,
             Err(error) => {
-                last_failure = Some((candidate, error));
+                // A fallback that cannot take the request (not configured, or a field without
+                // an equivalent in its protocol) leaves the earlier candidate's failure as the
+                // answer: it says what went wrong with the call.
+                if last_failure.is_none() {
+                    last_failure = Some((candidate, error));
+                }
                 continue;
             }
         };

@@ -82,6 +82,10 @@ async fn anthropic(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: Stri
 async fn openai(State(seen): State<Arc<Seen>>, headers: HeaderMap, body: String) -> Response {
     let request: Value = serde_json::from_str(&body).unwrap();
     seen.calls.lock().unwrap().push(("/v1/chat/completions".into(), request.clone(), headers));
+    if request["model"] == "gpt-4.1-mini" {
+        let error = json!({"error": {"message": "overloaded", "type": "server_error", "param": null, "code": null}});
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(error)).into_response();
+    }
     if request["stream"] == true {
         return ([("content-type", "text/event-stream")], OPENAI_STREAM).into_response();
     }
@@ -161,6 +165,12 @@ provider = "gemini"
 kind = "openai"
 base_url = "{base}/v1"
 api_key_env = "TEST_OPENAI_KEY"
+max_retries = 0
+
+[routes.flaky]
+models = ["gpt-4.1-mini"]
+provider = "oai"
+fallbacks = [{{ provider = "ant", model = "claude-haiku-4-5" }}]
 
 [providers.ant]
 kind = "anthropic"
@@ -525,4 +535,32 @@ async fn gemini_is_served_through_its_openai_compatible_endpoint() {
         assert_eq!((usage.output_tokens, usage.reasoning_tokens), (102, 100), "stream {stream}");
         assert_eq!(record.cost, Some(usd("0.000555")), "stream {stream}");
     }
+}
+
+#[tokio::test]
+async fn a_fallback_may_cross_providers_and_one_that_cannot_take_the_call_leaves_the_first_error() {
+    let seen = Arc::new(Seen::default());
+    let gateway = gateway(Arc::clone(&seen)).await;
+    let ask = |extra: Value| {
+        let mut body =
+            json!({"model": "gpt-4.1-mini", "messages": [{"role": "user", "content": "hello"}]});
+        for (key, value) in extra.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        client().post(gateway.url("/v1/chat/completions")).json(&body).send()
+    };
+    // The OpenAI primary answers 503; the Anthropic fallback serves, translated.
+    let response = ask(json!({})).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    let record = gateway.gateway.record(&id).await;
+    assert_eq!((record.provider.as_str(), record.cost), ("ant", Some(usd(CLAUDE_COST))));
+    // With `n = 2` the fallback cannot take the call: the primary's 503 is the answer.
+    let response = ask(json!({"n": 2})).await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "overloaded");
+    assert_eq!(seen.last().0, "/v1/chat/completions");
 }

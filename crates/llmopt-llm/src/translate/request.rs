@@ -167,7 +167,13 @@ pub fn openai_to_anthropic(request: &Value) -> Result<(Value, bool), Untranslata
         );
         choice = Some(json!({"type": "tool", "name": JSON_TOOL_NAME}));
     }
-    if disable_parallel {
+    // Without tools, `auto` and `none` choose nothing: Anthropic refuses a choice without tools.
+    if !out.contains_key("tools")
+        && choice.as_ref().is_some_and(|c| matches!(c["type"].as_str(), Some("auto" | "none")))
+    {
+        choice = None;
+    }
+    if disable_parallel && out.contains_key("tools") {
         let mut value = choice.unwrap_or_else(|| json!({"type": "auto"}));
         if value["type"] != "none"
             && let Some(object) = value.as_object_mut()
@@ -517,7 +523,9 @@ pub fn anthropic_to_openai(request: &Value) -> Result<Value, Untranslatable> {
             _ => return Err(Untranslatable::new(key, format!("{to} has no equivalent"))),
         }
     }
-    if let Some(choice) = tool_choice {
+    // Without tools, `auto` and `none` choose nothing: OpenAI refuses a choice without tools.
+    let chooses_nothing = |c: &Value| c == "auto" || c == "none";
+    if let Some(choice) = tool_choice.filter(|c| out.contains_key("tools") || !chooses_nothing(c)) {
         out.insert("tool_choice".to_owned(), choice);
     }
     if disable_parallel && out.contains_key("tools") {

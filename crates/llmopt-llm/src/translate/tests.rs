@@ -82,6 +82,26 @@ fn an_openai_request_becomes_an_anthropic_one() {
 }
 
 #[test]
+fn a_tool_choice_without_tools_that_chooses_nothing_is_not_sent() {
+    for choice in ["auto", "none"] {
+        let openai = json!({"model": "claude-haiku-4-5", "tool_choice": choice, "parallel_tool_calls": false,
+                            "messages": [{"role": "user", "content": "hi"}]});
+        let (anthropic, _) = request::openai_to_anthropic(&openai).unwrap();
+        assert!(anthropic.get("tool_choice").is_none(), "{choice}: {anthropic}");
+        let anthropic = json!({"model": "gpt-4o", "max_tokens": 5, "tool_choice": {"type": choice},
+                               "messages": [{"role": "user", "content": "hi"}]});
+        let openai = request::anthropic_to_openai(&anthropic).unwrap();
+        assert!(openai.get("tool_choice").is_none(), "{choice}: {openai}");
+        assert!(openai.get("parallel_tool_calls").is_none());
+    }
+    // A choice that demands a tool is sent as it is: the provider's refusal says why.
+    let openai = json!({"model": "claude-haiku-4-5", "tool_choice": "required",
+                        "messages": [{"role": "user", "content": "hi"}]});
+    let (anthropic, _) = request::openai_to_anthropic(&openai).unwrap();
+    assert_eq!(anthropic["tool_choice"], json!({"type": "any"}));
+}
+
+#[test]
 fn max_tokens_has_a_default_and_json_formats_become_a_forced_tool() {
     let openai = json!({
         "model": "claude-haiku-4-5",
