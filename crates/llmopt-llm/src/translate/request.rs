@@ -10,8 +10,8 @@
 //! - `cache_control` markers (Anthropic): OpenAI caches prompt prefixes on its own, without
 //!   markers; usage still reports the cached tokens, so cost stays exact.
 //! - `service_tier` `auto` / `default`, `store: false`, `parallel_tool_calls: true`,
-//!   `n: 1`, `logprobs: false`, zero penalties, empty `logit_bias`: each is the other API's
-//!   default behaviour.
+//!   `n: 1`, `logprobs: false`, zero penalties, empty `logit_bias`, `modalities: ["text"]`:
+//!   each is the other API's default behaviour.
 //! - an image part's `detail` hint (OpenAI): Anthropic has no resolution hint.
 
 use serde_json::{Map, Value, json};
@@ -118,6 +118,7 @@ pub fn openai_to_anthropic(request: &Value) -> Result<(Value, bool), Untranslata
             "service_tier" if matches!(value.as_str(), None | Some("auto" | "default")) => {}
             "store" if value.is_null() || value == &Value::Bool(false) => {}
             "metadata" if value.is_null() || value.as_object().is_some_and(Map::is_empty) => {}
+            "modalities" if value.is_null() || value == &json!(["text"]) => {}
             _ => {
                 return Err(Untranslatable::new(key, format!("{to} has no equivalent")));
             }

@@ -128,6 +128,8 @@ fn untranslatable_fields_are_named() {
         ("seed", json!(7), "seed"),
         ("presence_penalty", json!(0.5), "presence_penalty"),
         ("audio", json!({"voice": "alloy"}), "audio"),
+        ("modalities", json!(["text", "audio"]), "modalities"),
+        ("reasoning_effort", json!("low"), "reasoning_effort"),
         ("some_future_field", json!(1), "some_future_field"),
     ];
     for (key, value, field) in cases {
@@ -138,9 +140,12 @@ fn untranslatable_fields_are_named() {
     }
     // Defaults of the other API pass.
     let mut body = base.clone();
-    for (key, value) in
-        [("n", json!(1)), ("logprobs", json!(false)), ("frequency_penalty", json!(0))]
-    {
+    for (key, value) in [
+        ("n", json!(1)),
+        ("logprobs", json!(false)),
+        ("frequency_penalty", json!(0)),
+        ("modalities", json!(["text"])),
+    ] {
         body[key] = value;
     }
     request::openai_to_anthropic(&body).unwrap();
