@@ -94,12 +94,6 @@ fn translate_request(
     Ok((chat, Shape { json_mode, include_usage }))
 }
 
-/// Whether `request` can be sent to a provider speaking `target`; the error names the field
-/// that cannot.
-pub fn check(request: &ChatRequest, target: Protocol) -> Result<(), Untranslatable> {
-    translate_request(request, target).map(|_| ())
-}
-
 /// A provider that speaks the other protocol, made to speak the caller's.
 pub struct Translating {
     inner: Arc<dyn Provider>,
