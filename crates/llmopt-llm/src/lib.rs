@@ -20,12 +20,14 @@
 //! - **A simulated provider** ([`sim`]) that speaks both wire formats in-process and over
 //!   HTTP, with latency fitted to measured prefill and decode times, prompt caching, error
 //!   injection and answer quality from real benchmark labels, for tests, demos and benches.
+//! - **One grading format** ([`judge`]) for the gateway's judge and the simulated judge model.
 //! - **Keys never print** ([`SecretString`]).
 
 pub mod anthropic;
 pub mod decorators;
 pub mod error;
 pub mod http;
+pub mod judge;
 pub mod openai;
 pub mod passthrough;
 pub mod provider;
