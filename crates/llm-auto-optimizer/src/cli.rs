@@ -79,6 +79,10 @@ enum Command {
         /// partway through, which the optimizer should roll back).
         #[arg(long)]
         no_drift: bool,
+        /// No client feedback: a judge model (simulated, answering from the real labels)
+        /// grades the calls experiments and adoptions measure (no drift is scripted then).
+        #[arg(long)]
+        judge: bool,
     },
     /// Offline analysis of a trace: our records (NDJSON) or a public trace (Azure CSV, Mooncake
     /// JSONL): traffic and cost, forecast, anomalies, clusters, cache and prefix opportunities,
@@ -171,6 +175,7 @@ fn run(cli: Cli) -> Result<()> {
             tags,
             serve,
             no_drift,
+            judge,
         } => {
             let args = llm_auto_optimizer::demo::DemoArgs {
                 requests,
@@ -184,6 +189,7 @@ fn run(cli: Cli) -> Result<()> {
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 tags,
                 drift: !no_drift,
+                judge,
             };
             commands::demo::demo(&args, json, serve)
         }

@@ -56,8 +56,8 @@ pub use record::{
     RecordValidationError, RequestRecord, Status, Tags,
 };
 pub use scope::{
-    APPLIED_TAG, AdoptionSide, HEDGED_TAG, HELD_OUT_TAG, ScopeFilter, ScopeSubject, WORKLOAD_TAG,
-    adoption_side, tag_adoptions,
+    APPLIED_TAG, AdoptionSide, HEDGED_TAG, HELD_OUT_TAG, JUDGE_TAG, ScopeFilter, ScopeSubject,
+    WORKLOAD_TAG, adoption_side, tag_adoptions,
 };
 pub use store::{
     AggregateQuery, AggregateRow, AuditEntry, ExperimentDoc, ExperimentStore, GroupBy, PolicyDoc,

@@ -34,6 +34,11 @@ pub const HELD_OUT_TAG: &str = "llmopt.held_out";
 /// record's). Reserved like [`WORKLOAD_TAG`].
 pub const HEDGED_TAG: &str = "llmopt.hedged";
 
+/// The tag of a judge's call (the gateway grading an answer), naming the call it graded. Such
+/// records are the optimizer's own cost, not traffic to optimize. Reserved like
+/// [`WORKLOAD_TAG`].
+pub const JUDGE_TAG: &str = "llmopt.judge";
+
 /// Writes which adopted changes applied to a request and which held it out (nothing when both
 /// are empty, so records outside every adoption carry no extra tags).
 pub fn tag_adoptions(tags: &mut Tags, applied: &[String], held_out: &[String]) {

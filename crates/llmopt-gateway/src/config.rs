@@ -70,6 +70,9 @@ pub struct Config {
     /// The gRPC API (`proto/optimizer.proto`); needs a build with the `grpc` feature.
     #[serde(default)]
     pub grpc: GrpcConfig,
+    /// A judge model grading a sampled share of answers (`crate::judge`); off by default.
+    #[serde(default)]
+    pub judge: crate::judge::JudgeConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -521,6 +524,14 @@ impl Config {
     /// Cross-field checks serde cannot express.
     pub fn validate(&self) -> Result<()> {
         let mut problems = Vec::new();
+        if let Err(problem) = self.judge.validate() {
+            problems.push(problem);
+        }
+        if let Some(model) = self.judge.model.as_deref()
+            && crate::routing::RouteTable::from_config(self).route_name(model).is_none()
+        {
+            problems.push(format!("judge.model `{model}` is served by no route under [routes]"));
+        }
         if self.grpc.enabled && !cfg!(feature = "grpc") {
             problems.push(
                 "grpc.enabled = true needs a binary built with the `grpc` feature \

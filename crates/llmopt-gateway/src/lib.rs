@@ -44,6 +44,7 @@ pub mod error;
 #[cfg(feature = "grpc")]
 pub mod grpc;
 pub mod hedging;
+pub mod judge;
 pub mod keys;
 pub mod logging;
 pub mod metrics;

@@ -100,6 +100,7 @@ pub const OTHER: &str = "other";
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    judge: Family<CacheLabels, Counter>,
     requests: Family<CallLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     tokens: Family<TokenLabels, Counter>,
@@ -415,6 +416,13 @@ impl Metrics {
             "Configuration reloads by outcome",
             config_reloads.clone(),
         );
+        let judge = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "llmopt_judge_calls",
+            "Answers the judge was asked to grade, by outcome (correct, incorrect, no_verdict, \
+             failed, skipped_busy, skipped_long)",
+            judge.clone(),
+        );
         let stream_clients = Gauge::default();
         let stream_dropped = Counter::default();
         registry.register(
@@ -429,6 +437,7 @@ impl Metrics {
         );
         let optimizer = OptimizerMetrics::register(&mut registry);
         Metrics {
+            judge,
             stream_clients,
             stream_dropped,
             optimizer,
@@ -462,6 +471,11 @@ impl Metrics {
             key_spend_usd,
             key_budget_usd,
         }
+    }
+
+    /// Counts one grading by the judge.
+    pub fn judge_outcome(&self, outcome: crate::judge::JudgeOutcome) {
+        self.judge.get_or_create(&CacheLabels { outcome: outcome.as_str().to_owned() }).inc();
     }
 
     /// Counts one finished call.

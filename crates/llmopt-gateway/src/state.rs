@@ -204,6 +204,7 @@ pub struct Shared {
     ready: AtomicBool,
     reload_events: broadcast::Sender<ReloadEvent>,
     stream: crate::api::stream::StreamHub,
+    judge_slots: crate::judge::JudgeSlots,
 }
 
 /// A [`SecretSource`] that prints nothing.
@@ -248,6 +249,8 @@ impl AppState {
         )
         .map_err(|e| Error::Config(format!("optimizer: {e}")))?;
         let (reload_events, _) = broadcast::channel(16);
+        let judge_slots = crate::judge::JudgeSlots::default();
+        judge_slots.resize(runtime.config.judge.max_concurrent);
         Ok(AppState(Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             overlay,
@@ -263,6 +266,7 @@ impl AppState {
             ready: AtomicBool::new(true),
             reload_events,
             stream: crate::api::stream::StreamHub::default(),
+            judge_slots,
         })))
     }
 
@@ -331,6 +335,10 @@ impl AppState {
         self.0.overlay.on_feedback(id, feedback);
     }
 
+    pub fn judge_slots(&self) -> &crate::judge::JudgeSlots {
+        &self.0.judge_slots
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.0.ready.store(ready, Ordering::SeqCst);
     }
@@ -381,6 +389,9 @@ impl AppState {
             self.optimizer()
                 .set_config(new.optimizer.clone())
                 .map_err(|e| Error::Config(e.to_string()))?;
+        }
+        if old.judge.max_concurrent != new.judge.max_concurrent {
+            self.0.judge_slots.resize(new.judge.max_concurrent);
         }
         self.0.runtime.store(Arc::new(runtime));
         Ok(())

@@ -23,12 +23,14 @@
 //! - **Calls across protocols** ([`translate`]): an OpenAI request served by an Anthropic model
 //!   and the reverse, translated both ways, streams included; what cannot be translated is
 //!   refused with the field named.
+//! - **One grading format** ([`judge`]) for the gateway's judge and the simulated judge model.
 //! - **Keys never print** ([`SecretString`]).
 
 pub mod anthropic;
 pub mod decorators;
 pub mod error;
 pub mod http;
+pub mod judge;
 pub mod openai;
 pub mod passthrough;
 pub mod provider;

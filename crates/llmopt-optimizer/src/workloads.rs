@@ -39,8 +39,13 @@ pub struct WorkloadSettings {
     /// The number of clusters is chosen from the data within this range.
     pub min_clusters: usize,
     pub max_clusters: usize,
-    /// A fitted model is re-fitted on the current sample at most this often.
+    /// A fitted model is re-fitted on the current sample at least this often.
     pub refit_every_ms: i64,
+    /// …and sooner while the sample grows: once it holds this many times the requests the
+    /// model was fitted on (0: only on `refit_every_ms`). The first fit is made on a small
+    /// sample (`min_samples`); re-fitting as it grows lets the number of clusters and their
+    /// boundaries follow the data instead of the first few hundred requests.
+    pub refit_on_growth: f64,
 }
 
 impl Default for WorkloadSettings {
@@ -52,11 +57,20 @@ impl Default for WorkloadSettings {
             min_clusters: 4,
             max_clusters: 32,
             refit_every_ms: 24 * 3_600_000,
+            refit_on_growth: 2.0,
         }
     }
 }
 
 impl WorkloadSettings {
+    /// Whether a model fitted at `fitted_ms` on `fitted_on` sampled requests is due for a
+    /// re-fit at `now_ms`, with `sampled` requests in the sample now.
+    pub fn refit_due(&self, fitted_ms: i64, fitted_on: usize, now_ms: i64, sampled: usize) -> bool {
+        now_ms - fitted_ms >= self.refit_every_ms
+            || (self.refit_on_growth > 1.0
+                && sampled as f64 >= fitted_on as f64 * self.refit_on_growth)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.min_clusters < 2 || self.min_clusters > self.max_clusters {
             return Err(format!(
@@ -75,6 +89,14 @@ impl WorkloadSettings {
                 "workloads: min_samples must be between 4 x max_clusters ({}) and sample_size ({})",
                 self.max_clusters * 4,
                 self.sample_size
+            ));
+        }
+        if !(self.refit_on_growth == 0.0 || self.refit_on_growth > 1.0)
+            || !self.refit_on_growth.is_finite()
+        {
+            return Err(format!(
+                "workloads: refit_on_growth must be 0 (off) or above 1 (got {})",
+                self.refit_on_growth
             ));
         }
         if self.refit_every_ms <= 0 {
@@ -165,6 +187,11 @@ impl Workloads {
         id
     }
 
+    /// Feature vectors in the sample now.
+    pub fn sample_len(&self) -> usize {
+        self.sample.lock().unwrap_or_else(std::sync::PoisonError::into_inner).items.len()
+    }
+
     /// A copy of the sample and the number of requests offered so far.
     pub fn sample(&self) -> (Vec<ContentFeatures>, u64) {
         let sample = self.sample.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -223,5 +250,19 @@ mod tests {
         assert!(bad.validate().is_err());
         let small = WorkloadSettings { min_samples: 10, ..WorkloadSettings::default() };
         assert!(small.validate().unwrap_err().contains("min_samples"));
+        let growth = WorkloadSettings { refit_on_growth: 0.5, ..WorkloadSettings::default() };
+        assert!(growth.validate().unwrap_err().contains("refit_on_growth"));
+    }
+
+    #[test]
+    fn a_model_is_refitted_as_its_sample_grows_and_when_it_is_old() {
+        let settings = WorkloadSettings::default();
+        let day = settings.refit_every_ms;
+        assert!(!settings.refit_due(0, 400, 1_000, 799));
+        assert!(settings.refit_due(0, 400, 1_000, 800), "the sample doubled");
+        assert!(!settings.refit_due(0, 4_000, 1_000, 4_000), "a full sample waits for its age");
+        assert!(settings.refit_due(0, 4_000, day, 4_000));
+        let off = WorkloadSettings { refit_on_growth: 0.0, ..settings };
+        assert!(!off.refit_due(0, 400, 1_000, 4_000));
     }
 }

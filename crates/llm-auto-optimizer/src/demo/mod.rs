@@ -72,6 +72,8 @@ const FEW_SHOT_MODEL: &str = "claude-sonnet-4-5";
 /// degraded change is seen within the demo's requests.
 const DEMO_HOLDOUT_SHARE: f64 = 0.2;
 const WEAK: &str = "gpt-4o-mini";
+/// The judge of `--judge`, priced as the real model it stands for.
+const JUDGE: &str = "gpt-4.1-mini";
 /// The demo starts its simulated clock at 2026-01-05T09:00:00Z.
 const START_MS: i64 = 1_767_603_600_000;
 
@@ -100,6 +102,10 @@ pub struct DemoArgs {
     /// Script a drift: once a third of the optimize phase is sent and a routing change is
     /// adopted, the weak model answers every prompt of that change's workload wrongly.
     pub drift: bool,
+    /// No client feedback: a judge model (simulated, answering from the real labels) grades
+    /// every call an experiment or adoption measures in the optimize phase. The drift is
+    /// scripted in the client's labels, so it is left out with the judge.
+    pub judge: bool,
 }
 
 impl Default for DemoArgs {
@@ -116,6 +122,7 @@ impl Default for DemoArgs {
             progress: true,
             tags: false,
             drift: true,
+            judge: false,
         }
     }
 }
@@ -287,17 +294,21 @@ pub async fn run_and_keep(
                 names: vec![STRONG.to_owned()],
                 latency: latency::LARGE,
                 tier: QualityTier::Strong,
+                judge: false,
             },
             SimModel {
                 names: vec![WEAK.to_owned()],
                 latency: latency::SMALL,
                 tier: QualityTier::Weak,
+                judge: false,
             },
             SimModel {
                 names: vec![FEW_SHOT_MODEL.to_owned()],
                 latency: latency::LARGE,
                 tier: QualityTier::Strong,
+                judge: false,
             },
+            SimModel { names: vec![JUDGE.to_owned()], ..SimModel::judge() },
         ],
         quality: Some(Arc::new(labels)),
         clock: clock.clone(),
@@ -352,6 +363,15 @@ provider = "anthropic"
     };
     let mut config = config::from_toml_str(&config_text).context("demo configuration")?;
     config.optimizer = demo_optimizer_config(args.tags);
+    if args.judge {
+        config.judge = llmopt_gateway::judge::JudgeConfig {
+            model: Some(JUDGE.to_owned()),
+            share: 1.0,
+            other_share: 0.0,
+            max_concurrent: args.concurrency.clamp(1, 256),
+            ..Default::default()
+        };
+    }
     let store = server::open_sled(&config.storage).await?;
     let dyn_clock: Arc<dyn Clock> = clock.clone();
     let state = AppState::build(GatewayInit {
@@ -426,7 +446,7 @@ provider = "anthropic"
     // Every proposal id seen in any cycle, with its strategy and whether it was advice only.
     let mut seen_proposals: BTreeMap<String, (llmopt_optimizer::StrategyKind, bool)> =
         BTreeMap::new();
-    let send_training = Sends { feedback: true, subject_tag: args.tags };
+    let send_training = Sends { feedback: !args.judge, subject_tag: args.tags };
     let send_measuring = Sends { feedback: false, subject_tag: args.tags };
 
     // Phase 1: optimize, on the training prompts only (drawn with replacement, as repeated
@@ -478,7 +498,7 @@ provider = "anthropic"
             drift.rolled_back_after_requests = Some((sent - drift.at_request) as u64);
         }
         // The scripted drift: the weak model degrades on the workload of a routing change.
-        if args.drift && drift.is_none() && sent >= args.requests / 3 {
+        if args.drift && !args.judge && drift.is_none() && sent >= args.requests / 3 {
             let routed = optimizer
                 .adoptions()
                 .into_iter()
@@ -561,6 +581,17 @@ provider = "anthropic"
     // weak model restored, so they measure routing as it was learned (whether the drifted
     // change was rolled back in time is the drift report's own result).
     driver.degraded.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    // The judge grades the optimize phase only: the measured phases grade from the labels.
+    let judge = if args.judge {
+        let records = records_between(&state, optimize_from, clock.now_ms() + 1).await?;
+        let summary = report::JudgeSummary::of(&records, JUDGE);
+        let mut config = (*state.runtime().config).clone();
+        config.judge.model = None;
+        state.apply_config(config)?;
+        Some(summary)
+    } else {
+        None
+    };
 
     // Phase 2: baseline on the held-out prompts, adopted changes switched off (their flags),
     // no feedback: every call is served as asked, by the strong model.
@@ -717,6 +748,7 @@ provider = "anthropic"
         strategies,
         few_shot_requests: few_shot_sent as u64,
         drift,
+        judge,
         experiments,
         adopted,
         not_adopted,

@@ -70,6 +70,8 @@ pub struct DemoReport {
     /// The scripted drift and what the optimizer did about it (`None`: no drift scripted, or
     /// no routing change was adopted to drift).
     pub drift: Option<DriftReport>,
+    /// What the judge did (`--judge`), `None` without one.
+    pub judge: Option<JudgeSummary>,
     pub experiments: Vec<ExperimentLine>,
     pub adopted: Vec<llmopt_optimizer::Adoption>,
     pub not_adopted: Vec<(String, String)>,
@@ -82,6 +84,36 @@ pub struct DemoReport {
     pub quality_budget_used: f64,
     /// Audit-log entries by kind.
     pub audit: BTreeMap<String, u64>,
+}
+
+/// The judge's work in the optimize phase: calls graded, verdicts joined, and what grading
+/// cost, beside the phase's own spend.
+#[derive(Debug, Clone, Serialize)]
+pub struct JudgeSummary {
+    pub model: String,
+    /// Judge calls made (each grades one answer).
+    pub calls: u64,
+    /// Calls of the phase carrying a verdict (feedback written by the judge).
+    pub graded_calls: u64,
+    pub cost_usd: f64,
+    /// The phase's spend on the application's own calls (judge calls excluded).
+    pub traffic_cost_usd: f64,
+}
+
+impl JudgeSummary {
+    pub fn of(records: &[llmopt_core::RequestRecord], model: &str) -> JudgeSummary {
+        let is_judge =
+            |r: &&llmopt_core::RequestRecord| r.tags.contains_key(llmopt_core::JUDGE_TAG);
+        let usd = |r: &llmopt_core::RequestRecord| r.cost.map_or(0.0, |c| c.as_usd_f64());
+        JudgeSummary {
+            model: model.to_owned(),
+            calls: records.iter().filter(is_judge).count() as u64,
+            graded_calls: records.iter().filter(|r| !is_judge(r) && !r.feedback.is_empty()).count()
+                as u64,
+            cost_usd: records.iter().filter(is_judge).map(usd).sum(),
+            traffic_cost_usd: records.iter().filter(|r| !is_judge(r)).map(usd).sum(),
+        }
+    }
 }
 
 /// What one strategy did over the demo.
@@ -297,6 +329,19 @@ pub fn write_report(report: &DemoReport, out: &mut (dyn Write + Send)) -> Result
         "  (few-shot stream: {} requests to claude-sonnet-4-5 with a system prompt shared per subject)",
         report.few_shot_requests
     )?;
+    if let Some(judge) = &report.judge {
+        writeln!(
+            out,
+            "  Quality signal: no client feedback; the judge {} graded {} calls of experiments and \
+             adoptions ({} judge calls, ${:.4}, {:.2}% of the phase's ${:.2} traffic spend).",
+            judge.model,
+            judge.graded_calls,
+            judge.calls,
+            judge.cost_usd,
+            100.0 * judge.cost_usd / judge.traffic_cost_usd.max(f64::MIN_POSITIVE),
+            judge.traffic_cost_usd
+        )?;
+    }
     match &report.drift {
         Some(drift) => {
             writeln!(

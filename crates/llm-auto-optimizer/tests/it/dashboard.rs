@@ -131,6 +131,7 @@ async fn every_dashboard_page_shows_the_apis_figures_in_headless_chromium() {
         progress: false,
         tags: false,
         drift: true,
+        judge: false,
     };
     let (_report, gateway) = run_and_keep(&args, &mut Vec::new()).await.expect("the demo runs");
     let api = Api {

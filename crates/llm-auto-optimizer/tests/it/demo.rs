@@ -18,6 +18,7 @@ async fn a_short_demo_adopts_measured_savings_and_measures_routing_on_held_out_p
         progress: false,
         tags: false,
         drift: true,
+        judge: false,
     };
     let mut text = Vec::new();
     let report = run(&args, &mut text).await.expect("the demo runs");

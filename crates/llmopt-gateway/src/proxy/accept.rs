@@ -40,6 +40,7 @@ impl ProxiedCall {
             span,
             _in_flight: None,
             key: None,
+            judge_question: None,
             endpoint,
         }
     }

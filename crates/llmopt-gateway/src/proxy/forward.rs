@@ -287,6 +287,9 @@ fn whole_response(
     };
     let record = call.answered_record(Status::Ok, &answered);
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    let graded_text = (call.judge_question.is_some() && status.is_success())
+        .then(|| crate::judge::answer_text(call.protocol, &answer.body))
+        .flatten();
     if let Some(key) = cache_key.filter(|_| status.is_success()) {
         let content_type = answer
             .headers
@@ -305,6 +308,7 @@ fn whole_response(
     }
     call.add_headers(response.headers_mut(), Some(&answered.served_model), cache_outcome);
     call.finish(record);
+    call.grade(graded_text);
     response
 }
 
@@ -348,7 +352,7 @@ pub(super) fn falls_back(error: &ProviderError) -> bool {
     }
 }
 
-pub(super) fn error_kind(error: &ProviderError) -> ErrorKind {
+pub(crate) fn error_kind(error: &ProviderError) -> ErrorKind {
     match error {
         ProviderError::RateLimited { .. } => ErrorKind::RateLimited,
         ProviderError::Timeout(_) => ErrorKind::Timeout,

@@ -20,6 +20,8 @@ pub mod responses;
 mod stream;
 mod workload;
 
+pub(crate) use forward::error_kind as provider_error_kind;
+
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -36,7 +38,8 @@ use llmopt_core::{
     CacheOutcome, Endpoint, ErrorKind, ExperimentArm, Fingerprint, Fingerprints, Money,
     RequestRecord, Status, Tags, Usage, WORKLOAD_TAG, fingerprint, usage::Protocol,
 };
-use llmopt_llm::{ChatRequest, translate::takes_max_completion_tokens};
+use llmopt_llm::ChatRequest;
+pub(crate) use llmopt_llm::translate::takes_max_completion_tokens;
 use serde_json::Value;
 use tracing::Instrument;
 
@@ -113,6 +116,8 @@ struct ProxiedCall {
     sampled: bool,
     span: tracing::Span,
     _in_flight: Option<InFlightGuard>,
+    /// The last user turn, kept when the judge grades this call (`crate::judge`).
+    judge_question: Option<String>,
     /// The virtual key the call is made with, if any (`crate::keys`).
     key: Option<Arc<crate::keys::KeyEntry>>,
     endpoint: Endpoint,
@@ -177,6 +182,21 @@ impl ProxiedCall {
         self.state.on_record(&record);
         if let Err(error) = self.state.collector().record(record) {
             tracing::warn!(%error, "record not collected");
+        }
+    }
+
+    /// Hands a finished call's answer to the judge, when this call was sampled for grading
+    /// (call after [`ProxiedCall::finish`], so the verdict finds the record).
+    fn grade(&self, answer: Option<String>) {
+        if let (Some(question), Some(answer)) = (&self.judge_question, answer)
+            && !answer.trim().is_empty()
+        {
+            let graded = crate::judge::Graded {
+                request_id: self.request_id.clone(),
+                question: question.clone(),
+                answer,
+            };
+            crate::judge::spawn(&self.state, &self.runtime, graded);
         }
     }
 
@@ -318,6 +338,12 @@ async fn handle(mut call: ProxiedCall, request: Request) -> Response {
     keep_untranslatable_on_the_configured_route(&call, &model, &workload, &chat, &mut decision);
     call.experiment = decision.experiment.clone();
     call.cache_ttl = decision.cache_ttl;
+    let measured = decision.experiment.is_some()
+        || !decision.applied_flags.is_empty()
+        || !decision.held_out.is_empty();
+    if call.runtime.config.judge.samples(&call.request_id, measured) {
+        call.judge_question = workload::workload_text(&body_value).map(|(_, user)| user);
+    }
     llmopt_core::tag_adoptions(&mut call.tags, &decision.applied_flags, &decision.held_out);
     let served = decision.candidates.first().map_or(model.as_str(), |c| c.model.as_str());
     let max_tokens_field = match call.protocol {

@@ -44,6 +44,7 @@ pub(super) fn stream_response(
     call.add_headers(&mut response_headers, Some(&candidate.model), cache_outcome);
     let status = StatusCode::from_u16(stream.status).unwrap_or(StatusCode::OK);
     let capture = cache_key.map(|key| (key, BytesMut::new()));
+    let judge_capture = call.judge_question.is_some().then(BytesMut::new);
     let body = RecordingStream {
         items: stream.items,
         progress: stream.progress,
@@ -52,6 +53,7 @@ pub(super) fn stream_response(
         upstream_start,
         error: None,
         capture,
+        judge_capture,
         cache_outcome,
         done: false,
     };
@@ -75,6 +77,8 @@ struct RecordingStream {
     error: Option<ProviderError>,
     /// Bytes kept for the cache while they fit in an entry.
     capture: Option<(CacheKey, BytesMut)>,
+    /// Bytes kept for the judge (a call sampled for grading), while under its bound.
+    judge_capture: Option<BytesMut>,
     cache_outcome: CacheOutcome,
     done: bool,
 }
@@ -104,6 +108,9 @@ impl RecordingStream {
             call.cache_answer(key, 200, "text/event-stream".to_owned(), bytes.freeze(), &record);
         }
         call.finish(record);
+        if let (Some(bytes), Status::Ok) = (self.judge_capture.take(), status) {
+            call.grade(crate::judge::stream_text(call.protocol, &bytes));
+        }
     }
 
     /// The client went away first (hyper dropped the body): the record has the usage seen so
@@ -147,6 +154,19 @@ impl Stream for RecordingStream {
                     if buffer.len() + bytes.len() > limit {
                         // Too big for the cache: stop copying.
                         this.capture = None;
+                    } else {
+                        buffer.extend_from_slice(&bytes);
+                    }
+                }
+                if let Some(buffer) = &mut this.judge_capture {
+                    // SSE framing is several times the text: an answer over the judge's bound
+                    // is dropped here, before it is buffered whole.
+                    let limit = this
+                        .call
+                        .as_ref()
+                        .map_or(0, |c| c.runtime.config.judge.max_answer_bytes.saturating_mul(8));
+                    if buffer.len() + bytes.len() > limit {
+                        this.judge_capture = None;
                     } else {
                         buffer.extend_from_slice(&bytes);
                     }

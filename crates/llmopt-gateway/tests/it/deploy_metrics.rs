@@ -49,8 +49,12 @@ const PROMETHEUS_SYNTHETIC: &[&str] = &["up", "scrape_duration_seconds", "scrape
 /// Families with labels that get no series in this test: the optimizer's proposals and
 /// decisions are counted only after a cycle proposes or decides something (hours of records
 /// and an experiment). Their labels, as `OptimizerMetrics` declares them.
-const UNSAMPLED_FAMILIES: &[(&str, &[&str])] =
-    &[("optimizer_proposals", &["strategy"]), ("optimizer_decisions", &["strategy", "outcome"])];
+/// `llmopt_judge_calls` needs a judge configured; `tests/it/judge.rs` samples it.
+const UNSAMPLED_FAMILIES: &[(&str, &[&str])] = &[
+    ("optimizer_proposals", &["strategy"]),
+    ("optimizer_decisions", &["strategy", "outcome"]),
+    ("llmopt_judge_calls", &["outcome"]),
+];
 
 /// sim-small at 1 USD / M input and 2 USD / M output, so calls have a cost and hits a saving.
 const SIM_PRICES: &str = r#"
@@ -702,7 +706,7 @@ async fn the_deploy_files_read_only_metrics_and_labels_the_gateway_exports() {
             );
         }
     }
-    // The allow-list is only for what is really unsampled here: both optimizer labels.
+    // The allow-list is only for what is really unsampled here: the optimizer's and judge's labels.
     assert_eq!(unchecked, BTreeSet::from(["outcome".to_owned(), "strategy".to_owned()]));
 
     // The dashboard shows every family.

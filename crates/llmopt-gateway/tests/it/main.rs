@@ -13,6 +13,7 @@ mod endpoints;
 mod engines;
 #[cfg(feature = "grpc")]
 mod grpc;
+mod judge;
 mod keys;
 mod loop_e2e;
 mod parsing;

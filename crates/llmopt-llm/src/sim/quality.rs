@@ -161,6 +161,56 @@ impl QualityLabels {
     }
 }
 
+/// The letter of a multiple-choice answer a simulated model gives when its label says it was
+/// correct (`gold`) and when it says it was wrong. The labels record correctness, not the
+/// answer key, so the key is a stand-in drawn from the prompt's hash; what matters, that a
+/// judge can tell a correct answer from a wrong one exactly as the labels do, holds.
+pub fn answer_letters(prompt: &str) -> (char, char) {
+    const LETTERS: [char; 4] = ['A', 'B', 'C', 'D'];
+    let hash = prompt_key(prompt);
+    let gold = (hash % 4) as usize;
+    let wrong = (gold + 1 + ((hash >> 8) % 3) as usize) % 4;
+    (LETTERS[gold], LETTERS[wrong])
+}
+
+/// The closing line of a simulated answer to a labelled prompt without recorded responses
+/// (MMLU): `Answer: (X)`, with the letter the label implies.
+pub fn answer_line(prompt: &str, correct: bool) -> String {
+    let (gold, wrong) = answer_letters(prompt);
+    format!("Answer: ({})", if correct { gold } else { wrong })
+}
+
+impl QualityLabels {
+    /// The simulated judge's reply for a question and an answer: `CORRECT` or `INCORRECT` as
+    /// the labels say for the model whose answer it is, `UNSURE` when the question is not
+    /// labelled or the answer is none the simulator gives. An answer cut off before its end
+    /// (a strict prefix of a recorded response, or an MMLU answer without its answer line) is
+    /// `INCORRECT`, as a judge would grade a truncated answer.
+    pub fn judge(&self, question: &str, answer: &str) -> &'static str {
+        let verdict = |correct: bool| if correct { "CORRECT" } else { "INCORRECT" };
+        let Some(label) = self.get(question) else { return "UNSURE" };
+        let answer = answer.trim();
+        let responses: Vec<(&str, bool)> = [QualityTier::Weak, QualityTier::Strong]
+            .into_iter()
+            .filter_map(|tier| label.response(tier).map(|text| (text.trim(), label.correct(tier))))
+            .collect();
+        if responses.is_empty() {
+            let (gold, _) = answer_letters(question);
+            return match answer.rfind("Answer: (") {
+                Some(at) => verdict(answer[at + "Answer: (".len()..].starts_with(gold)),
+                None => "INCORRECT",
+            };
+        }
+        if let Some((_, correct)) = responses.iter().find(|(text, _)| *text == answer) {
+            return verdict(*correct);
+        }
+        if !answer.is_empty() && responses.iter().any(|(text, _)| text.starts_with(answer)) {
+            return "INCORRECT";
+        }
+        "UNSURE"
+    }
+}
+
 /// RFC 4180 CSV: comma separated, fields optionally in double quotes, `""` for a quote inside
 /// quotes, line breaks allowed inside quotes, `\n` or `\r\n` between records.
 pub fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
@@ -211,6 +261,36 @@ pub fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_simulated_judge_grades_as_the_labels_say() {
+        let mut labels = QualityLabels::default();
+        let mmlu = "Which planet is largest? (A) Mars (B) Jupiter (C) Venus (D) Earth";
+        let label = |weak, strong| QualityLabel {
+            weak_correct: weak,
+            strong_correct: strong,
+            weak_response: None,
+            strong_response: None,
+        };
+        labels.insert(mmlu.to_owned(), label(false, true));
+        let right = format!("filler words\n\n{}", answer_line(mmlu, true));
+        let wrong = format!("filler words\n\n{}", answer_line(mmlu, false));
+        assert_ne!(right, wrong);
+        assert_eq!(labels.judge(mmlu, &right), "CORRECT");
+        assert_eq!(labels.judge(mmlu, &wrong), "INCORRECT");
+        assert_eq!(labels.judge(mmlu, "filler words cut before the"), "INCORRECT");
+        assert_eq!(labels.judge("an unlabelled question", &right), "UNSURE");
+
+        let gsm = "What is 6 times 7?";
+        let mut with_responses = label(true, false);
+        with_responses.weak_response = Some("6 * 7 = 42. The answer is 42.".to_owned());
+        with_responses.strong_response = Some("6 * 7 = 43. The answer is 43.".to_owned());
+        labels.insert(gsm.to_owned(), with_responses);
+        assert_eq!(labels.judge(gsm, "6 * 7 = 42. The answer is 42."), "CORRECT");
+        assert_eq!(labels.judge(gsm, " 6 * 7 = 43. The answer is 43.\n"), "INCORRECT");
+        assert_eq!(labels.judge(gsm, "6 * 7 = 42."), "INCORRECT", "cut off");
+        assert_eq!(labels.judge(gsm, "Something else entirely"), "UNSURE");
+    }
 
     #[test]
     fn csv_quotes_and_line_breaks() {

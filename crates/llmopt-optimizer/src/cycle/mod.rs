@@ -30,8 +30,8 @@ use std::{
 
 use llmopt_analytics::workload::WorkloadText;
 use llmopt_core::{
-    AuditEntry, Clock, ExperimentArm, PolicyStore, PriceCatalog, RecordQuery, RecordStore,
-    RequestRecord,
+    AuditEntry, Clock, ExperimentArm, JUDGE_TAG, PolicyStore, PriceCatalog, RecordQuery,
+    RecordStore, RequestRecord,
 };
 use llmopt_experiments::{
     Engine, ExperimentStatus, Outcome, PolicyChange, ScopeInputs, UnitIds,
@@ -202,7 +202,9 @@ impl Optimizer {
         }
         let current = self.policy.current();
         let previous = current.policy.workloads.as_ref();
-        if previous.is_some_and(|p| now_ms - p.fitted_ms < settings.refit_every_ms) {
+        let sampled = self.workloads.sample_len();
+        if previous.is_some_and(|p| !settings.refit_due(p.fitted_ms, p.fitted_on, now_ms, sampled))
+        {
             return Ok(None);
         }
         let (sample, seen) = self.workloads.sample();
@@ -367,7 +369,17 @@ impl Optimizer {
         let config = self.config();
         let now_ms = self.clock.now_ms();
         let from_ms = now_ms - config.lookback_ms;
-        let records = self.records.scan(&RecordQuery::range(from_ms, now_ms + 1))?;
+        let mut records = self.records.scan(&RecordQuery::range(from_ms, now_ms + 1))?;
+        // The judge's calls are the optimizer's own cost, not traffic to optimize.
+        let judge_calls = records.iter().filter(|r| r.tags.contains_key(JUDGE_TAG)).count();
+        let judge_cost_usd: f64 = records
+            .iter()
+            .filter(|r| r.tags.contains_key(JUDGE_TAG))
+            .filter_map(|r| r.cost.map(|cost| cost.as_usd_f64()))
+            .sum();
+        if judge_calls > 0 {
+            records.retain(|r| !r.tags.contains_key(JUDGE_TAG));
+        }
         let span_ms = match (records.first(), records.last()) {
             (Some(first), Some(last)) if last.ts_ms > first.ts_ms => last.ts_ms - first.ts_ms,
             _ => config.lookback_ms,
@@ -378,8 +390,13 @@ impl Optimizer {
             span_days: span_ms as f64 / 86_400_000.0,
             settings: &config.settings,
         };
-        let mut report =
-            CycleReport { at_ms: now_ms, records_read: records.len(), ..CycleReport::default() };
+        let mut report = CycleReport {
+            at_ms: now_ms,
+            records_read: records.len(),
+            judge_calls,
+            judge_cost_usd,
+            ..CycleReport::default()
+        };
         report.workloads = self.discover_workloads(&config, now_ms)?;
 
         // 1. Propose.

@@ -25,6 +25,12 @@ pub struct CycleReport {
     pub rolled_back: Vec<String>,
     /// What workload discovery did this cycle (fitted, or why not); `None`: nothing was due.
     pub workloads: Option<String>,
+    /// The judge's calls in the look-back window (left out of the analysis) and their cost,
+    /// USD: what grading answers cost the optimizer.
+    #[serde(default)]
+    pub judge_calls: usize,
+    #[serde(default)]
+    pub judge_cost_usd: f64,
 }
 
 /// Counters of the loop, exported by the binary as Prometheus metrics.

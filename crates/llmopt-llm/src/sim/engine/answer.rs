@@ -31,9 +31,11 @@ const FILLER_WORDS: &[&str] = &[
 ];
 
 /// Splits a known answer into word pieces (one token per 4 bytes, at least one per piece), or
-/// makes filler of a length drawn from the Azure trace; stops at `max_tokens`.
+/// makes filler of a length drawn from the Azure trace followed by `closing_line`; stops at
+/// `max_tokens` (so a cap can cut the closing line off, as it cuts a real answer).
 pub(super) fn generate(
     known_answer: Option<&str>,
+    closing_line: Option<&str>,
     max_tokens: Option<u64>,
     rng: &mut Xoshiro256PlusPlus,
 ) -> Generated {
@@ -69,8 +71,11 @@ pub(super) fn generate(
                 words += 1;
                 let piece = if words % 12 == 0 { format!("{word}. ") } else { format!("{word} ") };
                 if !push(piece, &mut generated) {
-                    break;
+                    return generated;
                 }
+            }
+            if let Some(line) = closing_line {
+                push(format!("\n\n{line}"), &mut generated);
             }
         }
     }

@@ -49,6 +49,9 @@ pub struct SimModel {
     pub latency: LatencyModel,
     /// Which RouteLLM model's quality labels it answers with.
     pub tier: QualityTier,
+    /// A judge: it answers grading requests ([`crate::judge`]) with the verdict the quality
+    /// labels give for the graded answer.
+    pub judge: bool,
 }
 
 impl SimModel {
@@ -57,6 +60,17 @@ impl SimModel {
             names: vec!["sim-large".to_owned(), "large".to_owned()],
             latency: latency::LARGE,
             tier: QualityTier::Strong,
+            judge: false,
+        }
+    }
+
+    /// `sim-judge`: grades answers from the labels, at the small model's speed.
+    pub fn judge() -> SimModel {
+        SimModel {
+            names: vec!["sim-judge".to_owned()],
+            latency: latency::SMALL,
+            tier: QualityTier::Strong,
+            judge: true,
         }
     }
 
@@ -65,6 +79,7 @@ impl SimModel {
             names: vec!["sim-small".to_owned(), "small".to_owned()],
             latency: latency::SMALL,
             tier: QualityTier::Weak,
+            judge: false,
         }
     }
 }
@@ -131,7 +146,7 @@ impl Default for SimConfig {
         SimConfig {
             seed: 42,
             time_scale: 1.0,
-            models: vec![SimModel::large(), SimModel::small()],
+            models: vec![SimModel::large(), SimModel::small(), SimModel::judge()],
             cache_window: Duration::from_secs(300),
             faults: FaultRates::default(),
             quality: Some(Arc::new(QualityLabels::bundled())),
@@ -277,11 +292,28 @@ impl SimEngine {
         let uncached_prompt = parsed.prompt_tokens.saturating_sub(usage.read_tokens);
         let latency = parsed.model.latency.sample(uncached_prompt, &mut rng);
 
-        let label = parsed
-            .last_user_text
-            .as_deref()
-            .and_then(|text| self.config.quality.as_ref().and_then(|q| q.get(text)));
-        let known_answer = label.and_then(|label| label.response(parsed.model.tier));
+        let quality = self.config.quality.as_deref();
+        let (label, known_answer, closing_line) = match parsed.last_user_text.as_deref() {
+            Some(text) if parsed.model.judge => {
+                let verdict = crate::judge::split_grading_prompt(text)
+                    .zip(quality)
+                    .map_or("UNSURE", |((question, answer), labels)| {
+                        labels.judge(question, answer)
+                    });
+                (None, Some(verdict.to_owned()), None)
+            }
+            Some(text) => {
+                let label = quality.and_then(|q| q.get(text));
+                let known = label.and_then(|l| l.response(parsed.model.tier)).map(str::to_owned);
+                // Without a recorded response (MMLU), the answer closes with the letter the
+                // label implies, so a judge can grade it.
+                let closing = label
+                    .filter(|_| known.is_none())
+                    .map(|l| super::quality::answer_line(text, l.correct(parsed.model.tier)));
+                (label, known, closing)
+            }
+            None => (None, None, None),
+        };
         // The answer depends on the model and the conversation only, like a temperature-0
         // model: the same prompt streamed or not gets the same text.
         let content_key = xxh3_64(
@@ -293,7 +325,12 @@ impl SimEngine {
             .as_bytes(),
         );
         let mut content_rng = Xoshiro256PlusPlus::seed_from_u64(self.config.seed ^ content_key);
-        let generated = generate(known_answer, parsed.max_tokens, &mut content_rng);
+        let generated = generate(
+            known_answer.as_deref(),
+            closing_line.as_deref(),
+            parsed.max_tokens,
+            &mut content_rng,
+        );
 
         let mut headers = vec![
             (
