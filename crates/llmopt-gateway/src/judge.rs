@@ -54,7 +54,9 @@ pub struct JudgeConfig {
     pub model: Option<String>,
     /// Share of the calls an experiment or adoption measures that are graded.
     pub share: f64,
-    /// Share of the other calls that are graded (evidence for proposals).
+    /// Share of the other calls that are graded: the evidence routing proposals need (the
+    /// routing strategy proposes nothing without quality feedback on the traffic it would
+    /// route, so a judge-only setup needs some).
     pub other_share: f64,
     /// The feedback metric verdicts are written as (`None`: the optimizer's quality metric).
     pub metric: Option<String>,
@@ -71,7 +73,7 @@ impl Default for JudgeConfig {
         JudgeConfig {
             model: None,
             share: 0.1,
-            other_share: 0.0,
+            other_share: 0.02,
             metric: None,
             max_concurrent: 4,
             max_answer_bytes: 32_768,
@@ -155,6 +157,12 @@ impl JudgeSlots {
             }
         }
         *size = limit;
+    }
+
+    /// Gradings running now.
+    pub fn in_use(&self) -> usize {
+        let size = *self.size.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        size.saturating_sub(self.semaphore.available_permits())
     }
 
     fn try_take(&self) -> Option<OwnedSemaphorePermit> {

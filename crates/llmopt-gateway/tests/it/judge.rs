@@ -2,10 +2,10 @@
 //! judge through the gateway's own providers, the verdicts join the graded calls as quality
 //! feedback and match the real labels, and the judge's calls are recorded as the optimizer's.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use llmopt_core::{FeedbackValue, JUDGE_TAG, RequestRecord};
-use llmopt_llm::sim::QualityLabels;
+use llmopt_llm::sim::{QualityLabels, SimConfig, SimEngine, SimModel, SimServer};
 use serde_json::{Value, json};
 
 use crate::support::{RunningGateway, TestGateway, client, config_text, sim_server};
@@ -154,4 +154,194 @@ fn a_judge_model_without_a_route_is_refused() {
     let text = "[judge]\nmodel = \"sim-judge\"\nshare = 2\n";
     let error = llmopt_gateway::config::from_toml_str(text).unwrap_err().to_string();
     assert!(error.contains("judge.share must be between 0 and 1"), "{error}");
+}
+
+/// Routing learned from the judge alone: no client sends feedback. Requests tagged `easy` are
+/// GSM8K prompts both simulated models answer correctly, `hard` ones only the strong model
+/// does. The judge grades both arms; routing is adopted for `easy` and not for `hard`, acts on
+/// the request path with its holdout, and an admin rolls it back through the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_is_learned_from_the_judges_verdicts_alone() {
+    // The strong model under a name of its own, served over the OpenAI protocol like sim-small.
+    let models = vec![
+        SimModel { names: vec!["oai-large".into()], ..SimModel::large() },
+        SimModel::small(),
+        SimModel::judge(),
+    ];
+    let engine = SimEngine::new(SimConfig { time_scale: 0.0, models, ..SimConfig::default() });
+    let sim = SimServer::start_local(Arc::new(engine)).await.unwrap();
+    let prices = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        prices.path(),
+        format!(
+            "{PRICES}\n[models.\"oai-large\"]\nprovider = \"openai\"\ninput = 3.0\noutput = 15.0\n"
+        ),
+    )
+    .unwrap();
+    let extra = format!(
+        r#"
+[routes.large]
+models = ["oai-large"]
+provider = "oai"
+[cache]
+enabled = false
+[auth]
+admin_token_env = "TEST_ADMIN_TOKEN"
+[judge]
+model = "sim-judge"
+share = 1.0
+other_share = 0.25
+max_concurrent = 64
+[pricing]
+file = "{prices}"
+[optimizer]
+mode = "auto"
+lookback_ms = 86400000
+max_running_experiments = 4
+min_samples_per_arm = 200
+holdout_share = 0.2
+[optimizer.strategies]
+response_cache = false
+prompt_cache = false
+max_tokens_cap = false
+timeout_hedge = false
+batch_pricing = false
+[optimizer.settings]
+min_requests = 100
+workload_tag = "task"
+routing_pairs = [["oai-large", "sim-small"]]
+[optimizer.workloads]
+enabled = false
+"#,
+        prices = prices.path().display()
+    );
+    let gateway = RunningGateway::start(TestGateway::from_toml(&config_text(&sim, &extra))).await;
+    let labels = QualityLabels::bundled();
+    let pick = |weak: bool| -> Vec<String> {
+        labels
+            .prompts()
+            .iter()
+            .filter(|p| labels.get(p).is_some_and(|l| l.strong_correct && l.weak_correct == weak))
+            .cloned()
+            .collect()
+    };
+    let (easy, hard) = (pick(true), pick(false));
+    assert!(easy.len() >= 20 && hard.len() >= 20, "{} easy, {} hard", easy.len(), hard.len());
+    let http = client();
+    let mut sent = 0usize;
+    // `count` calls to `oai-large`, alternating easy and hard; returns (task, served model).
+    let mut traffic = async |count: usize| -> Vec<(&'static str, String)> {
+        let calls = (0..count).map(|_| {
+            sent += 1;
+            let (task, prompts) =
+                if sent.is_multiple_of(2) { ("easy", &easy) } else { ("hard", &hard) };
+            let prompt = prompts[sent / 2 % prompts.len()].clone();
+            let http = http.clone();
+            let url = gateway.url("/v1/chat/completions");
+            async move {
+                let response = http
+                    .post(url)
+                    .header("x-llmopt-tags", format!("task={task}"))
+                    .json(&json!({"model": "oai-large", "temperature": 0,
+                                  "messages": [{"role": "user", "content": prompt}]}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status();
+                assert_eq!(status, 200, "{}", response.text().await.unwrap());
+                let served =
+                    response.headers()["x-llmopt-served-model"].to_str().unwrap().to_owned();
+                response.bytes().await.unwrap();
+                (task, served)
+            }
+        });
+        futures::future::join_all(calls).await
+    };
+    let optimize = async || -> Value {
+        // The judge grades in the background: let its gradings land before the cycle reads.
+        let state = gateway.gateway.state.clone();
+        let wait = async {
+            while state.judge_slots().in_use() > 0 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), wait).await.expect("the judge keeps up");
+        let response = client()
+            .post(gateway.url("/api/optimize"))
+            .bearer_auth("admin-secret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    };
+
+    traffic(400).await;
+    let first = optimize().await;
+    assert_eq!(first["started"].as_array().unwrap().len(), 2, "one experiment per task: {first:#}");
+    let mut adopted = Vec::new();
+    for _ in 0..20 {
+        traffic(500).await;
+        let report = optimize().await;
+        adopted.extend(
+            report["adopted"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()),
+        );
+        if !adopted.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(adopted.len(), 1, "routing adopted for one task");
+    let id = adopted[0].clone();
+    let (_, adoptions) = {
+        let response = client()
+            .get(gateway.url("/api/adoptions"))
+            .bearer_auth("admin-secret")
+            .send()
+            .await
+            .unwrap();
+        ((), response.json::<Value>().await.unwrap())
+    };
+    let adoption = adoptions["adoptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["experiment_id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(adoption["scope"]["tag"], json!(["task", "easy"]), "{adoption:#}");
+
+    // On the request path: easy calls go to the weak model but for the holdout; hard ones never.
+    let served = traffic(400).await;
+    let weak = |task: &str| served.iter().filter(|(t, s)| *t == task && s == "sim-small").count();
+    assert_eq!(weak("hard"), 0);
+    assert!(
+        (120..=190).contains(&weak("easy")),
+        "{} of 200 easy calls routed (20 % held out)",
+        weak("easy")
+    );
+
+    // Rolled back by the admin: everything is served as asked again.
+    let response = client()
+        .post(gateway.url(&format!("/api/adoptions/{id}/rollback")))
+        .bearer_auth("admin-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let served = traffic(100).await;
+    assert!(served.iter().all(|(_, s)| s == "oai-large"));
+    let metrics = client()
+        .get(gateway.url("/metrics"))
+        .bearer_auth("admin-secret")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("llmopt_judge_calls_total{outcome=\"incorrect\"}"),
+        "the weak arm of `hard` was graded wrong"
+    );
+    gateway.stop().await;
 }

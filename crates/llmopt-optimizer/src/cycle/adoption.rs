@@ -39,6 +39,11 @@
 //! fewer workloads. Limits: a workload tested again (a new experiment on traffic whose
 //! winner was already judged) spends α again; `Q` and `w_s` are measured on the lookback
 //! window and treated as known.
+//!
+//! Winners the budget refuses are kept and offered again once a rollback has brought the
+//! adopted set's bound below where it stood at their refusal (for as long as the look-back
+//! window, and while their workload exists): the union bound covers every set, so a winner
+//! joining later keeps the claim.
 
 use llmopt_core::{RequestRecord, ScopeFilter};
 use llmopt_experiments::{
@@ -321,6 +326,17 @@ impl Optimizer {
                     &decision.experiment_id,
                     json!({"reason": reason, "decision": decision}),
                 )?;
+                if measured {
+                    lock(&self.state).refused.insert(
+                        decision.experiment_id.clone(),
+                        super::RefusedWinner {
+                            decision: decision.clone(),
+                            arm: arm.clone(),
+                            refused_ms: now_ms,
+                            bound_then: before,
+                        },
+                    );
+                }
                 report.not_adopted.push((decision.experiment_id.clone(), reason));
             }
         }

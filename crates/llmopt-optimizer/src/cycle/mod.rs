@@ -35,7 +35,7 @@ use llmopt_core::{
 };
 use llmopt_experiments::{
     Engine, ExperimentStatus, Outcome, PolicyChange, ScopeInputs, UnitIds,
-    decision::Action as EngineAction,
+    decision::{Action as EngineAction, Decision as EngineDecision},
 };
 use serde_json::json;
 
@@ -65,7 +65,21 @@ struct CycleState {
     pending: BTreeMap<String, PendingApproval>,
     /// Routing changes adopted or held for approval: what the quality budget is spent on.
     ledger: Vec<QualityDrop>,
+    /// Routing winners the budget refused, by experiment id: offered again once the budget
+    /// in use falls below what it was when they were refused (a rollback released some).
+    refused: BTreeMap<String, RefusedWinner>,
     metrics: LoopMetrics,
+}
+
+/// A routing winner the quality budget had no room for.
+#[derive(Debug, Clone)]
+struct RefusedWinner {
+    decision: EngineDecision,
+    arm: String,
+    /// When it was refused; its evidence is not offered after the look-back window.
+    refused_ms: i64,
+    /// The adopted set's bound when it was refused.
+    bound_then: f64,
 }
 
 /// Routing of one request: the policy's decision with any experiment arm's change on top.
@@ -482,12 +496,47 @@ impl Optimizer {
                 }
             }
         }
+        routing_winners.extend(self.refused_winners_to_offer(&config, now_ms));
         self.spend_quality_budget(routing_winners, &records, &config, now_ms, &mut report)?;
         report.decisions = decisions;
 
         // 3. Start experiments for the best untested proposals, within the limits.
         self.start_experiments(&proposals, &config, now_ms, &mut report)?;
         Ok(report)
+    }
+
+    /// The winners refused by the budget that may be offered again now: taken out of the
+    /// refused set when the budget in use has fallen below its level at their refusal (they go
+    /// back in if refused again), dropped once older than the look-back window or when their
+    /// discovered workload no longer exists. Offering a winner later keeps the budget's claim:
+    /// the union bound holds for every set of winners, whenever each joined (`adoption`).
+    fn refused_winners_to_offer(
+        &self,
+        config: &OptimizerConfig,
+        now_ms: i64,
+    ) -> Vec<(EngineDecision, String)> {
+        let workload_ids: Option<Vec<String>> =
+            self.policy.current().policy.workloads.as_ref().map(|d| d.model.ids().to_vec());
+        let mut state = lock(&self.state);
+        let bound_now = quality_bound(&state.ledger);
+        let mut offered = Vec::new();
+        let ids: Vec<String> = state.refused.keys().cloned().collect();
+        for id in ids {
+            let Some(refused) = state.refused.get(&id) else { continue };
+            let workload_gone = self.engine.show(&id).ok().is_some_and(|experiment| {
+                experiment.spec.scope.cluster.as_ref().is_some_and(|workload| {
+                    workload_ids.as_ref().is_some_and(|ids| !ids.contains(workload))
+                })
+            });
+            if now_ms - refused.refused_ms > config.lookback_ms || workload_gone {
+                state.refused.remove(&id);
+            } else if bound_now < refused.bound_then - 1e-12
+                && let Some(refused) = state.refused.remove(&id)
+            {
+                offered.push((refused.decision, refused.arm));
+            }
+        }
+        offered
     }
 
     fn strategy_of(&self, experiment_id: &str) -> Option<StrategyKind> {

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use llmopt_core::{
-    Clock, ManualClock, MemoryExperimentStore, MemoryPolicyStore, MemoryRecordStore, PolicyStore,
-    PriceCatalog, RecordStore, RequestRecord, Tags,
+    AuditEntry, Clock, ManualClock, MemoryExperimentStore, MemoryPolicyStore, MemoryRecordStore,
+    PolicyStore, PriceCatalog, RecordStore, RequestRecord, Tags,
 };
 use llmopt_experiments::{Engine, UnitIds};
 use llmopt_optimizer::{
@@ -24,6 +24,8 @@ struct World {
     next_id: u64,
     /// The cheap model has degraded on `easy` tasks too (40 % correct): a drift after adoption.
     drift: bool,
+    /// The cheap model is as good on `hard` tasks as on `easy` ones.
+    all_easy: bool,
 }
 
 fn config(mode: Mode) -> OptimizerConfig {
@@ -56,6 +58,7 @@ impl World {
             clock: Arc::new(ManualClock::new(T0)),
             next_id: 0,
             drift: false,
+            all_easy: false,
         }
     }
 
@@ -113,7 +116,7 @@ impl World {
             r.experiment = routing.arm.clone();
             // A spread-out pattern over the request number: 9 in 10, or 4 in 10, correct.
             let draw = (i.wrapping_mul(2_654_435_761) >> 7) % 10;
-            let degraded = task == "hard" || self.drift;
+            let degraded = (task == "hard" && !self.all_easy) || self.drift;
             let correct = if served == "gpt-4o-mini" && degraded { draw < 4 } else { draw < 9 };
             let r: RequestRecord = with_feedback(r, correct);
             optimizer.observe(&r);
@@ -410,4 +413,54 @@ fn an_operator_rolls_an_adoption_back_by_hand() {
     assert_eq!(optimizer.policy().decide(&easy_context(&tags)).model, None);
     assert!(optimizer.roll_back(&adopted, "twice").is_err(), "once only");
     assert!(optimizer.roll_back("exp-9999", "unknown").is_err());
+}
+
+/// Both workloads are routed when the budget has room; returns the budget in use after each
+/// adoption, in order.
+fn route_both(world: &mut World, optimizer: &Optimizer) -> (Vec<String>, Vec<f64>) {
+    world.traffic(optimizer, 400);
+    optimizer.run_cycle().unwrap();
+    let (mut adopted, mut budgets) = (Vec::new(), Vec::new());
+    for _ in 0..30 {
+        world.traffic(optimizer, 1_000);
+        let report = optimizer.run_cycle().unwrap();
+        for id in report.adopted {
+            adopted.push(id);
+            budgets.push(optimizer.quality_budget_used());
+        }
+        if adopted.len() == 2 {
+            break;
+        }
+    }
+    (adopted, budgets)
+}
+
+#[test]
+fn a_winner_the_budget_refused_is_adopted_once_a_rollback_releases_budget() {
+    // Both workloads are routable, but the default budget (0.05 of the model's quality) has
+    // room for one of them only.
+    let mut world = World { all_easy: true, ..World::new() };
+    let optimizer = world.optimizer(Mode::Auto);
+    let (adopted, _) = route_both(&mut world, &optimizer);
+    assert_eq!(adopted.len(), 1, "room for one");
+    let log = optimizer.audit_log(0, 100_000).unwrap();
+    let refused: Vec<&AuditEntry> = log.iter().filter(|e| e.kind == "not_adopted").collect();
+    assert_eq!(refused.len(), 1, "the other winner is refused: {refused:?}");
+    assert!(
+        refused[0].detail["reason"].as_str().unwrap().starts_with("quality budget"),
+        "{:?}",
+        refused[0].detail
+    );
+    let refused = refused[0].subject.clone();
+    // Cycles without a change in the budget do not offer it again (no audit noise).
+    world.traffic(&optimizer, 500);
+    assert!(optimizer.run_cycle().unwrap().not_adopted.is_empty());
+
+    // The adopted one is rolled back: the next cycle adopts the refused winner.
+    optimizer.roll_back(&adopted[0], "make room").unwrap();
+    world.traffic(&optimizer, 500);
+    let report = optimizer.run_cycle().unwrap();
+    assert_eq!(report.adopted, vec![refused.clone()], "{report:#?}");
+    let budget = optimizer.quality_budget_used();
+    assert!(budget > 0.0 && budget <= 0.05, "{budget}");
 }
