@@ -70,6 +70,42 @@ pub struct Config {
     /// The gRPC API (`proto/optimizer.proto`); needs a build with the `grpc` feature.
     #[serde(default)]
     pub grpc: GrpcConfig,
+    /// OpenTelemetry export of one span per proxied call; needs a build with the `otel`
+    /// feature (`crate::telemetry`).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: where and how spans of proxied calls are exported over OTLP/HTTP
+/// (protobuf). Read when the gateway starts; a reload does not change it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector's base URL (`http://127.0.0.1:4318`): spans go to `{this}/v1/traces`.
+    /// Unset: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as it is) or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (with `/v1/traces`); none of them: nothing is exported.
+    pub otlp_endpoint: Option<String>,
+    /// Spans waiting for export at most; a span arriving at a full queue is dropped and
+    /// counted (`llmopt_otel_dropped_spans_total`), never waited for.
+    pub queue_capacity: usize,
+    /// Spans per export request at most.
+    pub batch_size: usize,
+    /// The longest a span waits in a part-filled batch.
+    pub flush_interval_ms: u64,
+    /// One export request's timeout, retries included.
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> TelemetryConfig {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            queue_capacity: 4_096,
+            batch_size: 512,
+            flush_interval_ms: 2_000,
+            export_timeout_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -527,6 +563,31 @@ impl Config {
                  (cargo build --features grpc)"
                     .to_owned(),
             );
+        }
+        if self.telemetry.otlp_endpoint.is_some() && !cfg!(feature = "otel") {
+            problems.push(
+                "telemetry.otlp_endpoint needs a binary built with the `otel` feature \
+                 (cargo build --features otel)"
+                    .to_owned(),
+            );
+        }
+        if self.telemetry.queue_capacity == 0
+            || self.telemetry.batch_size == 0
+            || self.telemetry.flush_interval_ms == 0
+            || self.telemetry.export_timeout_ms == 0
+        {
+            problems.push(
+                "telemetry.queue_capacity, batch_size, flush_interval_ms and export_timeout_ms \
+                 must be positive"
+                    .to_owned(),
+            );
+        }
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            problems.push(format!(
+                "telemetry.otlp_endpoint `{endpoint}` must start with http:// or https://"
+            ));
         }
         if self.server.threads > 1_024 {
             problems.push(format!(

@@ -36,6 +36,7 @@ use crate::{
     overlay::OptimizerOverlay,
     providers::build_providers,
     routing::{RouteDecision, RouteInput, RouteTable},
+    telemetry::Telemetry,
 };
 
 /// Reads a secret (an environment variable in production, a map in tests).
@@ -180,6 +181,32 @@ impl Runtime {
     }
 }
 
+/// Starts OpenTelemetry export when `[telemetry]` or the OTLP variables name an endpoint.
+fn start_telemetry(
+    config: &crate::config::TelemetryConfig,
+    secrets: &SecretSource,
+    metrics: &Metrics,
+) -> Result<Option<Telemetry>> {
+    let Some(endpoint) = crate::telemetry::traces_endpoint(config, &|name: &str| secrets(name))
+    else {
+        return Ok(None);
+    };
+    #[cfg(feature = "otel")]
+    {
+        Telemetry::start(config, endpoint, metrics.otel().clone()).map(Some)
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = metrics;
+        tracing::warn!(
+            %endpoint,
+            "an OTLP endpoint is set, but this binary was built without the `otel` feature: \
+             no spans are exported"
+        );
+        Ok(None)
+    }
+}
+
 /// What happened to a configuration change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadEvent {
@@ -204,6 +231,8 @@ pub struct Shared {
     ready: AtomicBool,
     reload_events: broadcast::Sender<ReloadEvent>,
     stream: crate::api::stream::StreamHub,
+    /// The OpenTelemetry exporter, when an endpoint is configured (`crate::telemetry`).
+    telemetry: Option<Telemetry>,
 }
 
 /// A [`SecretSource`] that prints nothing.
@@ -248,6 +277,8 @@ impl AppState {
         )
         .map_err(|e| Error::Config(format!("optimizer: {e}")))?;
         let (reload_events, _) = broadcast::channel(16);
+        let metrics = Metrics::new();
+        let telemetry = start_telemetry(&runtime.config.telemetry, &secrets, &metrics)?;
         Ok(AppState(Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             overlay,
@@ -255,7 +286,7 @@ impl AppState {
             keys,
             responses: Default::default(),
             collector,
-            metrics: Metrics::new(),
+            metrics,
             clock,
             secrets_source: SecretSourceDebug(secrets),
             config_source,
@@ -263,7 +294,14 @@ impl AppState {
             ready: AtomicBool::new(true),
             reload_events,
             stream: crate::api::stream::StreamHub::default(),
+            telemetry,
         })))
+    }
+
+    /// The OpenTelemetry exporter; `None` when export is off (no endpoint, or a build without
+    /// the `otel` feature), and then no exporter thread exists.
+    pub fn telemetry(&self) -> Option<&Telemetry> {
+        self.0.telemetry.as_ref()
     }
 
     /// The current runtime snapshot.

@@ -174,6 +174,10 @@ impl ProxiedCall {
             ),
         }
         self.state.on_record(&record);
+        if let Some(telemetry) = self.state.telemetry() {
+            let kind = self.runtime.config.providers.get(record.provider.as_str()).map(|p| p.kind);
+            telemetry.submit(&record, kind);
+        }
         if let Err(error) = self.state.collector().record(record) {
             tracing::warn!(%error, "record not collected");
         }

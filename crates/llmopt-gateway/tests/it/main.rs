@@ -14,6 +14,8 @@ mod engines;
 mod grpc;
 mod keys;
 mod loop_e2e;
+#[cfg(feature = "otel")]
+mod otel;
 mod parsing;
 mod policy_changes;
 mod proxy;
