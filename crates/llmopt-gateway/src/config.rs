@@ -386,6 +386,26 @@ impl Default for CacheConfig {
 pub struct PricingSection {
     /// A `pricing.toml`-format file merged over the built-in catalog.
     pub file: Option<PathBuf>,
+    /// Prices written in the configuration itself, in the same format as a `[models."id"]`
+    /// table of `pricing.toml` (`[pricing.models."sim-large"]`), merged after `file`.
+    pub models: BTreeMap<String, toml::Value>,
+}
+
+impl PricingSection {
+    /// The inline `models` as a catalog (empty when there are none).
+    pub fn inline_catalog(&self) -> Result<llmopt_core::PriceCatalog> {
+        if self.models.is_empty() {
+            return Ok(llmopt_core::PriceCatalog::default());
+        }
+        let models: toml::Table =
+            self.models.iter().map(|(id, price)| (id.clone(), price.clone())).collect();
+        let mut root = toml::Table::new();
+        root.insert("models".to_owned(), toml::Value::Table(models));
+        let text =
+            toml::to_string(&root).map_err(|e| Error::Config(format!("pricing.models: {e}")))?;
+        llmopt_core::PriceCatalog::from_toml_str(&text)
+            .map_err(|e| Error::Config(format!("pricing.models: {e}")))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -563,6 +583,9 @@ impl Config {
                  (cargo build --features grpc)"
                     .to_owned(),
             );
+        }
+        if let Err(error) = self.pricing.inline_catalog() {
+            problems.push(error.to_string());
         }
         if self.telemetry.otlp_endpoint.is_some() && !cfg!(feature = "otel") {
             problems.push(

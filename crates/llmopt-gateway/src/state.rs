@@ -170,6 +170,9 @@ impl Runtime {
                 .map_err(|e| Error::Config(format!("pricing.file `{}`: {e}", file.display())))?;
             catalog.merge(extra).map_err(|e| Error::Config(format!("pricing.file: {e}")))?;
         }
+        catalog
+            .merge(config.pricing.inline_catalog()?)
+            .map_err(|e| Error::Config(format!("pricing.models: {e}")))?;
         Ok(Runtime {
             config: Arc::new(config),
             providers,

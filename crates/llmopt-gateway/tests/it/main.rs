@@ -7,6 +7,7 @@
 mod access;
 mod config;
 mod dashboard;
+mod demo_env;
 mod deploy_metrics;
 mod endpoints;
 mod engines;
