@@ -12,6 +12,8 @@
 //! - **The call's own timing.** The span ends when the record is made and starts the call's
 //!   measured latency before that (the same `Instant` measurement as `latency_us`), so it spans
 //!   what the client waited, stream included.
+//! - **In the caller's trace.** A W3C `traceparent` header ([`TraceParent`], read only when
+//!   export is on) makes the span a child of the caller's span; otherwise it is a root.
 //! - **The SDK's types, our pipeline.** Spans are built as `opentelemetry_sdk`'s `SpanData` and
 //!   encoded and sent by `opentelemetry-otlp`'s exporter; the SDK's tracer provider and batch
 //!   processor are not used: their queue drops spans without a count we could expose, and their
@@ -53,6 +55,53 @@ fn traces_url(base: &str) -> String {
     format!("{}/v1/traces", base.trim_end_matches('/'))
 }
 
+/// The caller's span, from a W3C `traceparent` header (`00-{trace id}-{span id}-{flags}`): a
+/// call's span is its child, so it appears in the application's own trace. Read only when
+/// export is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+}
+
+impl TraceParent {
+    /// Parses a `traceparent` value; `None` for anything the specification says to ignore
+    /// (unknown version 0xff, all-zero ids, wrong lengths, upper-case or non-hex digits).
+    pub fn parse(value: &str) -> Option<TraceParent> {
+        let mut parts = value.trim().split('-');
+        let version = parts.next()?;
+        let (trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?);
+        // Version 00 has exactly four parts; later versions may append more.
+        if version.len() != 2 || version == "ff" || (version == "00" && parts.next().is_some()) {
+            return None;
+        }
+        if flags.len() != 2 || !is_lower_hex(version) || !is_lower_hex(flags) {
+            return None;
+        }
+        let trace_id: [u8; 16] = hex_bytes(trace)?;
+        let span_id: [u8; 8] = hex_bytes(span)?;
+        if trace_id == [0; 16] || span_id == [0; 8] {
+            return None;
+        }
+        Some(TraceParent { trace_id, span_id })
+    }
+}
+
+fn is_lower_hex(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn hex_bytes<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != 2 * N || !is_lower_hex(text) {
+        return None;
+    }
+    let mut bytes = [0u8; N];
+    for (index, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * index..2 * index + 2)?, 16).ok()?;
+    }
+    Some(bytes)
+}
+
 #[cfg(feature = "otel")]
 pub use enabled::Telemetry;
 
@@ -63,6 +112,7 @@ pub use disabled::Telemetry;
 mod disabled {
     use llmopt_core::RequestRecord;
 
+    use super::TraceParent;
     use crate::config::ProviderKind;
 
     /// A build without the `otel` feature has no exporter: this type has no value, so
@@ -71,7 +121,12 @@ mod disabled {
     pub enum Telemetry {}
 
     impl Telemetry {
-        pub fn submit(&self, _record: &RequestRecord, _provider: Option<ProviderKind>) {
+        pub fn submit(
+            &self,
+            _record: &RequestRecord,
+            _provider: Option<ProviderKind>,
+            _parent: Option<TraceParent>,
+        ) {
             match *self {}
         }
 
@@ -96,7 +151,7 @@ mod enabled {
     use llmopt_llm::BytesClient;
     use opentelemetry::{
         InstrumentationScope, KeyValue, StringValue, Value,
-        trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceState},
+        trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState},
     };
     use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
     use opentelemetry_sdk::{
@@ -105,6 +160,7 @@ mod enabled {
     };
     use tokio::sync::{mpsc, oneshot};
 
+    use super::TraceParent;
     use crate::{
         config::{ProviderKind, TelemetryConfig},
         error::{Error, Result},
@@ -118,6 +174,7 @@ mod enabled {
     struct FinishedCall {
         record: RequestRecord,
         provider: Option<ProviderKind>,
+        parent: Option<TraceParent>,
         start: SystemTime,
         end: SystemTime,
     }
@@ -197,10 +254,15 @@ mod enabled {
 
         /// Queues the span of a call that has just finished (its record made now). Never waits:
         /// a full queue drops the span and counts it.
-        pub fn submit(&self, record: &RequestRecord, provider: Option<ProviderKind>) {
+        pub fn submit(
+            &self,
+            record: &RequestRecord,
+            provider: Option<ProviderKind>,
+            parent: Option<TraceParent>,
+        ) {
             let end = SystemTime::now();
             let start = end.checked_sub(Duration::from_micros(record.latency_us)).unwrap_or(end);
-            let call = FinishedCall { record: record.clone(), provider, start, end };
+            let call = FinishedCall { record: record.clone(), provider, parent, start, end };
             if self.queue.try_send(Message::Call(Box::new(call))).is_err() {
                 self.counters.dropped.inc();
             }
@@ -323,16 +385,23 @@ mod enabled {
     ) -> SpanData {
         let record = &call.record;
         let operation = operation_name(record.endpoint);
+        // A child of the caller's span when it sent one, else the root of a trace of its own.
+        let (trace_id, parent_span_id) = match call.parent {
+            Some(parent) => {
+                (TraceId::from_bytes(parent.trace_id), SpanId::from_bytes(parent.span_id))
+            }
+            None => (ids.new_trace_id(), SpanId::INVALID),
+        };
         SpanData {
             span_context: SpanContext::new(
-                ids.new_trace_id(),
+                trace_id,
                 ids.new_span_id(),
                 TraceFlags::SAMPLED,
                 false,
                 TraceState::default(),
             ),
-            parent_span_id: SpanId::INVALID,
-            parent_span_is_remote: false,
+            parent_span_id,
+            parent_span_is_remote: call.parent.is_some(),
             span_kind: SpanKind::Client,
             name: Cow::Owned(format!("{operation} {}", record.requested_model.as_str())),
             start_time: call.start,
@@ -493,5 +562,31 @@ mod tests {
         );
         let disabled = env_of(&[(SDK_DISABLED_ENV, "TRUE")]);
         assert_eq!(traces_endpoint(&config, &disabled), None);
+    }
+
+    #[test]
+    fn traceparent_headers_are_read_as_the_w3c_specification_says() {
+        let parent =
+            TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!(parent.trace_id[..4], [0x4b, 0xf9, 0x2f, 0x35]);
+        assert_eq!(parent.span_id[6..], [0x02, 0xb7]);
+        // A later version may carry more fields; these are ignored.
+        assert!(
+            TraceParent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-what")
+                .is_some()
+        );
+        for refused in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e47zz-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(TraceParent::parse(refused), None, "{refused}");
+        }
     }
 }

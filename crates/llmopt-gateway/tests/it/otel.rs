@@ -80,6 +80,10 @@ async fn start_collector(open: bool) -> Collector {
     Collector { url, spans, requests, open: open_tx }
 }
 
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
+}
+
 fn text(value: &AnyValue) -> String {
     match &value.value {
         Some(AnyValueKind::StringValue(text)) => text.clone(),
@@ -182,6 +186,7 @@ async fn each_proxied_call_is_one_span_with_the_genai_attributes_at_its_own_time
     let response = client()
         .post(running.url("/v1/messages"))
         .header("x-llmopt-tenant", "team-a")
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
         .header("anthropic-version", "2023-06-01")
         .json(&json!({"model": "sim-large", "max_tokens": 16,
                       "messages": [{"role": "user", "content": "and a trace?"}]}))
@@ -264,6 +269,12 @@ async fn each_proxied_call_is_one_span_with_the_genai_attributes_at_its_own_time
     let saved = records[&hit].saved_cost.unwrap().as_usd_f64();
     assert!((double(&hit_span, "llmopt.saved_cost_usd") - saved).abs() < 1e-12);
 
+    // The call with a `traceparent` is a child of the caller's span, in the caller's trace;
+    // the others are roots of their own traces.
+    assert_eq!(spans[&messages].trace_id, hex("4bf92f3577b34da6a3ce929d0e0e4736"));
+    assert_eq!(spans[&messages].parent_span_id, hex("00f067aa0ba902b7"));
+    assert!(spans[&miss].parent_span_id.is_empty());
+    assert_ne!(spans[&miss].trace_id, spans[&hit].trace_id);
     let messages_span = attributes(&spans[&messages]);
     assert_eq!(string(&messages_span, "gen_ai.provider.name"), "anthropic");
     assert_eq!(string(&messages_span, "llmopt.endpoint"), "messages");
