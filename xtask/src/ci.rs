@@ -26,17 +26,20 @@ pub fn run(args: &[String]) -> Result<()> {
     } else {
         cmd!(sh, "cargo test --workspace --locked --no-fail-fast").run()?;
     }
-    // The gateway's optional gRPC API, linted and tested with its feature (needs protoc,
-    // which scripts/ci/install-tools.sh installs).
+    // The gateway's optional parts, linted and tested with their features in one build: the
+    // gRPC API (needs protoc, which scripts/ci/install-tools.sh installs) and OpenTelemetry
+    // export (the tests of a module named `otel`).
     cmd!(
         sh,
-        "cargo clippy -p llmopt-gateway --features grpc --all-targets --locked -- -D warnings"
+        "cargo clippy -p llmopt-gateway --features grpc,otel --all-targets --locked -- -D warnings"
     )
     .run()?;
     if use_nextest {
-        cmd!(sh, "cargo nextest run -p llmopt-gateway --features grpc --locked grpc").run()?;
+        cmd!(sh, "cargo nextest run -p llmopt-gateway --features grpc,otel --locked grpc otel")
+            .run()?;
     } else {
-        cmd!(sh, "cargo test -p llmopt-gateway --features grpc --locked grpc").run()?;
+        cmd!(sh, "cargo test -p llmopt-gateway --features grpc,otel --locked -- grpc otel")
+            .run()?;
     }
     sdk_check(&sh)?;
     // The analytics example is what an analyst runs first: it must keep working on real traces.

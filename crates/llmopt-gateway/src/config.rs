@@ -73,6 +73,42 @@ pub struct Config {
     /// A judge model grading a sampled share of answers (`crate::judge`); off by default.
     #[serde(default)]
     pub judge: crate::judge::JudgeConfig,
+    /// OpenTelemetry export of one span per proxied call; needs a build with the `otel`
+    /// feature (`crate::telemetry`).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: where and how spans of proxied calls are exported over OTLP/HTTP
+/// (protobuf). Read when the gateway starts; a reload does not change it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector's base URL (`http://127.0.0.1:4318`): spans go to `{this}/v1/traces`.
+    /// Unset: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as it is) or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (with `/v1/traces`); none of them: nothing is exported.
+    pub otlp_endpoint: Option<String>,
+    /// Spans waiting for export at most; a span arriving at a full queue is dropped and
+    /// counted (`llmopt_otel_dropped_spans_total`), never waited for.
+    pub queue_capacity: usize,
+    /// Spans per export request at most.
+    pub batch_size: usize,
+    /// The longest a span waits in a part-filled batch.
+    pub flush_interval_ms: u64,
+    /// One export request's timeout, retries included.
+    pub export_timeout_ms: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> TelemetryConfig {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            queue_capacity: 4_096,
+            batch_size: 512,
+            flush_interval_ms: 2_000,
+            export_timeout_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -353,6 +389,26 @@ impl Default for CacheConfig {
 pub struct PricingSection {
     /// A `pricing.toml`-format file merged over the built-in catalog.
     pub file: Option<PathBuf>,
+    /// Prices written in the configuration itself, in the same format as a `[models."id"]`
+    /// table of `pricing.toml` (`[pricing.models."sim-large"]`), merged after `file`.
+    pub models: BTreeMap<String, toml::Value>,
+}
+
+impl PricingSection {
+    /// The inline `models` as a catalog (empty when there are none).
+    pub fn inline_catalog(&self) -> Result<llmopt_core::PriceCatalog> {
+        if self.models.is_empty() {
+            return Ok(llmopt_core::PriceCatalog::default());
+        }
+        let models: toml::Table =
+            self.models.iter().map(|(id, price)| (id.clone(), price.clone())).collect();
+        let mut root = toml::Table::new();
+        root.insert("models".to_owned(), toml::Value::Table(models));
+        let text =
+            toml::to_string(&root).map_err(|e| Error::Config(format!("pricing.models: {e}")))?;
+        llmopt_core::PriceCatalog::from_toml_str(&text)
+            .map_err(|e| Error::Config(format!("pricing.models: {e}")))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -538,6 +594,34 @@ impl Config {
                  (cargo build --features grpc)"
                     .to_owned(),
             );
+        }
+        if let Err(error) = self.pricing.inline_catalog() {
+            problems.push(error.to_string());
+        }
+        if self.telemetry.otlp_endpoint.is_some() && !cfg!(feature = "otel") {
+            problems.push(
+                "telemetry.otlp_endpoint needs a binary built with the `otel` feature \
+                 (cargo build --features otel)"
+                    .to_owned(),
+            );
+        }
+        if self.telemetry.queue_capacity == 0
+            || self.telemetry.batch_size == 0
+            || self.telemetry.flush_interval_ms == 0
+            || self.telemetry.export_timeout_ms == 0
+        {
+            problems.push(
+                "telemetry.queue_capacity, batch_size, flush_interval_ms and export_timeout_ms \
+                 must be positive"
+                    .to_owned(),
+            );
+        }
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            problems.push(format!(
+                "telemetry.otlp_endpoint `{endpoint}` must start with http:// or https://"
+            ));
         }
         if self.server.threads > 1_024 {
             problems.push(format!(

@@ -10,7 +10,8 @@
 //! [`auth`], [`keys`] (virtual keys, budgets, rates), [`api`] (every other route, with the
 //! `/api/stream` WebSocket), [`ui`] (the dashboard's embedded files), [`metrics`] (Prometheus
 //! text), [`config`] (figment layering and validation), [`server`] (sockets, threads, reload,
-//! shutdown), [`state`].
+//! shutdown), [`state`], [`telemetry`] (OpenTelemetry export of one span per call, feature
+//! `otel`).
 //!
 //! Design choices:
 //! - **Bytes in, bytes out.** Request bodies are parsed only at the top level (raw JSON values,
@@ -54,6 +55,7 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod ui;
 
 use axum::{

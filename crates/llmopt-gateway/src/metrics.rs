@@ -97,6 +97,15 @@ pub const MAX_MODEL_SERIES: usize = 256;
 pub const OTHER: &str = "other";
 
 /// Every metric the gateway exports.
+/// What the OpenTelemetry exporter counts: spans accepted by the collector, dropped at a full
+/// queue, failed after retries. Clones share the counts.
+#[derive(Debug, Clone, Default)]
+pub struct OtelCounters {
+    pub exported: Counter,
+    pub dropped: Counter,
+    pub failed: Counter,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -129,6 +138,7 @@ pub struct Metrics {
     handler_panics: Counter,
     stream_clients: Gauge,
     stream_dropped: Counter,
+    otel: OtelCounters,
     cycle_leader: Gauge,
     key_spend_usd: Family<KeyLabels, Gauge<f64, AtomicU64>>,
     key_budget_usd: Family<KeyLabels, Gauge<f64, AtomicU64>>,
@@ -435,11 +445,28 @@ impl Metrics {
             "Updates /api/stream dropped for clients that fell behind",
             stream_dropped.clone(),
         );
+        let otel = OtelCounters::default();
+        registry.register(
+            "llmopt_otel_exported_spans",
+            "Spans of proxied calls the OTLP collector accepted",
+            otel.exported.clone(),
+        );
+        registry.register(
+            "llmopt_otel_dropped_spans",
+            "Spans of proxied calls dropped because the export queue was full",
+            otel.dropped.clone(),
+        );
+        registry.register(
+            "llmopt_otel_failed_spans",
+            "Spans of proxied calls whose export failed after retries",
+            otel.failed.clone(),
+        );
         let optimizer = OptimizerMetrics::register(&mut registry);
         Metrics {
             judge,
             stream_clients,
             stream_dropped,
+            otel,
             optimizer,
             registry,
             requests,
@@ -625,6 +652,11 @@ impl Metrics {
     /// Updates of `/api/stream` a lagging client skipped.
     pub fn count_stream_dropped(&self, count: u64) {
         self.stream_dropped.inc_by(count);
+    }
+
+    /// The OpenTelemetry exporter's counters (`crate::telemetry`), shared with it.
+    pub fn otel(&self) -> &OtelCounters {
+        &self.otel
     }
 
     pub fn set_stream_clients(&self, clients: usize) {

@@ -89,6 +89,11 @@ pub async fn serve(source: ConfigSource, config: Config) -> Result<()> {
     let result =
         run_server_threads(listener, threads, state.clone(), shutdown_signal(), grace).await;
     state.set_ready(false);
+    if let Some(telemetry) = state.telemetry()
+        && !telemetry.flush(grace).await
+    {
+        tracing::warn!("OpenTelemetry spans not exported within the shutdown grace");
+    }
     if let Err(error) = close_store(state, store).await {
         tracing::error!(%error, "flush at shutdown failed");
     }

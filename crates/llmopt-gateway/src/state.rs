@@ -36,6 +36,7 @@ use crate::{
     overlay::OptimizerOverlay,
     providers::build_providers,
     routing::{RouteDecision, RouteInput, RouteTable},
+    telemetry::Telemetry,
 };
 
 /// Reads a secret (an environment variable in production, a map in tests).
@@ -169,6 +170,9 @@ impl Runtime {
                 .map_err(|e| Error::Config(format!("pricing.file `{}`: {e}", file.display())))?;
             catalog.merge(extra).map_err(|e| Error::Config(format!("pricing.file: {e}")))?;
         }
+        catalog
+            .merge(config.pricing.inline_catalog()?)
+            .map_err(|e| Error::Config(format!("pricing.models: {e}")))?;
         Ok(Runtime {
             config: Arc::new(config),
             providers,
@@ -177,6 +181,32 @@ impl Runtime {
             cache,
             catalog: Arc::new(catalog),
         })
+    }
+}
+
+/// Starts OpenTelemetry export when `[telemetry]` or the OTLP variables name an endpoint.
+fn start_telemetry(
+    config: &crate::config::TelemetryConfig,
+    secrets: &SecretSource,
+    metrics: &Metrics,
+) -> Result<Option<Telemetry>> {
+    let Some(endpoint) = crate::telemetry::traces_endpoint(config, &|name: &str| secrets(name))
+    else {
+        return Ok(None);
+    };
+    #[cfg(feature = "otel")]
+    {
+        Telemetry::start(config, endpoint, metrics.otel().clone()).map(Some)
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = metrics;
+        tracing::warn!(
+            %endpoint,
+            "an OTLP endpoint is set, but this binary was built without the `otel` feature: \
+             no spans are exported"
+        );
+        Ok(None)
     }
 }
 
@@ -205,6 +235,8 @@ pub struct Shared {
     reload_events: broadcast::Sender<ReloadEvent>,
     stream: crate::api::stream::StreamHub,
     judge_slots: crate::judge::JudgeSlots,
+    /// The OpenTelemetry exporter, when an endpoint is configured (`crate::telemetry`).
+    telemetry: Option<Telemetry>,
 }
 
 /// A [`SecretSource`] that prints nothing.
@@ -251,6 +283,8 @@ impl AppState {
         let (reload_events, _) = broadcast::channel(16);
         let judge_slots = crate::judge::JudgeSlots::default();
         judge_slots.resize(runtime.config.judge.max_concurrent);
+        let metrics = Metrics::new();
+        let telemetry = start_telemetry(&runtime.config.telemetry, &secrets, &metrics)?;
         Ok(AppState(Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             overlay,
@@ -258,7 +292,7 @@ impl AppState {
             keys,
             responses: Default::default(),
             collector,
-            metrics: Metrics::new(),
+            metrics,
             clock,
             secrets_source: SecretSourceDebug(secrets),
             config_source,
@@ -267,7 +301,14 @@ impl AppState {
             reload_events,
             stream: crate::api::stream::StreamHub::default(),
             judge_slots,
+            telemetry,
         })))
+    }
+
+    /// The OpenTelemetry exporter; `None` when export is off (no endpoint, or a build without
+    /// the `otel` feature), and then no exporter thread exists.
+    pub fn telemetry(&self) -> Option<&Telemetry> {
+        self.0.telemetry.as_ref()
     }
 
     /// The current runtime snapshot.

@@ -430,6 +430,12 @@ async function renderForecast(panel, now) {
     const horizon = Math.max(1, Math.ceil(remaining / windowMs));
     const asked = Math.min(horizon, MAX_WINDOWS);
     const forecast = await api(`/api/forecast?window_ms=${windowMs}&horizon=${asked}&history_ms=${Math.min(history, 7 * DAY)}`);
+    if (forecast.not_enough_history) {
+      const { windows, needed } = forecast.not_enough_history;
+      fill(panel, title, el("p", { class: "muted" },
+        `Not enough history to forecast yet: ${windows} complete window(s) of ${windowMs / 60000} min since the first call, ${needed} needed.`));
+      return;
+    }
     const spent = month.total_cost_usd;
     const rest = forecast.horizon_total;
     // The model's interval is trusted no further ahead than the history it was fitted on: a

@@ -457,3 +457,72 @@ mod tests {
         assert_eq!(join_url("http://h", "v1/messages"), "http://h/v1/messages");
     }
 }
+
+/// A plain client for the gateway's own outgoing requests that are not provider calls (the
+/// OpenTelemetry exporter's OTLP posts): a whole request in bytes, a whole answer back, on the
+/// same reqwest and rustls stack as the providers, so the process has one HTTP client stack
+/// and one TLS stack. Answers larger than `max_response_bytes` are an error.
+#[derive(Debug, Clone)]
+pub struct BytesClient {
+    client: reqwest::Client,
+    timeout: Duration,
+    max_response_bytes: usize,
+}
+
+impl BytesClient {
+    /// A pooled client whose every request ends within `timeout` (connect included).
+    pub fn new(timeout: Duration, max_response_bytes: usize) -> Result<BytesClient> {
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|error| Error::HttpClient(error_chain(&error)))?;
+        Ok(BytesClient { client, timeout, max_response_bytes })
+    }
+
+    /// Sends `request` and reads the whole answer, whatever its status.
+    pub async fn send(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, ProviderError> {
+        let request = reqwest::Request::try_from(request)
+            .map_err(|error| ProviderError::InvalidRequest(error_chain(&error)))?;
+        let mut response = self.client.execute(request).await.map_err(|error| {
+            if error.is_timeout() {
+                ProviderError::Timeout("total")
+            } else {
+                ProviderError::Transport(error_chain(&error))
+            }
+        })?;
+        let mut answer = http::Response::builder().status(response.status());
+        if let Some(headers) = answer.headers_mut() {
+            *headers = std::mem::take(response.headers_mut());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|error| {
+            if error.is_timeout() {
+                ProviderError::Timeout("total")
+            } else {
+                ProviderError::Transport(error_chain(&error))
+            }
+        })? {
+            if body.len() + chunk.len() > self.max_response_bytes {
+                return Err(ProviderError::InvalidResponse(format!(
+                    "answer larger than {} bytes",
+                    self.max_response_bytes
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        answer
+            .body(Bytes::from(body))
+            .map_err(|error| ProviderError::InvalidResponse(error_chain(&error)))
+    }
+
+    /// The timeout every request has.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}

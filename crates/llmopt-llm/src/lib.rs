@@ -45,7 +45,7 @@ pub use decorators::{
     Timeout, hedged_chat,
 };
 pub use error::{Error, Result};
-pub use http::Timeouts;
+pub use http::{BytesClient, Timeouts};
 pub use openai::{OpenAiCompatible, OpenAiConfig};
 pub use passthrough::{ApiCall, ApiMethod, ApiResponse, ApiStream};
 pub use provider::{

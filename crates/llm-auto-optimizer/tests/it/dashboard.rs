@@ -2,8 +2,10 @@
 //! thousand calls, optimization cycles with experiments and adoptions), then headless Chromium
 //! signs in with the run's admin token and opens every page. Each page must load, show the
 //! figures the API gives for the same data, and log no error; one admin action (roll back)
-//! goes through its button; the overview is also checked on a phone-sized screen. Screenshots
-//! of every page land in `target/ui-screenshots/`.
+//! goes through its button; the overview is also checked on a phone-sized screen. Then a
+//! client key signs in: the overview shows its tenant's figures only, the loop's pages say they
+//! need the admin token and draw no control. Screenshots of every page land in
+//! `target/ui-screenshots/`.
 //!
 //! Needs Chromium (`scripts/ci/install-tools.sh` installs Debian's). Without one the test
 //! fails, so CI cannot skip it silently; `LLMOPT_SKIP_BROWSER_TESTS=1` skips it on a machine
@@ -335,8 +337,142 @@ async fn every_dashboard_page_shows_the_apis_figures_in_headless_chromium() {
 
     let errors = browser.console_errors();
     browser.close().await;
-    gateway.shutdown().await.unwrap();
     assert!(errors.is_empty(), "the pages logged errors: {errors:#?}");
+
+    as_a_client_key(&chromium, &gateway.dashboard_url(), &api, requests, &shots).await;
+    gateway.shutdown().await.unwrap();
+}
+
+/// The same dashboard signed in with a client key: it shows that key's tenant only (its
+/// figures are what `/api/usage` gives the key), the loop's pages say they need the admin
+/// token, and no admin control is drawn. `admin_requests` is what the admin saw.
+async fn as_a_client_key(
+    chromium: &std::path::Path,
+    dashboard: &str,
+    admin: &Api,
+    admin_requests: u64,
+    shots: &std::path::Path,
+) {
+    // A virtual key of its own tenant, and a few calls made with it.
+    let response = admin
+        .http
+        .post(format!("{}/api/keys", admin.base))
+        .bearer_auth(&admin.token)
+        .json(&serde_json::json!({"tenant": "team-ui"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let made: Value = response.json().await.unwrap();
+    let key = made["key"].as_str().unwrap().to_owned();
+    const CALLS: u64 = 25;
+    for n in 0..CALLS {
+        let response = admin
+            .http
+            .post(format!("{}/v1/chat/completions", admin.base))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"model": "gpt-4o-mini", "max_tokens": 16,
+                "messages": [{"role": "user", "content": format!("a question of team-ui, {n}")}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }
+    // An on-demand cycle writes the collector's pending records first: the calls are stored.
+    let response = admin
+        .http
+        .post(format!("{}/api/optimize", admin.base))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let client = Api { base: admin.base.clone(), token: key.clone(), http: admin.http.clone() };
+
+    let browser = Browser::launch(chromium, 1280, 800).await;
+    browser.navigate(dashboard).await;
+    browser
+        .wait_for("document.querySelector('#login') && document.querySelector('#login').open", 30)
+        .await;
+    browser
+        .eval(&format!(
+            "document.querySelector('#token').value = {key:?}; \
+             document.querySelector('#login-form').requestSubmit(); true"
+        ))
+        .await;
+
+    // Overview: the key's own calls, as /api/usage gives them to the key.
+    open(&browser, "#/overview", "overview").await;
+    let stats = client.get("/api/stats").await;
+    let now = stats["now_ms"].as_i64().unwrap();
+    let range =
+        browser.eval("document.querySelector('.segmented button.active').dataset.range").await;
+    let span_ms = match range.as_str() {
+        Some("1h") => DAY_MS / 24,
+        Some("24h") => DAY_MS,
+        other => panic!("range {other:?}"),
+    };
+    let usage = client
+        .get(&format!(
+            "/api/usage?group_by=total&from_ms={}&to_ms={}&window_ms=60000",
+            now - span_ms,
+            now + 1
+        ))
+        .await;
+    let rows = usage["rows"].as_array().unwrap();
+    let requests: u64 = rows.iter().map(|row| row["count"].as_u64().unwrap()).sum();
+    assert_eq!(requests, CALLS, "the key sees its own calls only: {usage}");
+    assert!(requests < admin_requests);
+    assert_eq!(data_value(&browser, "#kpi-requests .value").await, requests as f64);
+    let spend = data_value(&browser, "#kpi-spend .value").await;
+    assert!(close(spend, usage["total_cost_usd"].as_f64().unwrap()), "spend {spend} vs {usage}");
+    assert!(spend > 0.0);
+    // Another tenant's figures are refused to the key.
+    let refused = client
+        .http
+        .get(format!("{}/api/usage?group_by=total&tenant=other", client.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    // A tenant minutes old has too little history for a forecast: the API answers without
+    // one, and the page says so.
+    let forecast = client.get("/api/forecast?window_ms=60000&horizon=60&history_ms=7200000").await;
+    assert!(forecast["horizon_total"].is_null(), "{forecast}");
+    assert!(forecast["not_enough_history"]["needed"].as_u64().unwrap() > 0, "{forecast}");
+    browser
+        .wait_for(
+            "document.querySelector('#main #view').innerText.includes('Not enough history to forecast yet')",
+            30,
+        )
+        .await;
+    browser.screenshot(&shots.join("overview-client.png")).await;
+
+    // The loop's pages: a notice that they need the admin token, and no admin control.
+    for (hash, page) in [("#/experiments", "experiments"), ("#/changes", "changes")] {
+        open(&browser, hash, page).await;
+        let notice = text(&browser, ".notice").await;
+        assert!(notice.contains("needs the admin token"), "{hash}: `{notice}`");
+        assert_eq!(count(&browser, "button.action").await, 0, "{hash} shows admin controls");
+    }
+    browser.screenshot(&shots.join("changes-client.png")).await;
+
+    // The console holds only the refusals of the admin routes those pages asked for.
+    let errors = browser.console_errors();
+    browser.close().await;
+    let unexpected: Vec<&String> = errors
+        .iter()
+        .filter(|error| {
+            !(error.starts_with("network:")
+                && error.contains("403")
+                && ["/api/experiments", "/api/adoptions", "/api/proposals", "/api/audit"]
+                    .iter()
+                    .any(|route| error.contains(route)))
+        })
+        .collect();
+    assert!(unexpected.is_empty(), "the pages logged errors: {unexpected:#?}");
 }
 
 fn with_commas(value: u64) -> String {

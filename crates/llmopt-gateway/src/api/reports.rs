@@ -35,6 +35,10 @@ pub struct UsageQuery {
 /// (a week of records in one-millisecond windows would otherwise allocate a bucket each).
 pub const MAX_WINDOWS: i64 = 10_000;
 
+/// The fewest complete windows since the first call that `/api/forecast` fits a model to;
+/// with fewer it answers `horizon_total: null` and `not_enough_history`.
+pub const MIN_FORECAST_WINDOWS: usize = 4;
+
 /// Checks a report's time range and window before any work: a 400 that names the limit.
 fn check_windows(from_ms: i64, to_ms: i64, window_ms: i64) -> Result<(), ApiError> {
     if window_ms <= 0 {
@@ -153,6 +157,14 @@ pub async fn forecast(
         let points = rows.iter().map(|row| (row.window_start_ms, row.cost.as_usd_f64()));
         let series: Vec<f64> =
             dense_series(points, window_ms, first, now).into_iter().map(|(_, cost)| cost).collect();
+        // Too little history to fit (a tenant's first minutes): an answer without a forecast,
+        // not an error, so a new tenant's dashboard says so instead of failing.
+        if series.len() < MIN_FORECAST_WINDOWS {
+            return Ok(json!({"window_ms": window_ms, "history": series, "method": null,
+                             "forecast": [], "budget": null, "horizon_total": null,
+                             "not_enough_history": {"windows": series.len(),
+                                                    "needed": MIN_FORECAST_WINDOWS}}));
+        }
         // Daily seasonality when the windows divide a day and there are three days of history.
         let period = (86_400_000 % window_ms == 0)
             .then(|| (86_400_000 / window_ms) as usize)

@@ -42,6 +42,7 @@ impl ProxiedCall {
             key: None,
             judge_question: None,
             endpoint,
+            trace_parent: None,
         }
     }
 }
@@ -61,6 +62,12 @@ pub(super) async fn accept(
             ErrorKind::Gateway,
             format!("request headers exceed {} bytes", limits.max_header_bytes),
         ));
+    }
+    if call.state.telemetry().is_some() {
+        call.trace_parent = headers
+            .get("traceparent")
+            .and_then(|value| value.to_str().ok())
+            .and_then(crate::telemetry::TraceParent::parse);
     }
     let caller =
         call.runtime.auth.authorize(headers, Access::Proxy).map_err(crate::api::auth_error)?;

@@ -121,6 +121,8 @@ struct ProxiedCall {
     /// The virtual key the call is made with, if any (`crate::keys`).
     key: Option<Arc<crate::keys::KeyEntry>>,
     endpoint: Endpoint,
+    /// The caller's span (`traceparent`), read only when OpenTelemetry export is on.
+    trace_parent: Option<crate::telemetry::TraceParent>,
 }
 
 impl ProxiedCall {
@@ -180,6 +182,10 @@ impl ProxiedCall {
             ),
         }
         self.state.on_record(&record);
+        if let Some(telemetry) = self.state.telemetry() {
+            let kind = self.runtime.config.providers.get(record.provider.as_str()).map(|p| p.kind);
+            telemetry.submit(&record, kind, self.trace_parent);
+        }
         if let Err(error) = self.state.collector().record(record) {
             tracing::warn!(%error, "record not collected");
         }

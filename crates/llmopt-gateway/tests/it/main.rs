@@ -8,6 +8,7 @@ mod access;
 mod config;
 mod cross;
 mod dashboard;
+mod demo_env;
 mod deploy_metrics;
 mod endpoints;
 mod engines;
@@ -16,6 +17,8 @@ mod grpc;
 mod judge;
 mod keys;
 mod loop_e2e;
+#[cfg(feature = "otel")]
+mod otel;
 mod parsing;
 mod policy_changes;
 mod proxy;
