@@ -11,7 +11,9 @@
 //!
 //! Figures (`store_memory.json`, unjudged: no target names them): the RSS after all records,
 //! and the growth per 100,000 records over the second half of the run, which tells a plateau
-//! from a leak. `LLMOPT_BENCH_QUICK=1` quarters the counts.
+//! from a leak. `LLMOPT_BENCH_QUICK=1` quarters the counts; `LLMOPT_STORE_MEMORY=quiet:10000000`
+//! runs only the variants named, with those counts (the target: 10 M quiet records in
+//! at most 100 MB).
 //!
 //! Run: `cargo bench -p benches --bench store_memory`.
 
@@ -57,9 +59,26 @@ fn main() {
         return;
     }
     let quick = std::env::var("LLMOPT_BENCH_QUICK").is_ok_and(|value| value == "1");
+    // `name:count,…`: only these variants, with these counts.
+    let chosen: Option<Vec<(String, u64)>> =
+        std::env::var("LLMOPT_STORE_MEMORY").ok().map(|spec| {
+            spec.split(',')
+                .filter_map(|item| {
+                    let (name, count) = item.split_once(':')?;
+                    Some((name.trim().to_owned(), count.trim().parse().ok()?))
+                })
+                .collect()
+        });
     let mut figures = Vec::new();
     for variant in &VARIANTS {
-        let records = if quick { variant.records / 4 } else { variant.records };
+        let records = match &chosen {
+            Some(chosen) => match chosen.iter().find(|(name, _)| name == variant.name) {
+                Some((_, count)) => *count,
+                None => continue,
+            },
+            None if quick => variant.records / 4,
+            None => variant.records,
+        };
         let points = run_variant(variant, records);
         let Some(&(last_records, last_kb)) = points.last() else {
             eprintln!("store_memory bench: variant {} reported nothing", variant.name);
