@@ -35,7 +35,7 @@ use llmopt_core::{
     RecordStore, RequestRecord, StoreError, VirtualKey,
 };
 
-use crate::error::ApiError;
+use crate::{cache::RedisCache, error::ApiError};
 
 /// The record tag naming the virtual key a call was made with (reserved: clients cannot set
 /// `llmopt.*` tags).
@@ -172,8 +172,36 @@ impl KeyEntry {
 
     /// Admits one call for `models` (the model asked for and what its alias names): the model
     /// must be allowed, the spend below the budget, and the rate bucket not empty (checked in
-    /// that order, so a refused call does not use up the rate).
+    /// that order, so a refused call does not use up the rate). The rate is this process's own
+    /// bucket; see [`KeyEntry::admit_shared`] for a fleet's.
     pub fn admit(&self, models: &[&str], now_ms: i64) -> Result<(), ApiError> {
+        self.admit_model_and_budget(models, now_ms)?;
+        self.take_local_rate(now_ms)
+    }
+
+    /// [`KeyEntry::admit`] with the rate counted in Redis when `shared` is given
+    /// (`cache.backend = "redis"`), so that every replica takes from one bucket per key. When
+    /// Redis cannot answer, this replica's own bucket decides (the fleet then admits up to
+    /// `replicas × requests_per_minute` until Redis is back; counted in
+    /// `llmopt_rate_limit_redis_errors`).
+    pub async fn admit_shared(
+        &self,
+        models: &[&str],
+        now_ms: i64,
+        shared: Option<&Arc<RedisCache>>,
+    ) -> Result<(), ApiError> {
+        self.admit_model_and_budget(models, now_ms)?;
+        let (Some(shared), Some(per_minute)) = (shared, self.key.requests_per_minute) else {
+            return self.take_local_rate(now_ms);
+        };
+        match shared.take_rate(&self.key.id, per_minute, now_ms).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(wait_ms)) => Err(self.rate_error(now_ms, wait_ms)),
+            None => self.take_local_rate(now_ms),
+        }
+    }
+
+    fn admit_model_and_budget(&self, models: &[&str], now_ms: i64) -> Result<(), ApiError> {
         let asked = models.first().copied().unwrap_or_default();
         if !models.iter().any(|model| self.key.allows_model(model)) {
             return Err(ApiError::new(
@@ -201,22 +229,30 @@ impl KeyEntry {
                 return Err(error);
             }
         }
-        if let Some(rate) = &self.rate
-            && let Err(wait_ms) = lock(rate).take(now_ms)
-        {
-            let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                ErrorKind::Gateway,
-                format!(
-                    "rate limit exceeded: this key may make {} requests per minute",
-                    self.key.requests_per_minute.unwrap_or_default()
-                ),
-            )
-            .with_type("rate_limit_exceeded");
-            error.retry_after_s = Some(seconds_until(now_ms, now_ms + wait_ms));
-            return Err(error);
-        }
         Ok(())
+    }
+
+    fn take_local_rate(&self, now_ms: i64) -> Result<(), ApiError> {
+        match &self.rate {
+            Some(rate) => {
+                lock(rate).take(now_ms).map_err(|wait_ms| self.rate_error(now_ms, wait_ms))
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn rate_error(&self, now_ms: i64, wait_ms: i64) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Gateway,
+            format!(
+                "rate limit exceeded: this key may make {} requests per minute",
+                self.key.requests_per_minute.unwrap_or_default()
+            ),
+        )
+        .with_type("rate_limit_exceeded");
+        error.retry_after_s = Some(seconds_until(now_ms, now_ms + wait_ms));
+        error
     }
 }
 
