@@ -415,6 +415,52 @@ impl KeyRegistry {
         Ok(Some(entry))
     }
 
+    /// Takes in the keys other replicas made or revoked in a shared store (polled with the
+    /// policy, `overlay::spawn_policy_follower`): new keys are added (their spend here starts at
+    /// zero: each process counts the calls it serves), revocations flagged. Returns how many
+    /// keys changed.
+    pub fn refresh(&self) -> Result<usize, StoreError> {
+        let stored = self.store.list()?;
+        let _guard = lock(&self.write);
+        let current = self.entries.load_full();
+        let mut changed = 0;
+        let mut added = Vec::new();
+        for key in stored {
+            match current.by_id.get(&key.id) {
+                Some(entry) => {
+                    if let Some(at) = key.revoked_ms
+                        && entry
+                            .revoked_ms
+                            .compare_exchange(i64::MIN, at, Ordering::AcqRel, Ordering::Acquire)
+                            .is_ok()
+                    {
+                        changed += 1;
+                    }
+                }
+                None => added.push(key),
+            }
+        }
+        if added.is_empty() {
+            return Ok(changed);
+        }
+        let now_ms = self.clock.now_ms();
+        let mut entries =
+            Entries { by_digest: current.by_digest.clone(), by_id: current.by_id.clone() };
+        for key in added {
+            let Some(digest) = digest_of_hex(&key.sha256) else {
+                tracing::warn!(key = %key.id, "a stored key with a malformed digest is skipped");
+                continue;
+            };
+            let ledger = Ledger::new(key.budget_period, now_ms);
+            let entry = Arc::new(KeyEntry::new(key, ledger, now_ms));
+            entries.by_digest.insert(digest, Arc::clone(&entry));
+            entries.by_id.insert(entry.key.id.clone(), entry);
+            changed += 1;
+        }
+        self.entries.store(Arc::new(entries));
+        Ok(changed)
+    }
+
     /// Counts a finished call against its key's spend.
     pub fn on_record(&self, record: &RequestRecord) {
         if let (Some(id), Some(cost)) = (record.tags.get(KEY_TAG), record.cost)
@@ -533,5 +579,32 @@ mod tests {
             let limit = Money::from_micros(budget) + allowance.unwrap_or(Money::ZERO);
             assert!(key.spend(T0).0 <= limit, "overshoot beyond the calls in flight");
         }
+    }
+
+    #[test]
+    fn a_replica_takes_in_keys_made_and_revoked_by_another() {
+        let store: Arc<dyn KeyStore> = Arc::new(llmopt_core::MemoryKeyStore::new());
+        let records = llmopt_core::MemoryRecordStore::new();
+        let clock: Arc<dyn Clock> = Arc::new(llmopt_core::ManualClock::new(T0));
+        let open = || KeyRegistry::open(Arc::clone(&store), &records, Arc::clone(&clock)).unwrap();
+        let (first, second) = (open(), open());
+        let new = NewKey {
+            tenant: "acme".into(),
+            budget: None,
+            budget_period: BudgetPeriod::Month,
+            models: Vec::new(),
+            requests_per_minute: Some(10),
+            expires_at_ms: None,
+        };
+        let (entry, secret) = first.create(new).unwrap();
+        let digest = crate::auth::digest(&secret);
+        assert!(second.by_digest(&digest).is_none());
+        assert_eq!(second.refresh().unwrap(), 1);
+        assert_eq!(second.by_digest(&digest).unwrap().key.id, entry.key.id);
+        assert_eq!(second.refresh().unwrap(), 0, "nothing new");
+        first.revoke(&entry.key.id).unwrap();
+        assert!(second.by_id(&entry.key.id).unwrap().revoked_ms().is_none());
+        assert_eq!(second.refresh().unwrap(), 1);
+        assert_eq!(second.by_id(&entry.key.id).unwrap().revoked_ms(), Some(T0));
     }
 }
