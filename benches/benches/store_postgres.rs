@@ -12,6 +12,8 @@
 //!
 //! Figures (`store_postgres.json`): records/s from the first `record` to the end of `flush()`
 //! (everything committed), per run; the run fails if a record was dropped or failed to write.
+//! Also printed: the CPU time per record of this process and of the server (its sessions
+//! included), which does not depend on what else the machine runs, unlike the rate.
 //! `LLMOPT_BENCH_QUICK=1` writes 100,000 records instead of 1,000,000.
 //!
 //! Run: `cargo bench -p benches --bench store_postgres`.
@@ -41,20 +43,44 @@ fn main() {
     let count: u64 = if quick { 100_000 } else { 1_000_000 };
     let Some(server) = TestPostgres::start() else { return };
     let mut rates = Vec::new();
+    let mut cpu_per_record = Vec::new();
     for run in 0..RUNS {
         let url = server.database_url();
         let store = PgStore::open(&url).expect("PostgreSQL store");
+        let cpu = || {
+            let server = server.pid().map_or(0.0, |pid| benches::cpu_seconds(pid, true));
+            (benches::cpu_seconds(std::process::id(), false), server)
+        };
+        let (client_before, server_before) = cpu();
         let (rate, elapsed) = ingest(&store, count);
+        let (client_after, server_after) = cpu();
+        let per_record_us = |seconds: f64| seconds * 1e6 / count as f64;
+        let (client_us, server_us) = (
+            per_record_us(client_after - client_before),
+            per_record_us(server_after - server_before),
+        );
         println!(
-            "run {run}: {count} records in {:.2} s: {rate:.0} records/s",
+            "run {run}: {count} records in {:.2} s: {rate:.0} records/s; CPU per record: \
+             {client_us:.1} µs in this process (collector, encoding, client), {server_us:.1} µs \
+             in PostgreSQL",
             elapsed.as_secs_f64()
         );
+        cpu_per_record.push((client_us, server_us));
         assert_eq!(store.records().count().expect("count"), count, "every record stored");
         rates.push(rate);
     }
     rates.sort_by(f64::total_cmp);
     let median = rates[rates.len() / 2];
     println!("store_postgres/collector_ingest: median {median:.0} records/s over {RUNS} runs");
+    // What the CPU time allows when each side has a core of its own (the rate above is what
+    // this machine gave the run, shared with whatever else ran).
+    cpu_per_record.sort_by(|a, b| (a.0 + a.1).total_cmp(&(b.0 + b.1)));
+    let (client_us, server_us) = cpu_per_record[cpu_per_record.len() / 2];
+    println!(
+        "store_postgres/cpu_per_record: {client_us:.1} µs client + {server_us:.1} µs server \
+         (median run): {:.0} records/s on one core each, one batch at a time",
+        1e6 / (client_us + server_us)
+    );
     benches::write_figures_file(
         "store_postgres",
         &[serde_json::json!({

@@ -279,12 +279,13 @@ fn one_process_leads_and_another_takes_over_when_it_goes() {
 #[test]
 fn costs_are_copied_exactly_into_numeric_columns() {
     let Some((url, store)) = fresh() else { return };
-    let costs: [i128; 9] = [
+    let costs: [i128; 10] = [
         0,
         1,
         9_999,
         10_000,
-        100_000_000_0000,
+        1_000_000_000_000,
+        100_000_002,
         -12_345_678,
         123_456_789_012_345_678_901_234_567,
         i128::MAX,
