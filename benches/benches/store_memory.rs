@@ -49,6 +49,9 @@ const VARIANTS: [Variant; 2] = [
 /// Checkpoints per run.
 const STEPS: u64 = 10;
 
+/// Appends between two flushes of the store.
+const FLUSH_EVERY_APPENDS: u64 = 10;
+
 fn main() {
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         run_child(&spec);
@@ -151,6 +154,7 @@ fn run_child(spec: &str) {
     let started = Instant::now();
     let mut next = 0_u64;
     let mut next_report = step;
+    let mut appends = 0_u64;
     while next < records {
         let end = (next + batch).min(records);
         let chunk: Vec<_> = (next..end)
@@ -160,10 +164,19 @@ fn run_child(spec: &str) {
             })
             .collect();
         records_store.append(&chunk).expect("append");
+        appends += 1;
+        // The collector's writer flushes the store after every batch (each flush interval);
+        // flushing after every tenth keeps a 10 M run within minutes. Never flushing is no
+        // traffic's shape: sled then piles up log buffers (and at this compressed rate its
+        // segment truncation can wait forever on its own I/O threads, a sled 0.34 deadlock).
+        if appends % FLUSH_EVERY_APPENDS == 0 {
+            records_store.flush().expect("flush");
+        }
         next = end;
         if next >= next_report {
             records_store.flush().expect("flush");
-            println!("rss {next} {}", memory_kb(std::process::id()).0);
+            let (rss, peak) = memory_kb(std::process::id());
+            println!("rss {next} {rss} {peak} {:.0}", started.elapsed().as_secs_f64());
             next_report += step;
         }
     }
