@@ -169,7 +169,7 @@ fn run_child(spec: &str) {
         // flushing after every tenth keeps a 10 M run within minutes. Never flushing is no
         // traffic's shape: sled then piles up log buffers (and at this compressed rate its
         // segment truncation can wait forever on its own I/O threads, a sled 0.34 deadlock).
-        if appends % FLUSH_EVERY_APPENDS == 0 {
+        if appends.is_multiple_of(FLUSH_EVERY_APPENDS) {
             records_store.flush().expect("flush");
         }
         next = end;
