@@ -11,7 +11,9 @@
 //!
 //! Figures (`store_memory.json`, unjudged: no target names them): the RSS after all records,
 //! and the growth per 100,000 records over the second half of the run, which tells a plateau
-//! from a leak. `LLMOPT_BENCH_QUICK=1` quarters the counts.
+//! from a leak. `LLMOPT_BENCH_QUICK=1` quarters the counts; `LLMOPT_STORE_MEMORY=quiet:10000000`
+//! runs only the variants named, with those counts (the target: 10 M quiet records in
+//! at most 100 MB).
 //!
 //! Run: `cargo bench -p benches --bench store_memory`.
 
@@ -47,6 +49,9 @@ const VARIANTS: [Variant; 2] = [
 /// Checkpoints per run.
 const STEPS: u64 = 10;
 
+/// Appends between two flushes of the store.
+const FLUSH_EVERY_APPENDS: u64 = 10;
+
 fn main() {
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         run_child(&spec);
@@ -57,9 +62,26 @@ fn main() {
         return;
     }
     let quick = std::env::var("LLMOPT_BENCH_QUICK").is_ok_and(|value| value == "1");
+    // `name:count,…`: only these variants, with these counts.
+    let chosen: Option<Vec<(String, u64)>> =
+        std::env::var("LLMOPT_STORE_MEMORY").ok().map(|spec| {
+            spec.split(',')
+                .filter_map(|item| {
+                    let (name, count) = item.split_once(':')?;
+                    Some((name.trim().to_owned(), count.trim().parse().ok()?))
+                })
+                .collect()
+        });
     let mut figures = Vec::new();
     for variant in &VARIANTS {
-        let records = if quick { variant.records / 4 } else { variant.records };
+        let records = match &chosen {
+            Some(chosen) => match chosen.iter().find(|(name, _)| name == variant.name) {
+                Some((_, count)) => *count,
+                None => continue,
+            },
+            None if quick => variant.records / 4,
+            None => variant.records,
+        };
         let points = run_variant(variant, records);
         let Some(&(last_records, last_kb)) = points.last() else {
             eprintln!("store_memory bench: variant {} reported nothing", variant.name);
@@ -132,6 +154,7 @@ fn run_child(spec: &str) {
     let started = Instant::now();
     let mut next = 0_u64;
     let mut next_report = step;
+    let mut appends = 0_u64;
     while next < records {
         let end = (next + batch).min(records);
         let chunk: Vec<_> = (next..end)
@@ -141,10 +164,19 @@ fn run_child(spec: &str) {
             })
             .collect();
         records_store.append(&chunk).expect("append");
+        appends += 1;
+        // The collector's writer flushes the store after every batch (each flush interval);
+        // flushing after every tenth keeps a 10 M run within minutes. Never flushing is no
+        // traffic's shape: sled then piles up log buffers (and at this compressed rate its
+        // segment truncation can wait forever on its own I/O threads, a sled 0.34 deadlock).
+        if appends.is_multiple_of(FLUSH_EVERY_APPENDS) {
+            records_store.flush().expect("flush");
+        }
         next = end;
         if next >= next_report {
             records_store.flush().expect("flush");
-            println!("rss {next} {}", memory_kb(std::process::id()).0);
+            let (rss, peak) = memory_kb(std::process::id());
+            println!("rss {next} {rss} {peak} {:.0}", started.elapsed().as_secs_f64());
             next_report += step;
         }
     }

@@ -115,6 +115,34 @@ pub fn write_figures_file(name: &str, figures: &[serde_json::Value]) {
 
 /// Resident and peak resident memory of a process in KiB (`VmRSS`, `VmHWM` of
 /// `/proc/<pid>/status`), 0 where unknown.
+/// CPU seconds used by process `pid` (all its threads) and, with `children`, by its children:
+/// those that ended (reaped) and those still running (`/proc/PID/task/PID/children`). Linux
+/// only; 0 elsewhere.
+pub fn cpu_seconds(pid: u32, children: bool) -> f64 {
+    // Clock ticks per second: 100 on every Linux build this runs on (`getconf CLK_TCK`).
+    const TICKS: f64 = 100.0;
+    let fields = |pid: u32| -> Vec<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The command name (field 2) may hold spaces: fields are counted after its `)`.
+        let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        rest.split_whitespace().map(|field| field.parse().unwrap_or(0)).collect()
+    };
+    // After `)`: state is index 0, so utime (field 14) is index 11, stime 12, cutime 13, cstime 14.
+    let own = |values: &[u64], with_reaped: bool| {
+        let take = |index: usize| values.get(index).copied().unwrap_or(0);
+        take(11) + take(12) + if with_reaped { take(13) + take(14) } else { 0 }
+    };
+    let mut ticks = own(&fields(pid), children);
+    if children {
+        let list =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for child in list.split_whitespace().filter_map(|child| child.parse().ok()) {
+            ticks += own(&fields(child), false);
+        }
+    }
+    ticks as f64 / TICKS
+}
+
 pub fn memory_kb(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {

@@ -182,6 +182,9 @@ pub struct SharedCacheCounters {
     /// Lookups and writes that failed or timed out (Redis down or slow): each lookup is then a
     /// miss and the request goes on to the provider.
     pub errors: u64,
+    /// Rate-limit checks Redis could not answer (down, slow): the replica's own limiter decided
+    /// them ([`RedisCache::take_rate`]).
+    pub rate_errors: u64,
 }
 
 /// How long one Redis command may take before it counts as failed (a lookup is then a miss).
@@ -193,6 +196,31 @@ const REDIS_RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 const REDIS_MAX_PENDING_WRITES: u64 = 1_024;
 /// Key prefix; the version changes with the entry encoding.
 const REDIS_PREFIX: &str = "llmopt:cache:v1:";
+/// Key prefix of the fleet-wide rate limits (one key per virtual key id).
+const REDIS_RATE_PREFIX: &str = "llmopt:rate:v1:";
+
+/// A fleet-wide token bucket in one atomic step: GCRA (the generic cell rate algorithm), which
+/// keeps one number per limit, the "theoretical arrival time" `tat` of the next request, in
+/// microseconds. A request at `now` is admitted when `max(tat, now) + interval` is at most
+/// `burst` ahead of `now`; it then moves `tat` there. With `interval = 60 s / rpm` and `burst
+/// = 60 s` this is the replica's own bucket (`keys::RateBucket`): `rpm` requests at once, then
+/// one per interval. The key expires when the bucket would be full again, so idle limits leave
+/// nothing behind. Returns 0 when admitted, else the microseconds until a request would be.
+/// `now` comes from the caller's clock (replicas' clocks differ by milliseconds at most: a few
+/// milliseconds of refill). Lua numbers are doubles: microseconds since 1970 are below 2^53.
+const RATE_SCRIPT: &str = r"
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local next_tat = tat + interval
+if next_tat - now > burst then
+  return next_tat - now - burst
+end
+redis.call('SET', KEYS[1], string.format('%d', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1)
+return 0
+";
 
 /// The encoded head of a Redis entry; the body follows it.
 #[derive(Serialize, Deserialize)]
@@ -265,6 +293,7 @@ pub struct RedisCache {
     hits: AtomicU64,
     misses: AtomicU64,
     errors: AtomicU64,
+    rate_errors: AtomicU64,
     pending_writes: Arc<AtomicU64>,
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -313,6 +342,7 @@ impl RedisCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            rate_errors: AtomicU64::new(0),
             pending_writes: Arc::new(AtomicU64::new(0)),
             runtime: Some(runtime),
         });
@@ -346,6 +376,48 @@ impl RedisCache {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            rate_errors: self.rate_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Takes one request from the fleet-wide limit `name` of `per_minute` requests a minute
+    /// (one Redis round trip, [`RATE_SCRIPT`]): `Some(Ok(()))` admitted, `Some(Err(wait_ms))`
+    /// refused for that long; `None` when Redis could not answer within [`REDIS_TIMEOUT`]
+    /// (counted in `rate_errors`), and the caller decides with its own limiter.
+    pub async fn take_rate(
+        self: &Arc<Self>,
+        name: &str,
+        per_minute: u32,
+        now_ms: i64,
+    ) -> Option<Result<(), i64>> {
+        const MINUTE_US: i64 = 60_000_000;
+        let this = Arc::clone(self);
+        let key = format!("{REDIS_RATE_PREFIX}{name}");
+        let now_us = now_ms.saturating_mul(1_000);
+        let interval_us = MINUTE_US / i64::from(per_minute.max(1));
+        let answer = self.spawn(async move {
+            let mut connection = this.connection().await?;
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(RATE_SCRIPT).arg(1).arg(&key).arg(now_us).arg(interval_us).arg(MINUTE_US);
+            let command = eval.query_async::<i64>(&mut connection);
+            match tokio::time::timeout(REDIS_TIMEOUT, command).await {
+                Ok(Ok(wait_us)) => Ok(wait_us),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!("no answer within {REDIS_TIMEOUT:?}")),
+            }
+        })?;
+        match answer.await {
+            Ok(Ok(0)) => Some(Ok(())),
+            Ok(Ok(wait_us)) => Some(Err(((wait_us + 999) / 1_000).max(1))),
+            Ok(Err(error)) => {
+                self.rate_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(redis = %self.location, %error, "shared rate limit unavailable");
+                None
+            }
+            Err(_) => {
+                self.rate_errors.fetch_add(1, Ordering::Relaxed);
+                None
+            }
         }
     }
 

@@ -347,7 +347,8 @@ impl Default for LoggingConfig {
 pub struct CacheConfig {
     /// Default for routes that do not say.
     pub enabled: bool,
-    /// `memory`: this process only; `redis`: a shared second level behind it.
+    /// `memory`: this process only; `redis`: a shared second level behind it (and rate limits
+    /// shared by the fleet).
     pub backend: CacheBackend,
     pub ttl_s: u64,
     /// Total size of cached bodies.
@@ -367,7 +368,8 @@ pub enum CacheBackend {
     #[default]
     Memory,
     /// moka in front (first level) and Redis at `LLMOPT_REDIS_URL` behind it, shared by every
-    /// replica (second level).
+    /// replica (second level). Virtual keys' rate limits are then counted in Redis too, for the
+    /// whole fleet.
     Redis,
 }
 

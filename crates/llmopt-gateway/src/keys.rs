@@ -35,7 +35,7 @@ use llmopt_core::{
     RecordStore, RequestRecord, StoreError, VirtualKey,
 };
 
-use crate::error::ApiError;
+use crate::{cache::RedisCache, error::ApiError};
 
 /// The record tag naming the virtual key a call was made with (reserved: clients cannot set
 /// `llmopt.*` tags).
@@ -187,6 +187,42 @@ impl KeyEntry {
 
     /// Admits one call for `models` (the model asked for and what its alias names): the model
     /// must be allowed, the spend below the budget, and the rate bucket not empty (checked in
+    /// that order, so a refused call does not use up the rate). The rate is this process's own
+    /// bucket; see [`KeyEntry::admit_shared`] for a fleet's.
+    pub fn admit(&self, models: &[&str], now_ms: i64) -> Result<(), ApiError> {
+        self.admit_model_and_budget(models, now_ms)?;
+        self.take_local_rate(now_ms)
+    }
+
+    /// [`KeyEntry::admit`] with the rate counted in Redis when `shared` is given
+    /// (`cache.backend = "redis"`), so that every replica takes from one bucket per key. When
+    /// Redis cannot answer, this replica's own bucket decides (the fleet then admits up to
+    /// `replicas × requests_per_minute` until Redis is back; counted in
+    /// `llmopt_rate_limit_redis_errors`).
+    pub async fn admit_shared(
+        &self,
+        models: &[&str],
+        now_ms: i64,
+        shared: Option<&Arc<RedisCache>>,
+    ) -> Result<(), ApiError> {
+        self.admit_model_and_budget(models, now_ms)?;
+        let (Some(shared), Some(per_minute)) = (shared, self.key.requests_per_minute) else {
+            return self.take_local_rate(now_ms);
+        };
+        match shared.take_rate(&self.key.id, per_minute, now_ms).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(wait_ms)) => Err(self.rate_error(now_ms, wait_ms)),
+            None => self.take_local_rate(now_ms),
+        }
+    }
+
+    fn admit_model_and_budget(&self, models: &[&str], now_ms: i64) -> Result<(), ApiError> {
+        self.allow_model(models)?;
+        Ok(())
+    }
+
+    /// Admits one call for `models` (the model asked for and what its alias names): the model
+    /// must be allowed, the spend below the budget, and the rate bucket not empty (checked in
     /// that order, so a refused call does not use up the rate).
     pub fn admit(&self, models: &[&str], now_ms: i64) -> Result<(), ApiError> {
         self.allow_model(models)?;
@@ -208,22 +244,30 @@ impl KeyEntry {
                 return Err(error);
             }
         }
-        if let Some(rate) = &self.rate
-            && let Err(wait_ms) = lock(rate).take(now_ms)
-        {
-            let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                ErrorKind::Gateway,
-                format!(
-                    "rate limit exceeded: this key may make {} requests per minute",
-                    self.key.requests_per_minute.unwrap_or_default()
-                ),
-            )
-            .with_type("rate_limit_exceeded");
-            error.retry_after_s = Some(seconds_until(now_ms, now_ms + wait_ms));
-            return Err(error);
-        }
         Ok(())
+    }
+
+    fn take_local_rate(&self, now_ms: i64) -> Result<(), ApiError> {
+        match &self.rate {
+            Some(rate) => {
+                lock(rate).take(now_ms).map_err(|wait_ms| self.rate_error(now_ms, wait_ms))
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn rate_error(&self, now_ms: i64, wait_ms: i64) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Gateway,
+            format!(
+                "rate limit exceeded: this key may make {} requests per minute",
+                self.key.requests_per_minute.unwrap_or_default()
+            ),
+        )
+        .with_type("rate_limit_exceeded");
+        error.retry_after_s = Some(seconds_until(now_ms, now_ms + wait_ms));
+        error
     }
 }
 
@@ -386,6 +430,52 @@ impl KeyRegistry {
         Ok(Some(entry))
     }
 
+    /// Takes in the keys other replicas made or revoked in a shared store (polled with the
+    /// policy, `overlay::spawn_policy_follower`): new keys are added (their spend here starts at
+    /// zero: each process counts the calls it serves), revocations flagged. Returns how many
+    /// keys changed.
+    pub fn refresh(&self) -> Result<usize, StoreError> {
+        let stored = self.store.list()?;
+        let _guard = lock(&self.write);
+        let current = self.entries.load_full();
+        let mut changed = 0;
+        let mut added = Vec::new();
+        for key in stored {
+            match current.by_id.get(&key.id) {
+                Some(entry) => {
+                    if let Some(at) = key.revoked_ms
+                        && entry
+                            .revoked_ms
+                            .compare_exchange(i64::MIN, at, Ordering::AcqRel, Ordering::Acquire)
+                            .is_ok()
+                    {
+                        changed += 1;
+                    }
+                }
+                None => added.push(key),
+            }
+        }
+        if added.is_empty() {
+            return Ok(changed);
+        }
+        let now_ms = self.clock.now_ms();
+        let mut entries =
+            Entries { by_digest: current.by_digest.clone(), by_id: current.by_id.clone() };
+        for key in added {
+            let Some(digest) = digest_of_hex(&key.sha256) else {
+                tracing::warn!(key = %key.id, "a stored key with a malformed digest is skipped");
+                continue;
+            };
+            let ledger = Ledger::new(key.budget_period, now_ms);
+            let entry = Arc::new(KeyEntry::new(key, ledger, now_ms));
+            entries.by_digest.insert(digest, Arc::clone(&entry));
+            entries.by_id.insert(entry.key.id.clone(), entry);
+            changed += 1;
+        }
+        self.entries.store(Arc::new(entries));
+        Ok(changed)
+    }
+
     /// Counts a finished call against its key's spend.
     pub fn on_record(&self, record: &RequestRecord) {
         if let (Some(id), Some(cost)) = (record.tags.get(KEY_TAG), record.cost)
@@ -504,5 +594,32 @@ mod tests {
             let limit = Money::from_micros(budget) + allowance.unwrap_or(Money::ZERO);
             assert!(key.spend(T0).0 <= limit, "overshoot beyond the calls in flight");
         }
+    }
+
+    #[test]
+    fn a_replica_takes_in_keys_made_and_revoked_by_another() {
+        let store: Arc<dyn KeyStore> = Arc::new(llmopt_core::MemoryKeyStore::new());
+        let records = llmopt_core::MemoryRecordStore::new();
+        let clock: Arc<dyn Clock> = Arc::new(llmopt_core::ManualClock::new(T0));
+        let open = || KeyRegistry::open(Arc::clone(&store), &records, Arc::clone(&clock)).unwrap();
+        let (first, second) = (open(), open());
+        let new = NewKey {
+            tenant: "acme".into(),
+            budget: None,
+            budget_period: BudgetPeriod::Month,
+            models: Vec::new(),
+            requests_per_minute: Some(10),
+            expires_at_ms: None,
+        };
+        let (entry, secret) = first.create(new).unwrap();
+        let digest = crate::auth::digest(&secret);
+        assert!(second.by_digest(&digest).is_none());
+        assert_eq!(second.refresh().unwrap(), 1);
+        assert_eq!(second.by_digest(&digest).unwrap().key.id, entry.key.id);
+        assert_eq!(second.refresh().unwrap(), 0, "nothing new");
+        first.revoke(&entry.key.id).unwrap();
+        assert!(second.by_id(&entry.key.id).unwrap().revoked_ms().is_none());
+        assert_eq!(second.refresh().unwrap(), 1);
+        assert_eq!(second.by_id(&entry.key.id).unwrap().revoked_ms(), Some(T0));
     }
 }

@@ -133,6 +133,7 @@ pub struct Metrics {
     shared_cache_hits: Gauge,
     shared_cache_misses: Gauge,
     shared_cache_errors: Gauge,
+    shared_rate_errors: Gauge,
     in_flight: Gauge,
     config_reloads: Family<CacheLabels, Counter>,
     handler_panics: Counter,
@@ -360,6 +361,7 @@ impl Metrics {
         let shared_cache_hits = Gauge::default();
         let shared_cache_misses = Gauge::default();
         let shared_cache_errors = Gauge::default();
+        let shared_rate_errors = Gauge::default();
         let in_flight = Gauge::default();
         registry.register(
             "llmopt_collector_queue_depth",
@@ -415,6 +417,11 @@ impl Metrics {
             "llmopt_cache_redis_errors",
             "Shared Redis cache commands that failed or timed out; a failed lookup is a miss (total)",
             shared_cache_errors.clone(),
+        );
+        registry.register(
+            "llmopt_rate_limit_redis_errors",
+            "Rate-limit checks Redis could not answer, decided by this replica's own limiter instead (total)",
+            shared_rate_errors.clone(),
         );
         registry.register(
             "llmopt_in_flight_requests",
@@ -491,6 +498,7 @@ impl Metrics {
             shared_cache_hits,
             shared_cache_misses,
             shared_cache_errors,
+            shared_rate_errors,
             in_flight,
             config_reloads,
             handler_panics,
@@ -694,6 +702,7 @@ impl Metrics {
         self.shared_cache_hits.set(as_gauge(shared_cache.hits));
         self.shared_cache_misses.set(as_gauge(shared_cache.misses));
         self.shared_cache_errors.set(as_gauge(shared_cache.errors));
+        self.shared_rate_errors.set(as_gauge(shared_cache.rate_errors));
         let mut text = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);

@@ -275,7 +275,8 @@ pub fn spawn_schedule(
 pub const POLICY_POLL: Duration = Duration::from_secs(1);
 
 /// Takes in policy versions other replicas save (adoptions and rollbacks by the leader, policy
-/// writes through any replica's API), every [`POLICY_POLL`]: one indexed query each time.
+/// writes through any replica's API) and the virtual keys they make or revoke, every
+/// [`POLICY_POLL`]: one indexed query and one read of the keys table each time.
 pub fn spawn_policy_follower(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(POLICY_POLL);
@@ -290,6 +291,15 @@ pub fn spawn_policy_follower(state: AppState) -> tokio::task::JoinHandle<()> {
                 Ok(Ok(None)) => {}
                 Ok(Err(error)) => tracing::warn!(%error, "cannot read the shared policy"),
                 Err(error) => tracing::warn!(%error, "policy refresh task failed"),
+            }
+            let keys = Arc::clone(state.keys());
+            match tokio::task::spawn_blocking(move || keys.refresh()).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(changed)) => {
+                    tracing::info!(changed, "virtual keys made or revoked by another replica");
+                }
+                Ok(Err(error)) => tracing::warn!(%error, "cannot read the shared keys"),
+                Err(error) => tracing::warn!(%error, "key refresh task failed"),
             }
         }
     })

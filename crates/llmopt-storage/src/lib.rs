@@ -10,15 +10,16 @@
 //! choices:
 //! - **One sled database per data directory**, one tree per kind of data: `blocks` (raw
 //!   records, in blocks of up to 64: see [`records`]), `ids` (request id → block, only for ids
-//!   that do not carry their own timestamp), `by_model` and `by_tenant` (secondary indexes),
+//!   that do not carry their own timestamp), `model_index` and `tenant_index` (secondary
+//!   indexes, one key per value and minute),
 //!   `aggregates` (window aggregates), `experiments`, `policy`, `audit`, `keys` and
 //!   `key_digests` (virtual keys, see [`SledKeyStore`]), and `meta` (the schema marker).
 //! - **Time-ordered keys.** A block key is the timestamp of its first record (sign bit flipped,
 //!   big-endian) followed by a unique sequence from sled's id generator, so byte order is time
 //!   order, ties keep append order, and a scan of a window is one key range that reads only that
 //!   window (plus at most one block span before it). Filters on model or tenant go through an
-//!   index tree whose keys are `len(value) value block-key`, so they too read only the blocks
-//!   of the window that hold that model or tenant.
+//!   index tree whose keys are `len(value) value minute` and whose values list block keys, so
+//!   they too read only the blocks of the window that hold that model or tenant.
 //! - **Compact binary records** with a schema byte in front ([`codec`]); older schemas keep
 //!   decoding, newer ones are refused with a clear error rather than misread.
 //! - **Aggregates beside records** ([`aggregates`]): per stored window and group, exact counters
@@ -64,9 +65,11 @@ const MARKER_KEY: &[u8] = b"format";
 const MARKER_VALUE: &[u8] = b"llmopt-storage";
 const SCHEMA_KEY: &[u8] = b"schema";
 /// Version of the directory layout (trees and key formats). Records carry their own version.
-/// 1: one key per record (`records` tree); 2: records in blocks (`blocks` tree). A version-1
-/// directory is migrated when opened.
-pub const STORE_SCHEMA_VERSION: u32 = 2;
+/// 1: one key per record (`records` tree); 2: records in blocks (`blocks` tree), one index
+/// entry per block and value (`by_model`, `by_tenant`); 3: the indexes grouped per value and
+/// minute (`model_index`, `tenant_index`), blocks spanning up to 2 s. Older directories are
+/// migrated when opened.
+pub const STORE_SCHEMA_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageConfig {
@@ -220,11 +223,13 @@ impl SledStore {
         let records =
             Arc::new(SledRecordStore::open(path.to_path_buf(), db.clone(), aggregate_window_ms)?);
         if schema < STORE_SCHEMA_VERSION {
-            records.migrate_record_per_key_layout()?;
+            records.migrate_from(schema)?;
             meta.insert(SCHEMA_KEY, &STORE_SCHEMA_VERSION.to_be_bytes())
                 .map_err(|error| sled_error(path, error))?;
             db.flush().map_err(|error| sled_error(path, error))?;
         }
+        // After the schema is recorded (also when a kill came between the two last time).
+        records.drop_old_index_trees()?;
         let experiments = Arc::new(SledExperimentStore::open(path.to_path_buf(), &db)?);
         let policy = Arc::new(SledPolicyStore::open(path.to_path_buf(), &db)?);
         let keys = Arc::new(SledKeyStore::open(path.to_path_buf(), &db)?);

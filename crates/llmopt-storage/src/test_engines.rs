@@ -245,6 +245,11 @@ impl TestPostgres {
         self.port
     }
 
+    /// The server's main process (its sessions are its children), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// A new, empty database; returns its URL.
     pub fn database_url(&self) -> String {
         static NEXT: AtomicU64 = AtomicU64::new(0);

@@ -249,7 +249,7 @@ mod tests {
             markdown.contains("| `collector/sustained_ingest_sled [throughput]` | 200,000 /s |"),
             "{markdown}"
         );
-        assert!(markdown.contains("Targets: 1 met, 0 not met, 7 not measured."), "{markdown}");
+        assert!(markdown.contains("Targets: 1 met, 0 not met, 9 not measured."), "{markdown}");
         assert!(markdown.contains("- scikit-learn comparison skipped"));
         assert!(
             markdown.contains(

@@ -67,7 +67,7 @@ pub(super) async fn route(mut call: ProxiedCall, request: Request) -> Result<Rou
         return Err(call.refuse(ApiError::invalid_request("`model` is required")));
     };
     call.requested_model = Some(model.clone());
-    if let Err(error) = call.admit(&model) {
+    if let Err(error) = call.admit(&model).await {
         return Err(call.refuse(error));
     }
     call.stream = fields.is_stream();

@@ -137,11 +137,13 @@ impl ProxiedCall {
     }
 
     /// A virtual key's checks for the model asked for (or the model its alias names): allowed
-    /// model, budget, rate.
-    fn admit(&self, model: &str) -> Result<(), ApiError> {
+    /// model, budget, rate (counted in Redis, shared by the fleet, with `cache.backend =
+    /// "redis"`).
+    async fn admit(&self, model: &str) -> Result<(), ApiError> {
         let Some(key) = &self.key else { return Ok(()) };
         let resolved = self.runtime.routes.resolve_alias(model);
-        key.admit(&[model, resolved], self.state.clock().now_ms())
+        let now_ms = self.state.clock().now_ms();
+        key.admit_shared(&[model, resolved], now_ms, self.runtime.cache.shared()).await
     }
 
     fn endpoint(&self) -> Endpoint {
@@ -299,7 +301,7 @@ async fn handle(mut call: ProxiedCall, request: Request) -> Response {
         return call.refuse(ApiError::invalid_request("`model` is required"));
     };
     call.requested_model = Some(model.clone());
-    if let Err(error) = call.admit(&model) {
+    if let Err(error) = call.admit(&model).await {
         return call.refuse(error);
     }
     call.stream = chat.is_stream();

@@ -1,6 +1,7 @@
 //! The gateway on shared engines, against real servers on loopback: `storage.backend =
 //! "postgres"` (calls stored, an outage waited out), `cache.backend = "redis"` (an answer cached
-//! through one gateway is a hit through another; Redis down is a miss), and the errors of
+//! through one gateway is a hit through another; Redis down is a miss; a key's rate limit holds
+//! across gateways and falls back to each one's own when Redis is down), and the errors of
 //! engines that are down.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -277,6 +278,91 @@ async fn an_answer_cached_through_one_gateway_is_a_hit_through_another() {
         written().await && ask(&second, &question).await == "hit"
     })
     .await;
+    first.stop().await;
+    second.stop().await;
+}
+
+/// A gateway over `stores` (shared with another) whose rate limits are counted in Redis.
+async fn limited_gateway(
+    sim: &llmopt_llm::sim::SimServer,
+    redis_url: &str,
+    stores: llmopt_gateway::Stores,
+) -> RunningGateway {
+    let extra = "[cache]\nenabled = false\nbackend = \"redis\"\n[auth]\nmetrics_public = true\n";
+    let text = config_text(sim, extra);
+    let config = from_toml_str(&text).unwrap();
+    let secrets = secrets_with(&[("LLMOPT_REDIS_URL", redis_url.to_owned())]);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let state =
+        AppState::build(GatewayInit { config, stores, clock, secrets, config_source: None })
+            .unwrap();
+    RunningGateway::start(TestGateway {
+        state,
+        store: Default::default(),
+        keys: Default::default(),
+    })
+    .await
+}
+
+async fn call_with_key(gateway: &RunningGateway, key: &str) -> reqwest::StatusCode {
+    let body = json!({"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]});
+    let response = client()
+        .post(gateway.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    response.bytes().await.unwrap();
+    status
+}
+
+#[tokio::test]
+async fn a_rate_limit_counted_in_redis_holds_across_two_gateways() {
+    let Some(mut redis) = TestRedis::start() else { return };
+    let url = redis.url(0);
+    let sim = sim_server(0.0).await;
+    const SECRET: &str = "sk-llmopt-shared-limit";
+    const PER_MINUTE: u32 = 6;
+    let stores = llmopt_gateway::Stores::memory();
+    stores
+        .keys
+        .insert(&llmopt_core::VirtualKey {
+            id: "key_shared_limit".into(),
+            sha256: llmopt_gateway::auth::hash_key(SECRET),
+            tenant: "acme".into(),
+            budget: None,
+            budget_period: llmopt_core::BudgetPeriod::Month,
+            models: Vec::new(),
+            requests_per_minute: Some(PER_MINUTE),
+            expires_at_ms: None,
+            created_ms: SystemClock.now_ms(),
+            revoked_ms: None,
+        })
+        .unwrap();
+    let first = limited_gateway(&sim, &url, stores.clone()).await;
+    let second = limited_gateway(&sim, &url, stores).await;
+
+    // Both replicas take from one bucket: PER_MINUTE calls in all, then 429 from either.
+    for index in 0..PER_MINUTE {
+        let gateway = if index % 2 == 0 { &first } else { &second };
+        assert_eq!(call_with_key(gateway, SECRET).await, 200, "call {index}");
+    }
+    assert_eq!(call_with_key(&first, SECRET).await, 429);
+    assert_eq!(call_with_key(&second, SECRET).await, 429);
+    assert_eq!(metric(&metrics_of(&first).await, "llmopt_rate_limit_redis_errors"), 0.0);
+
+    // Redis goes away: each replica's own bucket decides (it was not drawn on while Redis
+    // answered), and the fallbacks are counted.
+    let _redis = tokio::task::spawn_blocking(move || {
+        redis.stop();
+        redis
+    })
+    .await
+    .unwrap();
+    assert_eq!(call_with_key(&first, SECRET).await, 200, "the local limiter admits");
+    assert!(metric(&metrics_of(&first).await, "llmopt_rate_limit_redis_errors") >= 1.0);
     first.stop().await;
     second.stop().await;
 }

@@ -4,33 +4,40 @@
 //! # Blocks
 //! sled pays per key: one insert costs a few microseconds of node copying whatever its size, and
 //! the first layout (one key per record, plus one key per record in each of three index trees)
-//! ingested about 30,000 records/s. Records are therefore stored in **blocks**: an appended batch
-//! is sorted by time and cut into blocks of at most [`BLOCK_RECORDS`] records spanning at most
-//! [`BLOCK_SPAN_MS`]; a block is one key, `record_key(first timestamp, sequence)`, whose value is
-//! a small header (per record: id hash, timestamp, length) and the encoded records back to back
-//! ([`crate::codec::encode_block`]). The model and tenant indexes get one entry per block and
-//! value, not per record.
+//! ingested about 30,000 records/s. sled also keeps memory for every node it has written, so the
+//! number of keys is what makes the store's resident memory grow. Records are therefore stored
+//! in **blocks** of at most [`BLOCK_RECORDS`] records spanning at most [`BLOCK_SPAN_MS`]; a block
+//! is one key, `record_key(first timestamp, sequence)`, whose value is a small header (per
+//! record: id hash, timestamp, length) and the encoded records back to back
+//! ([`crate::codec::encode_block`]). An append sorts its batch by time and puts each record into
+//! one of the newest blocks while it has room and span (rewriting that block), else into a new
+//! block: so quiet traffic, whose collector batches hold a few records each, fills blocks as
+//! busy traffic does (a 50 calls/s stream once made a block of ~5 records per batch). The model
+//! and tenant indexes are grouped: one key per value and minute ([`index`]).
 //!
 //! Because a block spans at most `BLOCK_SPAN_MS`, the blocks holding records of `[from, to)` are
 //! the keys in `[from − BLOCK_SPAN_MS, to)`: a scan still reads only its window. Results are
-//! ordered by (timestamp, block sequence, place in block), which is append order for ties.
+//! ordered by (timestamp, block sequence, place in block), which is append order for ties (see
+//! `write::assign_blocks` for why extending blocks keeps it).
 //!
 //! # Finding a record by id
 //! The gateway's request ids are UUIDv7 strings made from the record's own timestamp. Such a
-//! record needs no id index entry: its block is among the few keys in
-//! `[ts − BLOCK_SPAN_MS, ts]`, and the block header's id hashes point at it without decoding the
-//! others. Only records whose id does not carry their timestamp (ids brought by batch ingest)
-//! get an entry in the `ids` tree. The rule is a pure function of (id, timestamp), so every
-//! reader and the retention pass agree on where a record's id lives.
+//! record needs no id index entry: its block is among the keys in `[ts − BLOCK_SPAN_MS, ts]`
+//! (two seconds: a few blocks, or ~30 at 1,000 calls/s), and the block headers' id hashes point
+//! at it without decoding the others. Only records whose id does not carry their timestamp (ids
+//! brought by batch ingest) get an entry in the `ids` tree. The rule is a pure function of (id,
+//! timestamp), so every reader and the retention pass agree on where a record's id lives.
 //!
 //! # Modules
 //! - this one: the store, its trees and the `RecordStore` seam;
+//! - `index`: the grouped model and tenant indexes;
 //! - `read`: id lookups, time-range and index scans, and aggregate queries;
-//! - `write`: appends (cutting blocks, replacing stored copies of the same ids, index and
+//! - `write`: appends (replacing stored copies of the same ids, filling blocks, index and
 //!   aggregate updates) and rewriting a block without some of its records;
-//! - `maintenance`: retention of raw records and aggregates, and the migration of the first
-//!   (one key per record) layout.
+//! - `maintenance`: retention of raw records and aggregates, and the migrations of older
+//!   layouts (one key per record; one index entry per block).
 
+mod index;
 mod maintenance;
 mod read;
 mod write;
@@ -64,7 +71,14 @@ pub const BLOCK_RECORDS: usize = 64;
 
 /// Longest time between the first and last record of a block, in milliseconds. Bounds how far
 /// before a window a scan starts, and how many blocks an id lookup reads.
-pub const BLOCK_SPAN_MS: i64 = 100;
+pub const BLOCK_SPAN_MS: i64 = 2_000;
+
+/// The grouped model and tenant indexes ([`index`]). Store schema 2 had one entry per block and
+/// value in trees named `by_model` and `by_tenant`.
+const MODEL_INDEX_TREE: &str = "model_index";
+const TENANT_INDEX_TREE: &str = "tenant_index";
+
+pub use index::INDEX_BUCKET_MS;
 
 #[derive(Debug)]
 pub struct SledRecordStore {
@@ -122,8 +136,8 @@ impl SledRecordStore {
         let open = |name: &str| db.open_tree(name).map_err(|error| sled_error(&path, error));
         let blocks = open("blocks")?;
         let ids = open("ids")?;
-        let by_model = open("by_model")?;
-        let by_tenant = open("by_tenant")?;
+        let by_model = open(MODEL_INDEX_TREE)?;
+        let by_tenant = open(TENANT_INDEX_TREE)?;
         let aggregates = open("aggregates")?;
         // sled keeps no count; one pass over the blocks at open reads each block's first
         // bytes and keeps `count()` O(1) afterwards.

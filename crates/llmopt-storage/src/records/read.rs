@@ -9,14 +9,15 @@ use llmopt_core::{
 };
 use sled::{IVec, Tree};
 
-use super::{Located, SledRecordStore, first_block_for, key_seq, key_time, to_record_key};
+use super::{
+    Located, SledRecordStore, first_block_for,
+    index::{bucket_start, group_key, group_members},
+    key_seq, key_time, to_record_key,
+};
 use crate::{
     Result,
     aggregates::{self, AggState, Dimension},
-    codec::{
-        RecordKey, decode_block_header, decode_record, id_hash, index_key, index_prefix,
-        record_key, uuid_v7_ms,
-    },
+    codec::{RecordKey, decode_block_header, decode_record, id_hash, record_key, uuid_v7_ms},
 };
 
 /// A record found by a scan with its sort key: (timestamp, block sequence, place in block).
@@ -142,7 +143,7 @@ impl SledRecordStore {
         self.collect_from_blocks(blocks, from_ms, to_ms, filter, limit)
     }
 
-    /// Records of one indexed value in a time range, through an index tree.
+    /// Records of one indexed value in a time range, through a grouped index tree.
     pub(super) fn scan_index(
         &self,
         index: &Tree,
@@ -150,19 +151,28 @@ impl SledRecordStore {
         query: &RecordQuery,
         limit: usize,
     ) -> Result<Vec<RequestRecord>> {
-        let start = index_key(value, &first_block_for(query.from_ms));
-        let end = index_key(value, &record_key(query.to_ms, 0));
-        let prefix_len = index_prefix(value).len();
-        let blocks = index.range(start..end).filter_map(|item| {
-            let key = match item {
-                Ok((key, _)) => key,
-                Err(error) => return Some(Err(self.err(error))),
+        let first = first_block_for(query.from_ms);
+        let end = record_key(query.to_ms, 0);
+        let groups = group_key(value, bucket_start(key_time(&first)))
+            ..=group_key(value, bucket_start(query.to_ms));
+        let block_keys = index.range(groups).flat_map(|item| {
+            let members: Vec<Result<RecordKey>> = match item {
+                Ok((_, members)) => group_members(&members)
+                    .filter(|key| *key >= first && *key < end)
+                    .map(Ok)
+                    .collect(),
+                Err(error) => vec![Err(self.err(error))],
             };
-            let block_key = key.get(prefix_len..).and_then(to_record_key)?;
-            // An index entry whose block is gone (a kill between trees, a block emptied by
-            // replacements) is skipped.
-            match self.blocks.get(block_key) {
-                Ok(Some(block)) => Some(Ok((block_key, block))),
+            members
+        });
+        let blocks = block_keys.filter_map(|key| {
+            let key = match key {
+                Ok(key) => key,
+                Err(error) => return Some(Err(error)),
+            };
+            // An index entry whose block is gone (a kill between trees) is skipped.
+            match self.blocks.get(key) {
+                Ok(Some(block)) => Some(Ok((key, block))),
                 Ok(None) => None,
                 Err(error) => Some(Err(self.err(error))),
             }

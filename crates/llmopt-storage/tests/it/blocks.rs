@@ -11,7 +11,7 @@ use llmopt_core::{
 };
 use llmopt_storage::{
     STORE_SCHEMA_VERSION, SledStore, StorageConfig,
-    codec::{encode_record, record_key, uuid_v7_ms},
+    codec::{encode_block, encode_record, id_hash, index_key, record_key, uuid_v7_ms},
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -218,4 +218,114 @@ fn gateway_ids_need_no_id_index_entry() {
         assert_eq!(records.get(&record.id).unwrap().as_ref(), Some(record));
     }
     assert_eq!(records.id_index_len(), 0, "UUIDv7 ids at their own time are found by time");
+}
+
+#[test]
+fn a_directory_of_the_second_layout_gets_grouped_indexes_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    // Records over three minutes, in blocks of ten, as schema 2 wrote them.
+    let records: Vec<RequestRecord> = (0..600)
+        .map(|i| {
+            let model = ["gpt-4o", "gpt-4o-mini", "claude-haiku-4-5"][i as usize % 3];
+            let mut record = full_record(i, T0 + i as i64 * 300, model, "acme");
+            if i % 4 == 0 {
+                record.tenant = Some(llmopt_core::TenantId::new("globex"));
+            }
+            record
+        })
+        .collect();
+    {
+        let db = sled::open(&path).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert(b"format", &b"llmopt-storage"[..]).unwrap();
+        meta.insert(b"schema", &2_u32.to_be_bytes()).unwrap();
+        let blocks = db.open_tree("blocks").unwrap();
+        let by_model = db.open_tree("by_model").unwrap();
+        let by_tenant = db.open_tree("by_tenant").unwrap();
+        for (seq, chunk) in records.chunks(10).enumerate() {
+            let key = record_key(chunk[0].ts_ms, seq as u64);
+            let bodies: Vec<Vec<u8>> = chunk.iter().map(encode_record).collect();
+            let entries: Vec<(u64, i64, &[u8])> = chunk
+                .iter()
+                .zip(&bodies)
+                .map(|(record, body)| (id_hash(record.id.as_str()), record.ts_ms, &body[..]))
+                .collect();
+            blocks.insert(key, encode_block(&entries)).unwrap();
+            for record in chunk {
+                by_model.insert(index_key(record.served_model.as_str(), &key), &[][..]).unwrap();
+                let tenant = record.tenant.as_ref().unwrap();
+                by_tenant.insert(index_key(tenant.as_str(), &key), &[][..]).unwrap();
+            }
+        }
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(&path, StorageConfig::default()).unwrap();
+    let migrated = store.records();
+    let model = MemoryRecordStore::default();
+    model.append(&records).unwrap();
+    assert_eq!(migrated.count().unwrap(), 600);
+    for filter in [
+        RecordFilter { model: Some("gpt-4o-mini".into()), ..RecordFilter::default() },
+        RecordFilter { tenant: Some("globex".into()), ..RecordFilter::default() },
+        RecordFilter { tenant: Some("acme".into()), ..RecordFilter::default() },
+    ] {
+        for (from, to) in [(T0, T0 + 200_000), (T0 + 59_000, T0 + 61_000), (T0 + 1, T0 + 2)] {
+            let query = RecordQuery { filter: filter.clone(), ..RecordQuery::range(from, to) };
+            assert_eq!(migrated.scan(&query).unwrap(), model.scan(&query).unwrap(), "{query:?}");
+        }
+    }
+    // New records land in the grouped indexes too.
+    let later = full_record(9_999, T0 + 500_000, "gpt-4o-mini", "globex");
+    migrated.append(std::slice::from_ref(&later)).unwrap();
+    let query = RecordQuery {
+        filter: RecordFilter { model: Some("gpt-4o-mini".into()), ..RecordFilter::default() },
+        ..RecordQuery::range(T0 + 400_000, T0 + 600_000)
+    };
+    assert_eq!(migrated.scan(&query).unwrap(), vec![later]);
+    drop((migrated, store));
+    let db = sled::open(&path).unwrap();
+    for old in ["by_model", "by_tenant"] {
+        assert!(!db.tree_names().iter().any(|name| name.as_ref() == old.as_bytes()), "{old}");
+    }
+    let schema = db.open_tree("meta").unwrap().get(b"schema").unwrap().unwrap();
+    assert_eq!(schema.as_ref(), &STORE_SCHEMA_VERSION.to_be_bytes());
+}
+
+/// Quiet traffic (batches of ten records, 50 calls/s, some records late as calls end out of
+/// order) fills blocks instead of making small ones: what bounds the store's memory.
+#[test]
+fn quiet_traffic_fills_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let model = MemoryRecordStore::default();
+    let mut rng = StdRng::seed_from_u64(11);
+    let store = SledStore::open(&path, StorageConfig::default()).unwrap();
+    let records = store.records();
+    let total = 6_400_u64;
+    for batch_start in (0..total).step_by(10) {
+        let batch: Vec<RequestRecord> = (batch_start..batch_start + 10)
+            .map(|index| {
+                // Started up to a second before it ends; written when it ends.
+                let ts = T0 + index as i64 * 20 - rng.gen_range(0..1_000);
+                let mut record = random_record(&mut rng, index, ts, true);
+                if index % 97 == 0 {
+                    // Two calls started in the same millisecond.
+                    record.ts_ms = ts - 1;
+                    record.id = RequestId::new(uuid_v7(record.ts_ms, index));
+                }
+                record
+            })
+            .collect();
+        records.append(&batch).unwrap();
+        model.append(&batch).unwrap();
+    }
+    let everything = RecordQuery::range(i64::MIN, i64::MAX);
+    assert_eq!(records.scan(&everything).unwrap(), model.scan(&everything).unwrap());
+    drop((records, store));
+    let db = sled::open(&path).unwrap();
+    let blocks = db.open_tree("blocks").unwrap().len() as u64;
+    assert!(blocks <= total / 32, "{blocks} blocks for {total} records");
+    let index_keys = db.open_tree("model_index").unwrap().len();
+    assert!(index_keys <= 3 * 4, "{index_keys} model index keys over ~2 minutes");
 }

@@ -273,3 +273,39 @@ fn one_process_leads_and_another_takes_over_when_it_goes() {
     let third = PgStore::open(&url).unwrap();
     assert!(third.leadership("optimizer").try_lead().unwrap(), "resigning frees it");
 }
+
+/// Costs go to `numeric` columns in COPY's binary form: every digit group, zero groups inside
+/// and at the end, negative values and the extremes of picodollars come back exact.
+#[test]
+fn costs_are_copied_exactly_into_numeric_columns() {
+    let Some((url, store)) = fresh() else { return };
+    let costs: [i128; 10] = [
+        0,
+        1,
+        9_999,
+        10_000,
+        1_000_000_000_000,
+        100_000_002,
+        -12_345_678,
+        123_456_789_012_345_678_901_234_567,
+        i128::MAX,
+        i128::MIN + 1,
+    ];
+    let records: Vec<_> = costs
+        .iter()
+        .enumerate()
+        .map(|(index, &cost)| {
+            let mut record = full_record(index as u64, T0 + index as i64, "gpt-4o", "acme");
+            record.cost = Some(llmopt_core::Money(cost));
+            record.saved_cost = Some(llmopt_core::Money(-cost));
+            record
+        })
+        .collect();
+    store.records().append(&records).unwrap();
+    let stored = psql(
+        &url,
+        "SELECT string_agg(cost::text || ' ' || saved_cost::text, ',' ORDER BY ts_ms) FROM llmopt_records",
+    );
+    let expected: Vec<String> = costs.iter().map(|cost| format!("{cost} {}", -cost)).collect();
+    assert_eq!(stored, expected.join(","));
+}
