@@ -218,14 +218,6 @@ impl KeyEntry {
 
     fn admit_model_and_budget(&self, models: &[&str], now_ms: i64) -> Result<(), ApiError> {
         self.allow_model(models)?;
-        Ok(())
-    }
-
-    /// Admits one call for `models` (the model asked for and what its alias names): the model
-    /// must be allowed, the spend below the budget, and the rate bucket not empty (checked in
-    /// that order, so a refused call does not use up the rate).
-    pub fn admit(&self, models: &[&str], now_ms: i64) -> Result<(), ApiError> {
-        self.allow_model(models)?;
         if let Some(budget) = self.key.budget {
             let (spent, _, end_ms) = self.spend(now_ms);
             if spent >= budget {
