@@ -739,6 +739,7 @@ function changeText(change) {
   if (change.max_tokens_cap !== undefined) parts.push(`max_tokens ≤ ${change.max_tokens_cap}`);
   if (change.timeout_ms !== undefined) parts.push(`timeout ${change.timeout_ms} ms`);
   if (change.hedge_after_ms !== undefined) parts.push(`hedge after ${change.hedge_after_ms} ms`);
+  if (change.prompt_cache !== undefined) parts.push(`prompt cache (${change.prompt_cache} lifetime)`);
   return parts.join(", ") || "as today";
 }
 
