@@ -104,3 +104,35 @@ async fn a_short_demo_adopts_measured_savings_and_measures_routing_on_held_out_p
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_judge_the_demo_sends_no_feedback_and_the_judge_grades_the_measured_calls() {
+    let args = DemoArgs {
+        requests: 6_000,
+        baseline: 300,
+        speed: 20_000.0,
+        concurrency: 16,
+        seed: 11,
+        cycle_every: 1_500,
+        data_dir: None,
+        prompts: Some(540),
+        progress: false,
+        tags: false,
+        drift: true,
+        judge: true,
+    };
+    let mut text = Vec::new();
+    let report = run(&args, &mut text).await.expect("the demo runs");
+    let text = String::from_utf8(text).expect("utf-8 report");
+    let judge = report.judge.as_ref().unwrap_or_else(|| panic!("a judge summary:\n{text}"));
+    // Every grading is one recorded judge call; the calls carrying a verdict are the graded ones
+    // (no client sent any), and grading has a price, reported beside the traffic's.
+    assert!(judge.calls > 100, "{judge:?}");
+    assert!(judge.graded_calls > 0 && judge.graded_calls <= judge.calls, "{judge:?}");
+    assert!(judge.cost_usd > 0.0 && judge.cost_usd < judge.traffic_cost_usd, "{judge:?}");
+    assert!(text.contains("Quality signal: no client feedback"), "{text}");
+    // The drift is scripted in the client's labels: none with the judge.
+    assert!(report.drift.is_none());
+    // The judge's verdicts are the quality evidence routing experiments run on.
+    assert!(report.experiments.iter().any(|e| e.name.contains("discovered workload")), "{text}");
+}
