@@ -15,7 +15,7 @@ use crate::{
     error::Result,
     http::{self, Timeouts},
     openai::prepare_whole,
-    passthrough::{ApiCall, ApiMethod, ApiResponse},
+    passthrough::{ApiCall, ApiResponse},
     provider::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderError},
     secret::SecretString,
 };
@@ -117,19 +117,7 @@ impl Anthropic {
     /// A call to another endpoint under the base URL (`v1/messages/count_tokens`), with the
     /// provider's key, version and headers.
     fn api_builder(&self, call: &ApiCall) -> Result<reqwest::RequestBuilder, ProviderError> {
-        let url = reqwest::Url::parse(&http::join_url(&self.config.base_url, &call.path))
-            .map_err(|error| ProviderError::InvalidRequest(format!("bad path: {error}")))?;
-        let client = self.clients.get()?;
-        let mut builder = match call.method {
-            ApiMethod::Get => client.get(url),
-            ApiMethod::Post => client.post(url),
-            ApiMethod::Delete => client.delete(url),
-        };
-        if let Some(body) = &call.body {
-            builder = builder
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
-        }
+        let mut builder = self.clients.api_request(&self.config.base_url, call)?;
         builder = builder.header("x-api-key", self.config.api_key.expose());
         let caller_sets_version =
             call.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("anthropic-version"));

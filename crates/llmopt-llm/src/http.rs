@@ -65,6 +65,29 @@ impl ThreadClients {
             ProviderError::Transport(format!("cannot build an HTTP client: {error}"))
         })
     }
+
+    /// A passthrough call ([`crate::ApiCall`]) to `call.path` under `base_url`, with its method
+    /// and JSON body; the provider adds its own authentication and headers.
+    pub(crate) fn api_request(
+        &self,
+        base_url: &str,
+        call: &crate::ApiCall,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        let url = reqwest::Url::parse(&join_url(base_url, &call.path))
+            .map_err(|error| ProviderError::InvalidRequest(format!("bad path: {error}")))?;
+        let client = self.get()?;
+        let builder = match call.method {
+            crate::ApiMethod::Get => client.get(url),
+            crate::ApiMethod::Post => client.post(url),
+            crate::ApiMethod::Delete => client.delete(url),
+        };
+        Ok(match &call.body {
+            Some(body) => {
+                builder.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone())
+            }
+            None => builder,
+        })
+    }
 }
 
 /// Builds a client whose connections are pooled and reused. `TCP_NODELAY` is on: without it

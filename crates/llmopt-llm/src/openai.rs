@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::{
     error::Result,
     http::{self, Timeouts},
-    passthrough::{ApiCall, ApiMethod, ApiResponse, ApiStream},
+    passthrough::{ApiCall, ApiResponse, ApiStream},
     provider::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderError},
     secret::SecretString,
 };
@@ -99,19 +99,7 @@ impl OpenAiCompatible {
 
     /// A request to another endpoint under the base URL, with the provider's key and headers.
     fn api_builder(&self, call: &ApiCall) -> Result<reqwest::RequestBuilder, ProviderError> {
-        let url = reqwest::Url::parse(&http::join_url(&self.config.base_url, &call.path))
-            .map_err(|error| ProviderError::InvalidRequest(format!("bad path: {error}")))?;
-        let client = self.clients.get()?;
-        let mut builder = match call.method {
-            ApiMethod::Get => client.get(url),
-            ApiMethod::Post => client.post(url),
-            ApiMethod::Delete => client.delete(url),
-        };
-        if let Some(body) = &call.body {
-            builder = builder
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
-        }
+        let mut builder = self.clients.api_request(&self.config.base_url, call)?;
         if let Some(key) = &self.config.api_key {
             builder = builder.bearer_auth(key.expose());
         }

@@ -317,9 +317,9 @@ async fn handle(mut call: ProxiedCall, request: Request) -> Response {
     // The workload discovered from the content (routing works on untagged traffic).
     let optimizer = call.state.optimizer();
     let text = optimizer.discovers_workloads().then(|| workload::workload_text(&body_value));
-    let workload = text.flatten().and_then(|(system, user)| {
+    let workload = text.as_ref().and_then(Option::as_ref).and_then(|(system, user)| {
         let system = (!system.is_empty()).then_some(system.as_str());
-        let text = WorkloadText { system, last_user: &user, input_tokens: None };
+        let text = WorkloadText { system, last_user: user, input_tokens: None };
         optimizer.workload_of(&text)
     });
     if let Some(id) = &workload {
@@ -350,7 +350,9 @@ async fn handle(mut call: ProxiedCall, request: Request) -> Response {
         || !decision.applied_flags.is_empty()
         || !decision.held_out.is_empty();
     if call.runtime.config.judge.samples(&call.request_id, measured) {
-        call.judge_question = workload::workload_text(&body_value).map(|(_, user)| user);
+        // The text the workload was recognised by, when it was read; else read it now.
+        let text = text.unwrap_or_else(|| workload::workload_text(&body_value));
+        call.judge_question = text.map(|(_, user)| user);
     }
     llmopt_core::tag_adoptions(&mut call.tags, &decision.applied_flags, &decision.held_out);
     let served = decision.candidates.first().map_or(model.as_str(), |c| c.model.as_str());

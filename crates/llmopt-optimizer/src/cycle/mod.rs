@@ -385,15 +385,15 @@ impl Optimizer {
         let from_ms = now_ms - config.lookback_ms;
         let mut records = self.records.scan(&RecordQuery::range(from_ms, now_ms + 1))?;
         // The judge's calls are the optimizer's own cost, not traffic to optimize.
-        let judge_calls = records.iter().filter(|r| r.tags.contains_key(JUDGE_TAG)).count();
-        let judge_cost_usd: f64 = records
-            .iter()
-            .filter(|r| r.tags.contains_key(JUDGE_TAG))
-            .filter_map(|r| r.cost.map(|cost| cost.as_usd_f64()))
-            .sum();
-        if judge_calls > 0 {
-            records.retain(|r| !r.tags.contains_key(JUDGE_TAG));
-        }
+        let (mut judge_calls, mut judge_cost_usd) = (0, 0.0);
+        records.retain(|r| {
+            let judge = r.tags.contains_key(JUDGE_TAG);
+            if judge {
+                judge_calls += 1;
+                judge_cost_usd += r.cost.map_or(0.0, |cost| cost.as_usd_f64());
+            }
+            !judge
+        });
         let span_ms = match (records.first(), records.last()) {
             (Some(first), Some(last)) if last.ts_ms > first.ts_ms => last.ts_ms - first.ts_ms,
             _ => config.lookback_ms,
